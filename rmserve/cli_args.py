@@ -1,0 +1,54 @@
+"""CLI flags built from a pydantic-settings class: one field is a flag, an env var, a default
+and a doc. Flags given on the command line override the environment, which overrides defaults."""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from typing import Any, Literal, TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, settings_cls: type[BaseSettings]) -> None:
+    prefix = str(settings_cls.model_config.get("env_prefix", ""))
+    for name, field in settings_cls.model_fields.items():
+        annotation = field.annotation
+        origin = typing.get_origin(annotation)
+        if origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            annotation = args[0] if len(args) == 1 else str
+            origin = typing.get_origin(annotation)
+        default = field.get_default(call_default_factory=True)
+        env = f"{prefix}{name}".upper()
+        doc = f"{field.description or ''} [env {env}; default {default!r}]"
+        kwargs: dict[str, Any] = {"help": doc, "default": argparse.SUPPRESS, "dest": name}
+        if annotation is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif origin is Literal:
+            kwargs["choices"] = list(typing.get_args(annotation))
+        parser.add_argument(_flag(name), **kwargs)
+
+
+def settings_from_args(settings_cls: type[S], args: argparse.Namespace) -> S:
+    given = {k: v for k, v in vars(args).items() if k in settings_cls.model_fields}
+    try:
+        return settings_cls(**given)
+    except ValidationError as e:
+        lines = []
+        prefix = str(settings_cls.model_config.get("env_prefix", ""))
+        for err in e.errors():
+            name = str(err["loc"][0]) if err["loc"] else "?"
+            lines.append(
+                f"invalid setting {_flag(name)} / {prefix}{name.upper()}: {err['msg']} "
+                f"(got {err.get('input')!r})"
+            )
+        raise SystemExit("\n".join(lines)) from None
