@@ -18,7 +18,9 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_settings_arguments(parser: argparse.ArgumentParser, settings_cls: type[BaseSettings]) -> None:
+def add_settings_arguments(
+    parser: argparse.ArgumentParser, settings_cls: type[BaseSettings]
+) -> None:
     prefix = str(settings_cls.model_config.get("env_prefix", ""))
     for name, field in settings_cls.model_fields.items():
         annotation = field.annotation
@@ -27,9 +29,12 @@ def add_settings_arguments(parser: argparse.ArgumentParser, settings_cls: type[B
             args = [a for a in typing.get_args(annotation) if a is not type(None)]
             annotation = args[0] if len(args) == 1 else str
             origin = typing.get_origin(annotation)
-        default = field.get_default(call_default_factory=True)
         env = f"{prefix}{name}".upper()
-        doc = f"{field.description or ''} [env {env}; default {default!r}]"
+        if field.is_required():
+            given = "required"
+        else:
+            given = f"default {field.get_default(call_default_factory=True)!r}"
+        doc = f"{field.description or ''} [env {env}; {given}]"
         kwargs: dict[str, Any] = {"help": doc, "default": argparse.SUPPRESS, "dest": name}
         if annotation is bool:
             kwargs["action"] = argparse.BooleanOptionalAction

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -23,6 +23,19 @@ CPU = "CPUExecutionProvider"
 
 class EngineError(Exception):
     """The engine could not score a batch."""
+
+
+class Engine(Protocol):
+    """What the serving core needs from an engine (tests inject failing or slow ones)."""
+
+    @property
+    def provider(self) -> str:
+        """The execution provider that really runs, e.g. ``CPUExecutionProvider``."""
+        ...
+
+    def score(self, pairs: Sequence[PreparedPair]) -> np.ndarray:
+        """Blocking: one float32 reward per pair, in order. Called from one thread at a time."""
+        ...
 
 
 def _providers_for(choice: ProviderChoice) -> list[str]:

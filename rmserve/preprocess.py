@@ -47,7 +47,9 @@ class Preprocessor:
         if config.join == "template" and config.template is None:
             raise ValueError("preprocessing.join is 'template' but preprocessing.template is unset")
         template = config.template
-        pieces = (template.prefix, template.separator, template.suffix) if template else ("", "", "")
+        pieces = (
+            (template.prefix, template.separator, template.suffix) if template else ("", "", "")
+        )
         self._prefix, self._separator, self._suffix = (self._encode(p) for p in pieces)
         if config.join == "pair":
             self._overhead = tokenizer.num_special_tokens_to_add(True)

@@ -1,0 +1,1 @@
+"""rmserve: serve Bradley-Terry reward models over gRPC with dynamic batching."""

@@ -1,0 +1,153 @@
+"""Batch collection: one pure function from a queue snapshot to the next engine batch.
+
+Policy, in order:
+1. Items whose owner is finished (cancelled, failed) are dropped; items whose deadline passed
+   are returned as expired. Neither is ever computed. The snapshot is the window: the caller
+   passes the oldest ``window`` queued items, so the cost per batch stays bounded.
+2. With ``max_queue_delay_s`` > 0 and too little work for a full batch, wait until the oldest
+   item has waited that long.
+3. The oldest live item anchors the batch, so nothing starves. The window is sorted by length
+   and the batch grows from the anchor to whichever neighbour in that order is closest in
+   length, while rows <= ``max_batch_size``, padded tokens (longest x rows) <=
+   ``max_batch_tokens`` and padded / real tokens <= ``max_padding_ratio``. The anchor always
+   runs, even alone over a limit.
+
+An item is the unit that must share a batch: one pair for Score, both pairs of a Prefer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from rmserve.preprocess import PreparedPair
+
+
+class Owner(Protocol):
+    """The request an item belongs to; ``finished`` once answered, failed or cancelled."""
+
+    @property
+    def finished(self) -> bool: ...
+
+
+OwnerT = TypeVar("OwnerT", bound=Owner)
+
+
+@dataclass(eq=False, slots=True)
+class QueuedItem(Generic[OwnerT]):
+    owner: OwnerT
+    index: int  # position of this item's first pair among its owner's pairs
+    pairs: tuple[PreparedPair, ...]
+    enqueued_at: float
+    deadline: float | None  # same clock as enqueued_at; None: no deadline
+    longest: int = field(init=False)
+    real_tokens: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.pairs:
+            raise ValueError("a queued item needs at least one pair")
+        self.longest = max(p.num_tokens for p in self.pairs)
+        self.real_tokens = sum(p.num_tokens for p in self.pairs)
+
+    @property
+    def rows(self) -> int:
+        return len(self.pairs)
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    max_batch_size: int
+    max_batch_tokens: int
+    max_padding_ratio: float = 1.25
+    max_queue_delay_s: float = 0.0
+    window: int = 256  # how many of the oldest queued items the caller passes as a snapshot
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1 or self.max_batch_tokens < 1 or self.window < 1:
+            raise ValueError(f"batch limits must be positive: {self}")
+        if self.max_padding_ratio < 1.0 or self.max_queue_delay_s < 0.0:
+            raise ValueError(f"invalid batch limits: {self}")
+
+
+@dataclass
+class Collected(Generic[OwnerT]):
+    batch: list[QueuedItem[OwnerT]]  # sorted by length; run these now (may be empty)
+    expired: list[QueuedItem[OwnerT]]  # deadline passed: answer DEADLINE_EXCEEDED
+    dropped: list[QueuedItem[OwnerT]]  # owner already finished: forget silently
+    wait_until: float | None = None  # nothing to run yet; look again at this time
+
+    @property
+    def rows(self) -> int:
+        return sum(item.rows for item in self.batch)
+
+    @property
+    def padded_tokens(self) -> int:
+        return max((i.longest for i in self.batch), default=0) * self.rows
+
+    @property
+    def real_tokens(self) -> int:
+        return sum(item.real_tokens for item in self.batch)
+
+
+def collect_batch(
+    snapshot: Sequence[QueuedItem[OwnerT]], now: float, limits: BatchLimits
+) -> Collected[OwnerT]:
+    """Pick the next batch from ``snapshot``, the oldest ``limits.window`` queued items.
+
+    Pure: reads the items (and whether their owners finished), never mutates anything.
+    """
+    live: list[QueuedItem[OwnerT]] = []
+    expired: list[QueuedItem[OwnerT]] = []
+    dropped: list[QueuedItem[OwnerT]] = []
+    for item in snapshot:
+        if item.owner.finished:
+            dropped.append(item)
+        elif item.deadline is not None and item.deadline <= now:
+            expired.append(item)
+        else:
+            live.append(item)
+    if not live:
+        return Collected([], expired, dropped)
+    oldest = min(live, key=lambda item: item.enqueued_at)
+    if limits.max_queue_delay_s > 0 and sum(item.rows for item in live) < limits.max_batch_size:
+        ready_at = oldest.enqueued_at + limits.max_queue_delay_s
+        if ready_at > now:
+            return Collected([], expired, dropped, wait_until=ready_at)
+    return Collected(_grow_around(oldest, live, limits), expired, dropped)
+
+
+def _fits(rows: int, longest: int, real: int, limits: BatchLimits) -> bool:
+    padded = rows * longest
+    return (
+        rows <= limits.max_batch_size
+        and padded <= limits.max_batch_tokens
+        and padded <= limits.max_padding_ratio * real
+    )
+
+
+def _grow_around(
+    anchor: QueuedItem[OwnerT], window: list[QueuedItem[OwnerT]], limits: BatchLimits
+) -> list[QueuedItem[OwnerT]]:
+    by_length = sorted(window, key=lambda item: (item.longest, item.enqueued_at))
+    lo = hi = by_length.index(anchor)
+    rows, longest, real = anchor.rows, anchor.longest, anchor.real_tokens
+    while True:
+        candidates = []
+        if lo > 0:
+            candidates.append(lo - 1)
+        if hi < len(by_length) - 1:
+            candidates.append(hi + 1)
+        # Closest in length first; ties go to the shorter neighbour (cheaper padding).
+        candidates.sort(key=lambda i: (abs(by_length[i].longest - anchor.longest), i))
+        grown = False
+        for i in candidates:
+            item = by_length[i]
+            new_rows, new_longest = rows + item.rows, max(longest, item.longest)
+            if _fits(new_rows, new_longest, real + item.real_tokens, limits):
+                rows, longest, real = new_rows, new_longest, real + item.real_tokens
+                lo, hi = min(lo, i), max(hi, i)
+                grown = True
+                break
+        if not grown:
+            return by_length[lo : hi + 1]

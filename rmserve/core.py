@@ -1,0 +1,272 @@
+"""The serving core: tokenise → queue → batch → infer, with a lifecycle. Knows no protocol.
+
+    async with RewardCore(engine, artifact, config, metrics) as core:
+        scores = await core.score([("prompt", "response")], timeout=1.0)
+
+Admission happens before anything is queued: a request over ``max_request_pairs`` is
+``InvalidRequest``, a full queue is ``Overloaded``, a core that is not serving (warming up,
+draining, stopped) is ``Unavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import Enum
+from types import TracebackType
+
+from rmserve.batching import BatchLimits, QueuedItem
+from rmserve.engine import Engine, LoadedArtifact
+from rmserve.errors import InvalidRequest, Unavailable
+from rmserve.metrics import Metrics
+from rmserve.pending import PairScore, PendingRequest, Preference, sigmoid
+from rmserve.preprocess import PreparedPair
+from rmserve.scheduler import Batcher
+from rmserve.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+# Requests with more pairs are tokenised on a worker thread (the Rust batch encoder releases
+# the GIL) so one big ScoreBatch does not stall the event loop.
+INLINE_TOKENIZE_PAIRS = 16
+# gRPC cancels a call when its deadline passes, on its own timer: a cancellation this close to
+# the caller's deadline is that deadline firing, and is counted as expired.
+DEADLINE_SLACK_S = 0.05
+
+
+class CoreState(Enum):
+    NEW = "new"
+    WARMING = "warming up"
+    SERVING = "serving"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    limits: BatchLimits
+    max_queue_pairs: int
+    max_request_pairs: int
+    warmup_runs: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings) -> CoreConfig:
+        limits = BatchLimits(
+            max_batch_size=settings.max_batch_size,
+            max_batch_tokens=settings.max_batch_tokens,
+            max_padding_ratio=settings.max_padding_ratio,
+            max_queue_delay_s=settings.max_queue_delay_ms / 1000.0,
+            window=max(256, 8 * settings.max_batch_size),
+        )
+        return cls(
+            limits, settings.max_queue_pairs, settings.max_request_pairs, settings.warmup_runs
+        )
+
+
+class RewardCore:
+    def __init__(
+        self,
+        engine: Engine,
+        artifact: LoadedArtifact,
+        config: CoreConfig,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.artifact = artifact
+        self.config = config
+        self.metrics = metrics
+        self.state = CoreState.NEW
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rmserve-engine")
+        self._batcher: Batcher | None = None
+        self._batcher_task: asyncio.Task[None] | None = None
+        self._inflight = 0
+        self._idle: asyncio.Event | None = None
+
+    @property
+    def inflight(self) -> int:
+        """Requests accepted and not yet answered."""
+        return self._inflight
+
+    @property
+    def model_version(self) -> str:
+        return self.artifact.manifest.version
+
+    # lifecycle -----------------------------------------------------------------------------
+
+    async def astart(self) -> None:
+        """Warm the engine up, then start the batcher and accept requests."""
+        if self.state is not CoreState.NEW:
+            raise RuntimeError(f"RewardCore.astart() called when {self.state.value}")
+        self.state = CoreState.WARMING
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._warm_up)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._batcher = Batcher(
+            self.engine,
+            self._executor,
+            self.config.limits,
+            self.config.max_queue_pairs,
+            self.metrics,
+            self._clock,
+        )
+        self._batcher_task = asyncio.create_task(self._batcher.run(), name="rmserve-batcher")
+        self.state = CoreState.SERVING
+        log.info("serving %s %s", self.artifact.manifest.name, self.model_version)
+
+    def begin_drain(self) -> None:
+        """Refuse new requests; accepted ones keep running."""
+        if self.state in (CoreState.NEW, CoreState.WARMING, CoreState.SERVING):
+            self.state = CoreState.DRAINING
+
+    async def astop(self, grace_seconds: float = 0.0) -> None:
+        """Drain: wait up to ``grace_seconds`` for accepted work, fail what is left, stop."""
+        self.begin_drain()
+        if self._idle is not None and self._inflight:
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout=grace_seconds)
+            except TimeoutError:
+                log.warning(
+                    "%d requests still running after %.1fs grace", self._inflight, grace_seconds
+                )
+        if self._batcher is not None:
+            self._batcher.fail_all("server stopped before this request was computed")
+        if self._batcher_task is not None:
+            self._batcher_task.cancel()
+            await asyncio.gather(self._batcher_task, return_exceptions=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.state = CoreState.STOPPED
+
+    async def __aenter__(self) -> RewardCore:
+        await self.astart()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.astop()
+
+    def _warm_up(self) -> None:
+        preprocessor = self.artifact.preprocessor
+        max_length = preprocessor.config.max_length
+        short = preprocessor.prepare("warm-up prompt", "warm-up response")
+        long = preprocessor.prepare("", "warm up " * max_length)
+        limits = self.config.limits
+        batches: list[list[PreparedPair]] = []
+        for pair in (short, long):
+            rows = max(1, min(limits.max_batch_size, limits.max_batch_tokens // pair.num_tokens))
+            batches += [[pair], [pair] * rows]
+        for _ in range(self.config.warmup_runs):
+            for batch in batches:
+                self.engine.score(batch)
+        log.info("warm-up done: %d runs of %d batches", self.config.warmup_runs, len(batches))
+
+    # requests ------------------------------------------------------------------------------
+
+    async def score(
+        self, pairs: Sequence[tuple[str, str]], timeout: float | None = None, field: str = "pairs"
+    ) -> list[PairScore]:
+        """Raw rewards of (prompt, response) pairs, in order. ``timeout`` in seconds."""
+        prompts = [prompt for prompt, _ in pairs]
+        responses = [response for _, response in pairs]
+        request = await self._run(prompts, responses, 1, timeout, field)
+        return request.scores()
+
+    async def prefer(
+        self,
+        items: Sequence[tuple[str, str, str]],
+        timeout: float | None = None,
+        field: str = "items",
+    ) -> list[Preference]:
+        """P(a preferred to b) for (prompt, response_a, response_b) items; a and b share a batch."""
+        prompts = [prompt for prompt, _, _ in items for _ in range(2)]
+        responses = [text for _, a, b in items for text in (a, b)]
+        scores = (await self._run(prompts, responses, 2, timeout, field)).scores()
+        return [
+            Preference(sigmoid(a.reward - b.reward), a, b)
+            for a, b in zip(scores[0::2], scores[1::2], strict=True)
+        ]
+
+    async def _run(
+        self,
+        prompts: list[str],
+        responses: list[str],
+        rows_per_item: int,
+        timeout: float | None,
+        field: str,
+    ) -> PendingRequest:
+        batcher = self._serving_batcher()
+        items = len(prompts) // rows_per_item
+        if items > self.config.max_request_pairs:
+            raise InvalidRequest(
+                f"{field}: {items} entries is over max_request_pairs="
+                f"{self.config.max_request_pairs}; split the request"
+            )
+        deadline = None if timeout is None else self._clock() + timeout
+        batcher.reserve(len(prompts))
+        reserved = len(prompts)
+        self._enter()
+        request: PendingRequest | None = None
+        try:
+            prepared = await self._tokenize(prompts, responses)
+            request = PendingRequest(prepared, deadline)
+            if not prepared:
+                return request
+            now = self._clock()
+            batcher.enqueue(
+                request,
+                [
+                    QueuedItem(request, i, tuple(prepared[i : i + rows_per_item]), now, deadline)
+                    for i in range(0, len(prepared), rows_per_item)
+                ],
+            )
+            reserved = 0
+            await request.future
+            return request
+        except asyncio.CancelledError:
+            if request is not None and not request.finished:
+                request.finished = True
+                batcher.withdraw(request)
+                expired = deadline is not None and self._clock() >= deadline - DEADLINE_SLACK_S
+                (self.metrics.expired if expired else self.metrics.cancelled).inc()
+            raise
+        finally:
+            if reserved:
+                batcher.release(reserved)
+            self._leave()
+
+    async def _tokenize(self, prompts: list[str], responses: list[str]) -> list[PreparedPair]:
+        start = time.perf_counter()
+        preprocessor = self.artifact.preprocessor
+        if len(prompts) > INLINE_TOKENIZE_PAIRS:
+            prepared = await asyncio.to_thread(preprocessor.prepare_many, prompts, responses)
+        else:
+            prepared = preprocessor.prepare_many(prompts, responses)
+        self.metrics.tokenize_duration.observe(time.perf_counter() - start)
+        return prepared
+
+    def _serving_batcher(self) -> Batcher:
+        if self.state is not CoreState.SERVING or self._batcher is None:
+            raise Unavailable(f"server is {self.state.value}; retry on another replica or later")
+        return self._batcher
+
+    def _enter(self) -> None:
+        self._inflight += 1
+        self.metrics.inflight_requests.set(self._inflight)
+        if self._idle is not None:
+            self._idle.clear()
+
+    def _leave(self) -> None:
+        self._inflight -= 1
+        self.metrics.inflight_requests.set(self._inflight)
+        if self._inflight == 0 and self._idle is not None:
+            self._idle.set()

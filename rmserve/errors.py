@@ -1,0 +1,31 @@
+"""Domain errors of the serving core. Protocol adapters map each to a status code in one place."""
+
+from __future__ import annotations
+
+
+class RewardError(Exception):
+    """Base of every error the core reports to a caller; the message is for the caller."""
+
+
+class InvalidRequest(RewardError):
+    """The request is malformed (names the field and index); it never joined a batch."""
+
+
+class Overloaded(RewardError):
+    """The queue is full; the request was not queued. Retry after ``retry_after_ms``."""
+
+    def __init__(self, message: str, retry_after_ms: int) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
+
+class Unavailable(RewardError):
+    """The server is loading, warming up or draining."""
+
+
+class DeadlineExpired(RewardError):
+    """The caller's deadline passed while the request waited; it was never computed."""
+
+
+class EngineFailure(RewardError):
+    """The engine failed on the batch holding this request; other batches are unaffected."""

@@ -1,0 +1,134 @@
+"""``rmserve eval``: score a preference file with an exported artifact through onnxruntime and
+the shared preprocessing. No torch: this measures the served model, independently of the
+torch numbers training reports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rmserve.engine import LoadedArtifact, OrtEngine, ProviderChoice, load_artifact
+from rmserve.preprocess import PreparedPair
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreferenceScores:
+    chosen: np.ndarray
+    rejected: np.ndarray
+    margins: np.ndarray
+
+
+def log_sigmoid(x: np.ndarray) -> np.ndarray:
+    result: np.ndarray = -np.logaddexp(0.0, -x)
+    return result
+
+
+def preference_report(scores: PreferenceScores) -> dict[str, float]:
+    """Same definitions as training: ties count as wrong; loss −mean(logσ(r_w − r_l − margin))."""
+    chosen = scores.chosen.astype(np.float64)
+    rejected = scores.rejected.astype(np.float64)
+    both = np.concatenate([chosen, rejected])
+    return {
+        "accuracy": float(np.mean(chosen > rejected)),
+        "loss": float(-np.mean(log_sigmoid(chosen - rejected - scores.margins))),
+        "margin": float(np.mean(chosen - rejected)),
+        "reward_mean": float(both.mean()),
+        "reward_std": float(both.std()),
+    }
+
+
+def score_prepared(
+    engine: OrtEngine, prepared: Sequence[PreparedPair], batch_size: int
+) -> np.ndarray:
+    """Batches sorted by length to cut padding; rewards come back in input order."""
+    order = sorted(range(len(prepared)), key=lambda i: prepared[i].num_tokens)
+    out = np.empty(len(prepared), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        out[chunk] = engine.score([prepared[i] for i in chunk])
+    return out
+
+
+def evaluate_file(
+    artifact: LoadedArtifact,
+    data: Path,
+    batch_size: int = 32,
+    provider: ProviderChoice = "cpu",
+    skip_bad: bool = False,
+) -> dict[str, Any]:
+    # The torch-free reader shared with training; mypy checks it as package `training`.
+    from rmserve_training.data import load_preferences  # type: ignore[import-not-found]
+
+    started = time.perf_counter()
+    loaded = load_preferences(data, skip_bad=skip_bad)
+    if not loaded.pairs:
+        raise SystemExit(f"rmserve eval: {data} holds no preference pairs")
+    engine = OrtEngine(artifact, provider=provider)
+    prompts = [p.prompt for p in loaded.pairs]
+    pre = artifact.preprocessor
+    chosen = pre.prepare_many(prompts, [p.chosen for p in loaded.pairs])
+    rejected = pre.prepare_many(prompts, [p.rejected for p in loaded.pairs])
+    rewards = score_prepared(engine, chosen + rejected, batch_size)
+    n = len(loaded.pairs)
+    scores = PreferenceScores(
+        rewards[:n], rewards[n:], np.array([p.margin for p in loaded.pairs], dtype=np.float64)
+    )
+    truncated = sum(w.truncated or r.truncated for w, r in zip(chosen, rejected, strict=True))
+    response_truncated = sum(
+        w.response_truncated or r.response_truncated for w, r in zip(chosen, rejected, strict=True)
+    )
+    return {
+        **preference_report(scores),
+        "pairs": n,
+        "skipped_lines": loaded.skipped,
+        "truncated_pairs": truncated,
+        "response_truncated_pairs": response_truncated,
+        "model": artifact.manifest.name,
+        "version": artifact.manifest.version,
+        "provider": engine.provider,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    artifact = load_artifact(Path(args.artifact))
+    report = evaluate_file(
+        artifact, Path(args.data), args.batch_size, args.provider, args.skip_bad_lines
+    )
+    log.info("eval of %s on %s: %s", args.artifact, args.data, report)
+    sys.stdout.write(json.dumps(report) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="Score a preference JSONL with an exported artifact (onnxruntime, no torch)."
+    )
+    parser.add_argument("--artifact", required=True, help="Artifact folder.")
+    parser.add_argument("--data", required=True, help="Preference JSONL (.jsonl or .jsonl.gz).")
+    parser.add_argument("--batch-size", type=int, default=32, help="Pairs per batch (default 32).")
+    parser.add_argument(
+        "--provider",
+        choices=["auto", "cuda", "cpu"],
+        default="cpu",
+        help="onnxruntime execution provider (default cpu).",
+    )
+    parser.add_argument(
+        "--skip-bad-lines",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="Skip (and count) malformed lines instead of failing.",
+    )
+    parser.set_defaults(handler=run_eval)

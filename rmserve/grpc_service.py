@@ -1,0 +1,215 @@
+"""The gRPC adapter: protobuf → core call → protobuf, and the one place errors become codes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from grpc.aio import ServicerContext
+
+from rmserve.core import RewardCore
+from rmserve.errors import (
+    DeadlineExpired,
+    EngineFailure,
+    InvalidRequest,
+    Overloaded,
+    RewardError,
+    Unavailable,
+)
+from rmserve.metrics import Metrics
+from rmserve.pending import PairScore, Preference
+from rmserve.v1 import reward_pb2, reward_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+STATUS_OF: dict[type[RewardError], grpc.StatusCode] = {
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
+    EngineFailure: grpc.StatusCode.INTERNAL,
+}
+RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
+
+
+def status_of(error: RewardError) -> grpc.StatusCode:
+    return STATUS_OF.get(type(error), grpc.StatusCode.INTERNAL)
+
+
+def _require(message: Message, name: str, where: str) -> str:
+    if not message.HasField(name):
+        raise InvalidRequest(f"{where}{name} is required (send an empty string for empty text)")
+    value = getattr(message, name)
+    assert isinstance(value, str)
+    return value
+
+
+def _score_result(score: PairScore, reward: float) -> reward_pb2.ScoreResult:
+    return reward_pb2.ScoreResult(
+        reward=reward,
+        truncated=score.truncated,
+        response_truncated=score.response_truncated,
+        num_tokens=score.num_tokens,
+    )
+
+
+def _prefer_result(p: Preference) -> reward_pb2.PreferResult:
+    return reward_pb2.PreferResult(
+        probability_a=p.probability_a,
+        reward_a=p.a.reward,
+        reward_b=p.b.reward,
+        truncated_a=p.a.truncated,
+        truncated_b=p.b.truncated,
+    )
+
+
+class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
+    def __init__(
+        self,
+        core: Callable[[], RewardCore | None],
+        metrics: Metrics,
+        max_message_bytes: int,
+    ) -> None:
+        self._core = core
+        self._metrics = metrics
+        self._max_message_bytes = max_message_bytes
+
+    async def _handle(
+        self,
+        method: str,
+        request: Message,
+        context: ServicerContext,
+        work: Callable[[RewardCore, float | None], Awaitable[R]],
+    ) -> R:
+        """Run one RPC: size check, core call, metrics, and the single error-to-status mapping."""
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        error: RewardError | None = None
+        try:
+            core = self._core()
+            if core is None:
+                raise Unavailable("server is loading the model; retry later")
+            size = request.ByteSize()
+            if size > self._max_message_bytes:
+                raise InvalidRequest(
+                    f"request: {size} bytes is over max_message_bytes={self._max_message_bytes}"
+                )
+            return await work(core, context.time_remaining())
+        except RewardError as e:
+            code, error = status_of(e), e
+        except Exception as e:  # a bug: answer INTERNAL with the reason, keep serving
+            log.exception("%s failed", method)
+            code, error = grpc.StatusCode.INTERNAL, RewardError(f"{type(e).__name__}: {e}")
+        except BaseException:  # the client cancelled or its deadline passed
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            self._metrics.requests.labels(method=method, code=code.name).inc()
+            self._metrics.request_duration.labels(method=method).observe(
+                time.perf_counter() - start
+            )
+        if isinstance(error, Overloaded):
+            context.set_trailing_metadata(((RETRY_PUSHBACK_KEY, str(error.retry_after_ms)),))
+        await context.abort(code, str(error))
+        raise AssertionError("context.abort returned")
+
+    async def Score(
+        self, request: reward_pb2.ScoreRequest, context: ServicerContext
+    ) -> reward_pb2.ScoreResponse:
+        async def work(core: RewardCore, timeout: float | None) -> reward_pb2.ScoreResponse:
+            pair = (_require(request, "prompt", ""), _require(request, "response", ""))
+            (score,) = await core.score([pair], timeout)
+            reward = (
+                core.artifact.manifest.normalize(score.reward)
+                if request.normalize
+                else score.reward
+            )
+            return reward_pb2.ScoreResponse(
+                reward=reward,
+                truncated=score.truncated,
+                response_truncated=score.response_truncated,
+                num_tokens=score.num_tokens,
+                model_version=core.model_version,
+            )
+
+        return await self._handle("Score", request, context, work)
+
+    async def ScoreBatch(
+        self, request: reward_pb2.ScoreBatchRequest, context: ServicerContext
+    ) -> reward_pb2.ScoreBatchResponse:
+        async def work(core: RewardCore, timeout: float | None) -> reward_pb2.ScoreBatchResponse:
+            pairs = [
+                (_require(p, "prompt", f"pairs[{i}]."), _require(p, "response", f"pairs[{i}]."))
+                for i, p in enumerate(request.pairs)
+            ]
+            scores = await core.score(pairs, timeout, field="pairs")
+            manifest = core.artifact.manifest
+            return reward_pb2.ScoreBatchResponse(
+                results=[
+                    _score_result(
+                        s, manifest.normalize(s.reward) if request.normalize else s.reward
+                    )
+                    for s in scores
+                ],
+                model_version=core.model_version,
+            )
+
+        return await self._handle("ScoreBatch", request, context, work)
+
+    async def Prefer(
+        self, request: reward_pb2.PreferRequest, context: ServicerContext
+    ) -> reward_pb2.PreferResponse:
+        async def work(core: RewardCore, timeout: float | None) -> reward_pb2.PreferResponse:
+            item = tuple(_require(request, f, "") for f in ("prompt", "response_a", "response_b"))
+            (preference,) = await core.prefer([(item[0], item[1], item[2])], timeout)
+            return reward_pb2.PreferResponse(
+                result=_prefer_result(preference), model_version=core.model_version
+            )
+
+        return await self._handle("Prefer", request, context, work)
+
+    async def PreferBatch(
+        self, request: reward_pb2.PreferBatchRequest, context: ServicerContext
+    ) -> reward_pb2.PreferBatchResponse:
+        async def work(core: RewardCore, timeout: float | None) -> reward_pb2.PreferBatchResponse:
+            items = []
+            for i, it in enumerate(request.items):
+                where = f"items[{i}]."
+                texts = [_require(it, f, where) for f in ("prompt", "response_a", "response_b")]
+                items.append((texts[0], texts[1], texts[2]))
+            preferences = await core.prefer(items, timeout, field="items")
+            return reward_pb2.PreferBatchResponse(
+                results=[_prefer_result(p) for p in preferences],
+                model_version=core.model_version,
+            )
+
+        return await self._handle("PreferBatch", request, context, work)
+
+    async def GetModelInfo(
+        self, request: reward_pb2.GetModelInfoRequest, context: ServicerContext
+    ) -> reward_pb2.ModelInfo:
+        async def work(core: RewardCore, timeout: float | None) -> reward_pb2.ModelInfo:
+            manifest, limits = core.artifact.manifest, core.config.limits
+            return reward_pb2.ModelInfo(
+                name=manifest.name,
+                version=manifest.version,
+                max_length=manifest.preprocessing.max_length,
+                normalization_mean=manifest.normalization.mean,
+                normalization_std=manifest.normalization.std,
+                provider=core.engine.provider,
+                max_batch_size=limits.max_batch_size,
+                max_batch_tokens=limits.max_batch_tokens,
+                max_request_pairs=core.config.max_request_pairs,
+                max_queue_pairs=core.config.max_queue_pairs,
+                max_queue_delay_ms=limits.max_queue_delay_s * 1000.0,
+                backbone=manifest.backbone,
+                pooling=manifest.pooling,
+            )
+
+        return await self._handle("GetModelInfo", request, context, work)

@@ -1,0 +1,137 @@
+"""Prometheus metrics. One registry per server instance, so several servers can share a process.
+
+Label cardinality is bounded: ``method`` is one of the RPC names, ``code`` one of the status
+code names, and ``rmserve_model_info`` has one series per loaded model.
+"""
+
+from __future__ import annotations
+
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+SIZE_BUCKETS = tuple(float(2**i) for i in range(13))  # 1 .. 4096 pairs
+TOKEN_BUCKETS = tuple(float(2**i) for i in range(4, 21))  # 16 .. 1M padded tokens
+RATIO_BUCKETS = (1.0, 1.05, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+REWARD_BUCKETS = (
+    -20.0,
+    -10.0,
+    -5.0,
+    -3.0,
+    -2.0,
+    -1.0,
+    -0.5,
+    0.0,
+    0.5,
+    1.0,
+    2.0,
+    3.0,
+    5.0,
+    10.0,
+    20.0,
+)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "rmserve_requests", "Finished RPCs by method and status code.", ["method", "code"],
+            registry=r,
+        )  # fmt: skip
+        self.request_duration = Histogram(
+            "rmserve_request_duration_seconds", "Time from receiving an RPC to answering it.",
+            ["method"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.queue_duration = Histogram(
+            "rmserve_queue_duration_seconds", "Time a pair waited in the queue before its batch "
+            "started.", buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.tokenize_duration = Histogram(
+            "rmserve_tokenize_duration_seconds", "Time to tokenise one request's pairs.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.inference_duration = Histogram(
+            "rmserve_inference_duration_seconds", "Engine time per batch (padding and forward).",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "rmserve_batch_size", "Pairs per engine batch.", buckets=SIZE_BUCKETS, registry=r
+        )
+        self.batch_tokens = Histogram(
+            "rmserve_batch_tokens", "Padded tokens per engine batch (longest x pairs).",
+            buckets=TOKEN_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.padding_ratio = Histogram(
+            "rmserve_padding_ratio", "Padded tokens / real tokens per engine batch.",
+            buckets=RATIO_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.queue_pairs = Gauge("rmserve_queue_pairs", "Pairs waiting in the queue.", registry=r)
+        self.inflight_requests = Gauge(
+            "rmserve_inflight_requests", "Reward requests accepted and not yet answered.",
+            registry=r,
+        )  # fmt: skip
+        self.pairs = Counter(
+            "rmserve_pairs", "Pairs scored by the engine (a Prefer counts two).", registry=r
+        )
+        self.tokens = Counter(
+            "rmserve_tokens", "Real (unpadded) tokens scored by the engine.", registry=r
+        )
+        self.truncated = Counter(
+            "rmserve_truncated", "Pairs cut to fit max_length.", ["part"], registry=r
+        )
+        self.expired = Counter(
+            "rmserve_expired", "Requests whose deadline passed in the queue (never computed).",
+            registry=r,
+        )  # fmt: skip
+        self.cancelled = Counter(
+            "rmserve_cancelled", "Requests cancelled by the client before being answered.",
+            registry=r,
+        )  # fmt: skip
+        self.engine_errors = Counter(
+            "rmserve_engine_errors", "Engine batches that failed.", registry=r
+        )
+        self.reward = Histogram(
+            "rmserve_reward", "Raw rewards served (watch for reward drift during RL).",
+            buckets=REWARD_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.model_info = Gauge(
+            "rmserve_model_info", "The served model; always 1.", ["name", "version", "provider"],
+            registry=r,
+        )  # fmt: skip
+        for part in ("prompt", "response"):
+            self.truncated.labels(part=part)
+
+
+class MetricsServer:
+    """The /metrics HTTP endpoint for one registry, on its own port and thread."""
+
+    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+        server, thread = start_http_server(port, addr=host, registry=metrics.registry)
+        self._server: WSGIServer = server
+        self._thread: threading.Thread = thread
+        self.port: int = int(server.server_address[1])
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5.0)

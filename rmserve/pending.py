@@ -1,0 +1,79 @@
+"""A request waiting for its rewards: the owner of its queued items, and its results."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from rmserve.errors import RewardError
+from rmserve.preprocess import PreparedPair
+
+
+@dataclass(frozen=True, slots=True)
+class PairScore:
+    reward: float  # raw model output (normalisation is the caller's choice)
+    truncated: bool
+    response_truncated: bool
+    num_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Preference:
+    probability_a: float  # sigmoid(a.reward - b.reward)
+    a: PairScore
+    b: PairScore
+
+
+def sigmoid(x: float) -> float:
+    """Numerically stable logistic function in float64."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+class PendingRequest:
+    """Collects rewards row by row; ``finished`` once answered, failed or cancelled.
+
+    ``finished`` is a plain bool so the engine thread may read it to skip dead work.
+    """
+
+    def __init__(self, pairs: list[PreparedPair], deadline: float | None) -> None:
+        self.pairs = pairs
+        self.deadline = deadline
+        self.rewards = np.zeros(len(pairs), dtype=np.float32)
+        self._filled = np.zeros(len(pairs), dtype=bool)
+        self.remaining = len(pairs)
+        self.queued_rows = 0  # rows of this request still waiting in the queue
+        self.finished = False
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def fill(self, index: int, rewards: np.ndarray) -> None:
+        if self.finished:
+            return
+        end = index + len(rewards)
+        if end > len(self.pairs) or self._filled[index:end].any():
+            raise AssertionError(f"rows {index}:{end} filled twice or out of range")
+        self.rewards[index:end] = rewards
+        self._filled[index:end] = True
+        self.remaining -= len(rewards)
+        if self.remaining == 0:
+            self.finished = True
+            self.future.set_result(None)
+
+    def fail(self, error: RewardError) -> bool:
+        """Fail the request unless it already finished; True if this call failed it."""
+        if self.finished:
+            return False
+        self.finished = True
+        self.future.set_exception(error)
+        return True
+
+    def scores(self) -> list[PairScore]:
+        return [
+            PairScore(float(r), p.truncated, p.response_truncated, p.num_tokens)
+            for r, p in zip(self.rewards.tolist(), self.pairs, strict=True)
+        ]

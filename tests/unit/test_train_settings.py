@@ -1,0 +1,43 @@
+"""TrainSettings: ranges checked, flags override env vars override defaults."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+from rmserve_training.settings import TrainSettings
+
+from rmserve.cli_args import add_settings_arguments, settings_from_args
+
+REQUIRED = ["--train-data", "t.jsonl", "--eval-data", "e.jsonl", "--out", "art"]
+
+
+def parse(argv: list[str]) -> TrainSettings:
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser, TrainSettings)
+    return settings_from_args(TrainSettings, parser.parse_args(argv))
+
+
+def test_defaults_and_work_dir_sibling() -> None:
+    settings = parse(REQUIRED)
+    assert settings.base_model == "minilm"
+    assert settings.resolved_work_dir() == Path("art.work")
+
+
+def test_flag_overrides_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RMSERVE_TRAIN_EPOCHS", "7")
+    monkeypatch.setenv("RMSERVE_TRAIN_LR", "0.01")
+    settings = parse([*REQUIRED, "--lr", "0.002"])
+    assert settings.epochs == 7
+    assert settings.lr == 0.002
+
+
+def test_range_error_names_flag_and_env() -> None:
+    with pytest.raises(SystemExit, match="--batch-size / RMSERVE_TRAIN_BATCH_SIZE"):
+        parse([*REQUIRED, "--batch-size", "0"])
+
+
+def test_work_dir_must_differ_from_out() -> None:
+    with pytest.raises(SystemExit, match="work_dir must differ from out"):
+        parse([*REQUIRED, "--work-dir", "art"])

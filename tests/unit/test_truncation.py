@@ -1,0 +1,63 @@
+"""The shared preprocessing: truncation keeps the response, cuts the prompt from the left."""
+
+from __future__ import annotations
+
+import pytest
+from rmserve_training.backbones import minilm_folder
+
+from rmserve.artifact import Preprocessing
+from rmserve.preprocess import Preprocessor, load_tokenizer
+
+CLS, SEP = 101, 102
+
+
+@pytest.fixture(scope="module")
+def pre() -> Preprocessor:
+    tokenizer = load_tokenizer(minilm_folder() / "tokenizer.json")
+    return Preprocessor(tokenizer, Preprocessing(join="pair", max_length=16, pad_token_id=0))
+
+
+def words(pre: Preprocessor, text: str) -> list[int]:
+    return pre.tokenizer.encode(text, add_special_tokens=False).ids
+
+
+def test_short_pair_is_untouched(pre: Preprocessor) -> None:
+    prompt, response = words(pre, "hello there"), words(pre, "general kenobi")
+    pair = pre.prepare("hello there", "general kenobi")
+    assert pair.input_ids == [CLS, *prompt, SEP, *response, SEP]
+    assert pair.token_type_ids == [0] * (len(prompt) + 2) + [1] * (len(response) + 1)
+    assert not pair.truncated and not pair.response_truncated
+
+
+def test_long_prompt_is_cut_from_the_left_and_response_kept(pre: Preprocessor) -> None:
+    prompt = " ".join(f"w{i}" for i in range(40))
+    response = "the answer is forty two"
+    pair = pre.prepare(prompt, response)
+    assert pair.num_tokens == 16
+    assert pair.truncated and not pair.response_truncated
+    kept_response = words(pre, response)
+    assert pair.input_ids[-len(kept_response) - 1 : -1] == kept_response
+    prompt_ids = words(pre, prompt)
+    kept_prompt = pair.input_ids[1 : pair.input_ids.index(SEP)]
+    assert kept_prompt == prompt_ids[-len(kept_prompt) :]  # the end of the prompt survives
+
+
+def test_response_alone_too_long_is_reported(pre: Preprocessor) -> None:
+    response = " ".join(f"r{i}" for i in range(40))
+    pair = pre.prepare("question", response)
+    assert pair.truncated and pair.response_truncated
+    assert pair.num_tokens == 16
+    assert pair.input_ids[:2] == [CLS, SEP]  # prompt dropped
+    assert pair.input_ids[2:-1] == words(pre, response)[:13]  # response cut from the right
+
+
+def test_empty_strings_are_valid(pre: Preprocessor) -> None:
+    assert pre.prepare("", "").input_ids == [CLS, SEP, SEP]
+    assert pre.prepare("", "yes").input_ids == [CLS, SEP, *words(pre, "yes"), SEP]
+
+
+def test_prepare_many_matches_prepare(pre: Preprocessor) -> None:
+    prompts, responses = ["a b c", "", "x " * 30], ["d", "", "y"]
+    assert pre.prepare_many(prompts, responses) == [
+        pre.prepare(p, r) for p, r in zip(prompts, responses, strict=True)
+    ]

@@ -1,0 +1,170 @@
+"""``rmserve demo-data | train | export | import-hf``. Torch-free at import time: the handlers
+import the training extra when they run, and say what to install when it is missing."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rmserve.cli_args import add_settings_arguments, settings_from_args
+
+from .settings import TrainSettings
+
+TRAIN_EXTRA_MODULES = ("torch", "transformers", "onnx")
+
+
+def require_training_extra(command: str) -> None:
+    """Exit with an install hint when the ``train`` extra is not installed."""
+    for name in TRAIN_EXTRA_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise SystemExit(
+                f"rmserve {command} needs the training extra: pip install 'rmserve[train]' "
+                f"(could not import {name})"
+            ) from None
+
+
+@contextlib.contextmanager
+def user_errors(command: str) -> Iterator[None]:
+    """Bad input (data, paths, models, failed export checks) ends with one line, no traceback."""
+    from .data import DataError
+
+    expected: tuple[type[Exception], ...] = (DataError, FileNotFoundError)
+    if command != "demo-data":
+        from rmserve.artifact import ArtifactError
+
+        from .export import ExportError
+        from .import_hf import HfImportError
+        from .train import TrainError
+
+        expected += (ArtifactError, ExportError, HfImportError, TrainError)
+    try:
+        yield
+    except expected as e:
+        raise SystemExit(f"rmserve {command}: error: {e}") from e
+
+
+def print_result(result: dict[str, Any]) -> None:
+    """The last stdout line of every command is one JSON object."""
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+def run_demo_data(args: argparse.Namespace) -> int:
+    from .demo_data import write_demo_data
+
+    with user_errors("demo-data"):
+        train_path, eval_path = write_demo_data(
+            Path(args.out), n_train=args.train, n_eval=args.eval, seed=args.seed
+        )
+    print_result({"train": str(Path(train_path).resolve()), "eval": str(Path(eval_path).resolve())})
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    settings = settings_from_args(TrainSettings, args)
+    require_training_extra("train")
+    from .train import train
+
+    with user_errors("train"):
+        result = train(settings)
+    print_result(result.summary())
+    return 0 if result.finished else 3
+
+
+def run_export(args: argparse.Namespace) -> int:
+    require_training_extra("export")
+    from .reexport import reexport
+
+    with user_errors("export"):
+        manifest = reexport(
+            Path(args.checkpoint),
+            Path(args.out),
+            eval_data=Path(args.eval_data) if args.eval_data else None,
+            version=args.version,
+        )
+    print_result(
+        {
+            "artifact": str(Path(args.out).resolve()),
+            "version": manifest.version,
+            "optimization": manifest.optimization,
+        }
+    )
+    return 0
+
+
+def run_import_hf(args: argparse.Namespace) -> int:
+    require_training_extra("import-hf")
+    from .import_hf import import_hf
+
+    with user_errors("import-hf"):
+        manifest = import_hf(
+            Path(args.model),
+            Path(args.out),
+            eval_data=Path(args.eval_data) if args.eval_data else None,
+            max_length=args.max_length,
+            name=args.name,
+            version=args.version,
+        )
+    print_result(
+        {
+            "artifact": str(Path(args.out).resolve()),
+            "version": manifest.version,
+            "architecture": manifest.architecture,
+            "join": manifest.preprocessing.join,
+            "optimization": manifest.optimization,
+            **{k: v for k, v in manifest.metrics.items() if k.startswith("eval_")},
+        }
+    )
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    demo = subparsers.add_parser(
+        "demo-data", help="Write a deterministic synthetic preference set (train/eval JSONL)."
+    )
+    demo.add_argument("--out", required=True, help="Folder for train.jsonl and eval.jsonl.")
+    demo.add_argument("--train", type=int, default=2000, help="Training pairs (default 2000).")
+    demo.add_argument("--eval", type=int, default=400, help="Held-out pairs (default 400).")
+    demo.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
+    demo.set_defaults(handler=run_demo_data)
+
+    train = subparsers.add_parser(
+        "train", help="Train a Bradley-Terry reward model, export and validate the artifact."
+    )
+    add_settings_arguments(train, TrainSettings)
+    train.set_defaults(handler=run_train)
+
+    export = subparsers.add_parser("export", help="Re-export a training checkpoint as an artifact.")
+    export.add_argument("--checkpoint", required=True, help="checkpoint.pt from a finished run.")
+    export.add_argument("--out", required=True, help="Artifact folder to write.")
+    export.add_argument(
+        "--eval-data", help="Preference JSONL whose texts validate the export (default: the run's)."
+    )
+    export.add_argument("--version", help="Model version (default: model.onnx sha256 prefix).")
+    export.set_defaults(handler=run_export)
+
+    hf = subparsers.add_parser(
+        "import-hf",
+        help="Turn a local Hugging Face sequence-classification model (1 label) into an artifact.",
+    )
+    hf.add_argument("--model", required=True, help="Local model folder (save_pretrained layout).")
+    hf.add_argument("--out", required=True, help="Artifact folder to write.")
+    hf.add_argument(
+        "--eval-data",
+        help="Held-out preference JSONL: eval metrics and reward normalisation stats "
+        "(without it the stats are mean 0, std 1).",
+    )
+    hf.add_argument(
+        "--max-length", type=int, help="Most tokens per sequence (default: the model's limit)."
+    )
+    hf.add_argument("--name", help="Model name in the manifest (default: the folder name).")
+    hf.add_argument("--version", help="Model version (default: model.onnx sha256 prefix).")
+    hf.set_defaults(handler=run_import_hf)

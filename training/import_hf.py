@@ -1,0 +1,183 @@
+"""``rmserve import-hf``: a local Hugging Face ``...ForSequenceClassification`` with one label
+(an existing reward model) -> a validated artifact.
+
+Encoders (BERT, DeBERTa, ...) keep their own pooler and classifier and use the tokenizer's pair
+encoding. Decoders (Llama, Qwen, ...) are re-wired as base model -> last real token -> their
+``score`` head, with position ids from the mask, so the graph is right under any padding; when
+the tokenizer has a chat template it is rendered once into text pieces around prompt and
+response.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from rmserve.artifact import ChatTemplate, Manifest, Normalization, Preprocessing
+from rmserve.preprocess import Preprocessor
+
+from .backbones import architecture_of
+from .data import load_preferences
+from .export import ExportRequest, export_artifact
+from .model import ClassifierRewardModel, RewardModel, Scorer
+from .train import encode, evaluate
+
+log = logging.getLogger(__name__)
+
+PROMPT_SENTINEL = "RMSERVEPROMPTSENTINEL"
+RESPONSE_SENTINEL = "RMSERVERESPONSESENTINEL"
+DEFAULT_MAX_LENGTH_CAP = 2048
+SAMPLE_TEXTS = (
+    ("What is the capital of France?", "Paris."),
+    ("Explain photosynthesis in one sentence.", "Plants turn light, water and CO2 into sugar."),
+    ("Say hello.", "Hello! How can I help you today? " * 4),
+    ("Write a haiku about the sea. " * 3, "Waves fold into foam"),
+)
+
+
+class HfImportError(Exception):
+    """The folder is not a model rmserve can import; the message says why."""
+
+
+def render_template_pieces(hf_tokenizer: Any, tokenizer: Tokenizer) -> ChatTemplate:
+    """Render the chat template once with sentinel texts and cut it into the pieces around
+    them: text = prefix + prompt + separator + response + suffix."""
+    messages = [
+        {"role": "user", "content": PROMPT_SENTINEL},
+        {"role": "assistant", "content": RESPONSE_SENTINEL},
+    ]
+    text: str = hf_tokenizer.apply_chat_template(messages, tokenize=False)
+    if text.count(PROMPT_SENTINEL) != 1 or text.count(RESPONSE_SENTINEL) != 1:
+        raise HfImportError(f"chat template does not render each message exactly once: {text!r}")
+    prefix, rest = text.split(PROMPT_SENTINEL)
+    separator, suffix = rest.split(RESPONSE_SENTINEL)
+    bos = hf_tokenizer.bos_token
+    adds_bos = bos is not None and tokenizer.token_to_id(bos) in tokenizer.encode("").ids
+    if adds_bos and prefix.startswith(bos):
+        prefix = prefix[len(bos) :]  # the post-processor adds BOS itself; do not double it
+    return ChatTemplate(prefix=prefix, separator=separator, suffix=suffix)
+
+
+def _pad_token_id(config: Any, hf_tokenizer: Any) -> int:
+    for candidate in (config.pad_token_id, hf_tokenizer.pad_token_id, hf_tokenizer.eos_token_id):
+        if isinstance(candidate, int):
+            return candidate
+    return 0  # any id works: padding is masked out and pooling uses the mask
+
+
+def _default_max_length(config: Any, hf_tokenizer: Any) -> int:
+    limits = [DEFAULT_MAX_LENGTH_CAP, int(getattr(hf_tokenizer, "model_max_length", 0) or 0)]
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int):
+        limits.append(positions)
+    return min(limit for limit in limits if limit > 0)
+
+
+def build_scorer(hf_model: Any, architecture: str) -> Scorer:
+    if architecture == "encoder":
+        return ClassifierRewardModel(hf_model)
+    head = getattr(hf_model, "score", None)
+    if head is None:
+        raise HfImportError(f"{type(hf_model).__name__} has no 'score' head to pool into")
+    return RewardModel(hf_model.base_model, head, "last", "decoder")
+
+
+def hf_parity(
+    scorer: Scorer, hf_model: Any, preprocessor: Preprocessor, texts: Sequence[tuple[str, str]]
+) -> float:
+    """Max |scorer − the HF model's own logits| on single unpadded sequences."""
+    worst = 0.0
+    with torch.no_grad():
+        for prompt, response in texts:
+            pair = preprocessor.prepare(prompt, response)
+            ids = torch.tensor([pair.input_ids])
+            mask = torch.ones_like(ids)
+            types = torch.tensor([pair.token_type_ids])
+            ours = scorer(ids, mask, types)
+            extra = {"token_type_ids": types} if scorer.uses_token_type_ids else {}
+            theirs = hf_model(input_ids=ids, attention_mask=mask, **extra).logits.squeeze(-1)
+            worst = max(worst, float((ours - theirs).abs().max()))
+    return worst
+
+
+def import_hf(
+    model_dir: Path,
+    out: Path,
+    eval_data: Path | None = None,
+    max_length: int | None = None,
+    name: str | None = None,
+    version: str | None = None,
+) -> Manifest:
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise HfImportError(f"{model_dir}: no config.json (expected a save_pretrained folder)")
+    config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
+    if config.num_labels != 1:
+        raise HfImportError(
+            f"{model_dir}: num_labels is {config.num_labels}; a reward model has exactly 1"
+        )
+    hf_model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, local_files_only=True, attn_implementation="eager", dtype=torch.float32
+    )
+    hf_model.eval()
+    hf_tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    if not getattr(hf_tokenizer, "is_fast", False):
+        raise HfImportError(f"{model_dir}: rmserve needs a fast tokenizer (tokenizer.json)")
+    tokenizer = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
+    architecture = architecture_of(config)
+    scorer = build_scorer(hf_model, architecture)
+    template = None
+    if architecture == "decoder" and getattr(hf_tokenizer, "chat_template", None):
+        template = render_template_pieces(hf_tokenizer, tokenizer)
+    preprocessing = Preprocessing(
+        join="template" if template else "pair",
+        template=template,
+        max_length=max_length or _default_max_length(config, hf_tokenizer),
+        pad_token_id=_pad_token_id(config, hf_tokenizer),
+    )
+    preprocessor = Preprocessor(tokenizer, preprocessing)
+    log.info("importing %s as %s, join=%s", model_dir, architecture, preprocessing.join)
+
+    texts: list[tuple[str, str]] = list(SAMPLE_TEXTS)
+    metrics: dict[str, float] = {}
+    normalization = Normalization(mean=0.0, std=1.0)
+    if eval_data is not None:
+        pairs = load_preferences(eval_data).pairs
+        eval_metrics, rewards = evaluate(
+            scorer, encode(preprocessor, pairs), 16, preprocessing.pad_token_id, 0.0
+        )
+        std = float(rewards.std(unbiased=False))
+        if not std > 0.0:
+            raise HfImportError("every eval response got the same reward (std 0)")
+        normalization = Normalization(mean=float(rewards.mean()), std=std)
+        metrics.update({f"eval_{k}": v for k, v in eval_metrics.items()})
+        texts += [(p.prompt, p.chosen) for p in pairs[:12]]
+    metrics["hf_parity_max_abs_diff"] = hf_parity(scorer, hf_model, preprocessor, texts[:4])
+    if metrics["hf_parity_max_abs_diff"] > 1e-4:
+        log.warning(
+            "rewards differ from the HF model's own forward by %.2e on unpadded inputs "
+            "(its pooling looks for pad_token_id inside the text; rmserve pools at the last "
+            "real token by the attention mask)",
+            metrics["hf_parity_max_abs_diff"],
+        )
+    request = ExportRequest(
+        scorer=scorer,
+        tokenizer_json=tokenizer.to_str(),
+        preprocessing=preprocessing,
+        name=name or model_dir.resolve().name,
+        backbone=str(model_dir.resolve()),
+        model_type=config.model_type,
+        normalization=normalization,
+        validation_texts=texts,
+        version=version,
+        num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
+        hidden_size=int(getattr(config, "hidden_size", 0) or 0),
+        metrics=metrics,
+    )
+    return export_artifact(request, out)

@@ -1,0 +1,36 @@
+"""Bradley–Terry loss and the metrics logged beside it. Always fp32 and ``logsigmoid``:
+``log(sigmoid(x))`` underflows and ``log(1 + exp(x))`` overflows."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def bradley_terry_loss(
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+    margin: torch.Tensor | None = None,
+    center_coef: float = 0.0,
+) -> torch.Tensor:
+    """−mean(logsigmoid(r_w − r_l − margin)) + center_coef · mean((r_w + r_l)²)."""
+    chosen, rejected = chosen.float(), rejected.float()
+    diff = chosen - rejected
+    if margin is not None:
+        diff = diff - margin.float()
+    loss = -F.logsigmoid(diff).mean()
+    if center_coef > 0.0:
+        loss = loss + center_coef * ((chosen + rejected) ** 2).mean()
+    return loss
+
+
+def preference_metrics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, float]:
+    """Accuracy (a tie counts as wrong), mean margin r_w − r_l, reward mean/std over both sides."""
+    chosen, rejected = chosen.detach().float(), rejected.detach().float()
+    both = torch.cat([chosen, rejected])
+    return {
+        "accuracy": (chosen > rejected).double().mean().item(),
+        "margin": (chosen - rejected).mean().item(),
+        "reward_mean": both.mean().item(),
+        "reward_std": both.std(unbiased=False).item(),
+    }

@@ -1,0 +1,111 @@
+"""Training settings: one pydantic-settings class, env prefix ``RMSERVE_TRAIN_``; the
+``rmserve train`` flags are built from the same fields. Torch-free so the CLI can import it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TrainSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RMSERVE_TRAIN_", extra="forbid")
+
+    train_data: Path = Field(description="Preference JSONL (.jsonl or .jsonl.gz) to train on.")
+    eval_data: Path = Field(
+        description="Held-out preference JSONL: periodic eval, final metrics, reward normalisation."
+    )
+    out: Path = Field(
+        description="Artifact folder to write (model.onnx, tokenizer.json, manifest)."
+    )
+    work_dir: Path | None = Field(
+        default=None,
+        description="Checkpoints and metrics.jsonl go here (default: sibling folder OUT.work).",
+    )
+    base_model: str = Field(
+        default="minilm",
+        min_length=1,
+        description="'minilm' (bundled all-MiniLM-L6-v2), 'tiny' (random small BERT) or a local "
+        "Hugging Face model folder.",
+    )
+    pooling: Literal["cls", "mean"] = Field(
+        default="mean", description="How an encoder's token states become one vector."
+    )
+    epochs: int = Field(default=1, ge=1, le=1000, description="Passes over the training data.")
+    batch_size: int = Field(
+        default=16, ge=1, le=4096, description="Pairs per micro-batch (each pair = 2 sequences)."
+    )
+    grad_accum: int = Field(
+        default=1, ge=1, le=1024, description="Micro-batches accumulated per optimiser step."
+    )
+    lr: float = Field(default=1e-4, gt=0.0, le=1.0, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(default=0.01, ge=0.0, le=1.0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(
+        default=0.1, ge=0.0, lt=1.0, description="Fraction of steps spent warming the lr up."
+    )
+    min_lr_ratio: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="Final lr as a fraction of the peak (cosine decay).",
+    )
+    max_grad_norm: float = Field(
+        default=1.0, gt=0.0, le=1e6, description="Gradient clipping threshold (global L2 norm)."
+    )
+    center_coef: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=10.0,
+        description="Weight of the centring term coef*mean((r_w + r_l)^2); 0 switches it off.",
+    )
+    max_length: int = Field(
+        default=128, ge=8, le=8192, description="Most tokens per (prompt, response) sequence."
+    )
+    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seeds init, shuffling, dropout.")
+    eval_every: int = Field(
+        default=0, ge=0, le=10**7, description="Evaluate every N optimiser steps (0: each epoch)."
+    )
+    eval_batch_size: int = Field(
+        default=64, ge=1, le=4096, description="Pairs per batch during evaluation."
+    )
+    checkpoint_every: int = Field(
+        default=0,
+        ge=0,
+        le=10**7,
+        description="Save a checkpoint every N optimiser steps (0: each epoch and at the end).",
+    )
+    stop_after_steps: int = Field(
+        default=0,
+        ge=0,
+        le=10**9,
+        description="Stop (checkpointing) after this many optimiser steps, as if interrupted; "
+        "0 runs to the end. Resume with --resume.",
+    )
+    resume: bool = Field(
+        default=False, description="Continue from WORK_DIR/checkpoint.pt if it exists."
+    )
+    skip_bad_lines: bool = Field(
+        default=False, description="Skip (and count) malformed data lines instead of failing."
+    )
+    threads: int = Field(
+        default=0, ge=0, le=1024, description="Torch CPU threads (0: torch's default)."
+    )
+    name: str = Field(
+        default="reward-model", min_length=1, description="Model name in the manifest."
+    )
+    version: str | None = Field(
+        default=None, description="Model version (default: first 12 hex of model.onnx's sha256)."
+    )
+
+    @model_validator(mode="after")
+    def _paths_differ(self) -> TrainSettings:
+        if self.work_dir is not None and self.work_dir.resolve() == self.out.resolve():
+            raise ValueError("work_dir must differ from out: the artifact holds only served files")
+        return self
+
+    def resolved_work_dir(self) -> Path:
+        if self.work_dir is not None:
+            return self.work_dir
+        return self.out.with_name(self.out.name + ".work")
