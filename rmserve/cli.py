@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "rmserve_training.commands",  # demo-data, train, export, import-hf (torch imported lazily)
     "rmserve.evaluate",  # eval
     "rmserve.server_cli",  # serve, score, prefer
+    "rmserve.loadtest_cli",  # loadtest
 )
 
 

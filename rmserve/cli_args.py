@@ -51,7 +51,10 @@ def settings_from_args(settings_cls: type[S], args: argparse.Namespace) -> S:
         lines = []
         prefix = str(settings_cls.model_config.get("env_prefix", ""))
         for err in e.errors():
-            name = str(err["loc"][0]) if err["loc"] else "?"
+            if not err["loc"]:  # a rule across several settings
+                lines.append(f"invalid settings: {err['msg']}")
+                continue
+            name = str(err["loc"][0])
             lines.append(
                 f"invalid setting {_flag(name)} / {prefix}{name.upper()}: {err['msg']} "
                 f"(got {err.get('input')!r})"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
+from grpc._cython.cygrpc import ExecuteBatchError
 from grpc.aio import ServicerContext
 
 from rmserve.core import RewardCore
@@ -75,10 +78,12 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
         core: Callable[[], RewardCore | None],
         metrics: Metrics,
         max_message_bytes: int,
+        log_content: bool = False,
     ) -> None:
         self._core = core
         self._metrics = metrics
         self._max_message_bytes = max_message_bytes
+        self._log_content = log_content  # the log_request_content debug setting
 
     async def _handle(
         self,
@@ -100,11 +105,13 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
                 raise InvalidRequest(
                     f"request: {size} bytes is over max_message_bytes={self._max_message_bytes}"
                 )
+            if self._log_content:
+                log.debug("%s request: %s", method, str(request)[:4096])
             return await work(core, context.time_remaining())
         except RewardError as e:
             code, error = status_of(e), e
         except Exception as e:  # a bug: answer INTERNAL with the reason, keep serving
-            log.exception("%s failed", method)
+            self._log_bug(method, e)
             code, error = grpc.StatusCode.INTERNAL, RewardError(f"{type(e).__name__}: {e}")
         except BaseException:  # the client cancelled or its deadline passed
             code = grpc.StatusCode.CANCELLED
@@ -116,8 +123,27 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
             )
         if isinstance(error, Overloaded):
             context.set_trailing_metadata(((RETRY_PUSHBACK_KEY, str(error.retry_after_ms)),))
-        await context.abort(code, str(error))
+        try:
+            await context.abort(code, str(error))
+        except ExecuteBatchError:
+            # gRPC's own deadline timer ended the call first: nothing can be sent any more.
+            raise asyncio.CancelledError from None
         raise AssertionError("context.abort returned")
+
+    def _log_bug(self, method: str, error: Exception) -> None:
+        """Log an unexpected exception. Its message may quote request text, so unless
+        log_request_content is on only the type and the stack frames are logged."""
+        if self._log_content:
+            log.error("%s failed", method, exc_info=error)
+            return
+        frames = "".join(traceback.format_tb(error.__traceback__))
+        log.error(
+            "%s failed with %s (message withheld: it may quote request text; set "
+            "log_request_content to see it)\n%s",
+            method,
+            type(error).__name__,
+            frames.rstrip(),
+        )
 
     async def Score(
         self, request: reward_pb2.ScoreRequest, context: ServicerContext

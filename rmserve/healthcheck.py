@@ -1,9 +1,10 @@
 """Container health check: one ``grpc.health.v1.Health/Check`` call, exit 0 only when SERVING.
 
 The Dockerfile's ``HEALTHCHECK`` runs ``python -m rmserve.healthcheck``, so the image needs no
-extra probe binary. By default it asks ``127.0.0.1:$RMSERVE_PORT`` (50051 when unset) about the
-whole server (service name ``""``). Any other answer, an unknown service, a timeout or a
-refused connection exits 1, which Docker counts as unhealthy.
+extra probe binary. By default it asks ``127.0.0.1:$RMSERVE_HEALTH_PORT`` (the plaintext
+health-only port), else ``127.0.0.1:$RMSERVE_PORT`` (50051 when unset), about the whole server
+(service name ``""``). Any other answer, an unknown service, a timeout or a refused connection
+exits 1, which Docker counts as unhealthy.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ NOT_HEALTHY = 1
 
 
 def default_target() -> str:
-    return f"127.0.0.1:{os.environ.get('RMSERVE_PORT', '50051')}"
+    """The plaintext health-only port when set (it stays plaintext under TLS), else the gRPC
+    port."""
+    port = os.environ.get("RMSERVE_HEALTH_PORT") or os.environ.get("RMSERVE_PORT", "50051")
+    return f"127.0.0.1:{port}"
 
 
 def check(target: str, service: str = "", timeout_s: float = 3.0) -> tuple[int, str]:

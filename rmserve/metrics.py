@@ -110,6 +110,10 @@ class Metrics:
         self.engine_errors = Counter(
             "rmserve_engine_errors", "Engine batches that failed.", registry=r
         )
+        self.unauthenticated = Counter(
+            "rmserve_unauthenticated", "Calls refused for a missing or wrong bearer token.",
+            registry=r,
+        )  # fmt: skip
         self.reward = Histogram(
             "rmserve_reward", "Raw rewards served (watch for reward drift during RL).",
             buckets=REWARD_BUCKETS, registry=r,

@@ -51,8 +51,15 @@ class PendingRequest:
         self.finished = False
         self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
+    def _gone(self) -> bool:
+        """Finished, or its caller's task was cancelled and has not yet run its handler (the
+        future is already cancelled then, and setting a result would raise)."""
+        if self.future.done():
+            self.finished = True
+        return self.finished
+
     def fill(self, index: int, rewards: np.ndarray) -> None:
-        if self.finished:
+        if self._gone():
             return
         end = index + len(rewards)
         if end > len(self.pairs) or self._filled[index:end].any():
@@ -66,7 +73,7 @@ class PendingRequest:
 
     def fail(self, error: RewardError) -> bool:
         """Fail the request unless it already finished; True if this call failed it."""
-        if self.finished:
+        if self._gone():
             return False
         self.finished = True
         self.future.set_exception(error)

@@ -118,12 +118,18 @@ class Batcher:
             self.withdraw(item.owner)
 
     async def run(self) -> None:
-        """The batcher task: runs until cancelled."""
+        """The batcher task: runs until cancelled. A bug in one step is logged and the loop
+        goes on: a dead batcher would hang every caller."""
         while True:
             await self._changed.wait()
             self._changed.clear()
-            while self._running < PIPELINE_DEPTH and self._queue and self._form_and_submit():
-                pass
+            try:
+                while self._running < PIPELINE_DEPTH and self._queue and self._form_and_submit():
+                    pass
+            except Exception:
+                log.exception("batcher step failed; continuing")
+                self._changed.set()
+                await asyncio.sleep(0.01)
 
     def _take(self, items: Iterable[Item]) -> None:
         taken = {id(item) for item in items}

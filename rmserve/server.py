@@ -21,6 +21,7 @@ from rmserve.engine import Engine, LoadedArtifact, OrtEngine, load_artifact
 from rmserve.grpc_service import RewardServicer
 from rmserve.http_front import HttpFront
 from rmserve.metrics import Metrics, MetricsServer
+from rmserve.security import TokenAuthInterceptor, server_credentials
 from rmserve.settings import ServerSettings
 from rmserve.v1 import reward_pb2, reward_pb2_grpc
 
@@ -69,9 +70,11 @@ class RewardServer:
         self.metrics = Metrics()
         self.core: RewardCore | None = None
         self.port = 0
+        self.health_port = 0  # the plaintext health-only port (0 when it is off)
         self._engine_factory = engine_factory
         self._health = health.aio.HealthServicer()
         self._grpc: grpc.aio.Server | None = None  # made in start(): it binds to the running loop
+        self._health_grpc: grpc.aio.Server | None = None
         self._metrics_server: MetricsServer | None = None
         self._http: HttpFront | None = None
         self._stop = asyncio.Event()
@@ -89,8 +92,13 @@ class RewardServer:
     async def start(self) -> None:
         """Bind the ports and answer health checks (NOT_SERVING until ``load`` finishes)."""
         s = self.settings
-        self._grpc = server = grpc.aio.server(options=grpc_options(s))
-        servicer = RewardServicer(lambda: self.core, self.metrics, s.max_message_bytes)
+        interceptors = []
+        if s.auth_token is not None:
+            interceptors.append(TokenAuthInterceptor(s.auth_token.get_secret_value(), self.metrics))
+        self._grpc = server = grpc.aio.server(options=grpc_options(s), interceptors=interceptors)
+        servicer = RewardServicer(
+            lambda: self.core, self.metrics, s.max_message_bytes, s.log_request_content
+        )
         reward_pb2_grpc.add_RewardServiceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -98,15 +106,38 @@ class RewardServer:
         )
         for name in HEALTH_SERVICES:
             await self._health.set(name, NOT_SERVING)
-        self.port = server.add_insecure_port(f"{s.host}:{s.port}")
+        credentials = server_credentials(s)
+        address = f"{s.host}:{s.port}"
+        if credentials is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            self.port = server.add_secure_port(address, credentials)
         if self.port == 0:
-            raise OSError(f"cannot listen on {s.host}:{s.port}")
+            raise OSError(f"cannot listen on {address}")
+        if s.health_port is not None:
+            await self._start_health_port(s.host, s.health_port)
         self._metrics_server = MetricsServer(self.metrics, s.host, s.metrics_port)
         if s.http_port is not None:
             self._http = HttpFront(lambda: self.core, self.metrics, s.max_message_bytes)
             await self._http.start(s.host, s.http_port)
         await server.start()
-        log.info("gRPC on %s:%d, metrics on :%d", s.host, self.port, self.metrics_port)
+        log.info(
+            "gRPC%s on %s:%d, metrics on :%d%s",
+            " (TLS)" if s.tls else "",
+            s.host,
+            self.port,
+            self.metrics_port,
+            f", plaintext health on :{self.health_port}" if self.health_port else "",
+        )
+
+    async def _start_health_port(self, host: str, port: int) -> None:
+        """grpc.health.v1 alone, in plaintext: what Kubernetes gRPC probes can reach."""
+        self._health_grpc = server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        self.health_port = server.add_insecure_port(f"{host}:{port}")
+        if self.health_port == 0:
+            raise OSError(f"cannot listen on {host}:{port} (health_port)")
+        await server.start()
 
     async def load(self) -> None:
         """Load the artifact and engine off the loop, warm up, then report SERVING."""
@@ -151,6 +182,8 @@ class RewardServer:
             await self._http.stop()
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)  # lets the last replies flush
+        if self._health_grpc is not None:  # probes saw NOT_SERVING throughout the drain
+            await self._health_grpc.stop(grace=0.5)
         if self._metrics_server is not None:
             self._metrics_server.close()
         log.info("stopped")

@@ -14,6 +14,7 @@ import grpc
 
 from rmserve.artifact import ArtifactError
 from rmserve.cli_args import add_settings_arguments, settings_from_args
+from rmserve.security import TlsConfigError
 from rmserve.server import RewardServer
 from rmserve.settings import ServerSettings
 from rmserve.v1 import reward_pb2, reward_pb2_grpc
@@ -27,7 +28,7 @@ def serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(ServerSettings, args)
     try:
         asyncio.run(RewardServer(settings).run())
-    except ArtifactError as e:
+    except (ArtifactError, TlsConfigError) as e:
         print(f"rmserve serve: {e}", file=sys.stderr)
         return 1
     return 0

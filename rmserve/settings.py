@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -110,6 +110,32 @@ class ServerSettings(BaseSettings):
         le=3600.0,
         description="Time in-flight calls get on a connection closed for its age.",
     )
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM server certificate chain; with tls_key_file it turns TLS on for gRPC.",
+    )
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of tls_cert_file.")
+    tls_client_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle for mutual TLS: clients must present a certificate it signed.",
+    )
+    auth_token: SecretStr | None = Field(
+        default=None,
+        description="Require `authorization: Bearer <token>` metadata on every call except "
+        "grpc.health.v1 (prefer the env var: flags show up in ps).",
+    )
+    health_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Also serve grpc.health.v1, and nothing else, in plaintext on this port "
+        "(Kubernetes gRPC probes cannot speak TLS; 0: any free port; unset: off).",
+    )
+    log_request_content: bool = Field(
+        default=False,
+        description="Debugging only: log prompts and responses of each request at DEBUG level. "
+        "Off, no log line carries request text.",
+    )
 
     @field_validator("max_request_pairs")
     @classmethod
@@ -121,3 +147,23 @@ class ServerSettings(BaseSettings):
                 "or a full-size request could never be queued"
             )
         return value
+
+    @model_validator(mode="after")
+    def _security_fits(self) -> ServerSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+        if self.auth_token is not None and not self.auth_token.get_secret_value().strip():
+            raise ValueError("auth_token must not be empty")
+        if self.http_port is not None and (self.tls or self.auth_token is not None):
+            raise ValueError(
+                "the HTTP front (http_port) speaks plaintext without auth: leave it unset when "
+                "TLS or auth_token is on"
+            )
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """True when gRPC is served over TLS."""
+        return self.tls_cert_file is not None

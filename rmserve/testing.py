@@ -17,7 +17,8 @@ class ScriptedEngine:
     """Wraps a real engine: holds batches while ``gate`` is closed and fails chosen calls.
 
     ``calls`` counts ``score`` calls (warm-up included); ``fail_calls`` holds the 0-based call
-    numbers that raise ``EngineError`` instead of scoring.
+    numbers that raise ``EngineError`` instead of scoring; ``batch_sizes[i]`` is the number of
+    pairs engine call ``i`` received.
     """
 
     def __init__(self, inner: Engine, gate_open: bool = True) -> None:
@@ -28,6 +29,7 @@ class ScriptedEngine:
         self.fail_calls: set[int] = set()
         self.calls = 0
         self.scored_pairs = 0
+        self.batch_sizes: list[int] = []
         self._lock = threading.Lock()
 
     @property
@@ -38,6 +40,7 @@ class ScriptedEngine:
         with self._lock:
             call = self.calls
             self.calls += 1
+            self.batch_sizes.append(len(pairs))
         if not self.gate.wait(timeout=GATE_TIMEOUT_S):
             raise EngineError(f"ScriptedEngine gate stayed closed for {GATE_TIMEOUT_S}s")
         if call in self.fail_calls:

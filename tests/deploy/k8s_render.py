@@ -24,6 +24,7 @@ VARIANTS = {
     "gpu": K8S / "overlays" / "gpu",
     "cpu": K8S / "overlays" / "cpu",
     "artifact-from-image": K8S / "examples" / "artifact-from-image",
+    "tls": K8S / "examples" / "tls",
 }
 # Plain manifests applied with `kubectl apply -f`.
 PLAIN_MANIFESTS = [K8S / "examples" / "rl-trainer-job.yaml"]

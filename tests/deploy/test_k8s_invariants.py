@@ -99,10 +99,12 @@ def test_probes_target_the_container_ports(variant: tuple[str, list[Manifest]]) 
     settings = _settings(manifests)
     assert ports["grpc"] == settings.port
     assert ports["metrics"] == settings.metrics_port
+    # probes use the plaintext health-only port, which keeps working when TLS is on
+    assert ports["health"] == settings.health_port
     for probe in PROBES:
         spec = server[probe]
         assert "grpc" in spec, f"{probe} must be a native gRPC probe"
-        assert spec["grpc"]["port"] == ports["grpc"], probe
+        assert spec["grpc"]["port"] == ports["health"], probe
     assert server["readinessProbe"]["grpc"]["service"] == "rmserve.v1.RewardService"
     assert server["startupProbe"]["grpc"] == server["readinessProbe"]["grpc"]
 
@@ -214,3 +216,11 @@ def test_overlay_images_match_the_dockerfile_variants(name: str) -> None:
     assert _server(manifests)["image"].endswith(f"-{name}")
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert f"--build-arg VARIANT={name}" in dockerfile or f"ARG VARIANT={name}" in dockerfile
+
+
+def test_container_env_names_are_real_server_settings(variant: tuple[str, list[Manifest]]) -> None:
+    _, manifests = variant
+    for entry in _server(manifests).get("env", []):
+        name = entry["name"]
+        assert name.startswith("RMSERVE_"), name
+        assert name.removeprefix("RMSERVE_").lower() in ServerSettings.model_fields, name

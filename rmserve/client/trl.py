@@ -1,0 +1,29 @@
+"""Trainer inputs → (prompt, response) text pairs, for TRL-style ``reward_funcs``.
+
+TRL passes ``prompts`` and ``completions`` either as plain strings or, for conversational
+datasets, as lists of ``{"role", "content"}`` messages. Conversations are rendered with
+``rmserve.conversation`` exactly as the training data was, so a conversation scores the same as
+its HH-text spelling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Union
+
+from rmserve.conversation import render_prompt, render_response
+
+TrlInput = Union[str, Sequence[Mapping[str, object]]]  # noqa: UP007 (a runtime alias)
+
+
+def to_pairs(
+    prompts: Sequence[TrlInput], completions: Sequence[TrlInput]
+) -> tuple[list[str], list[str]]:
+    if len(prompts) != len(completions):
+        raise ValueError(
+            f"got {len(prompts)} prompts and {len(completions)} completions; TRL passes one "
+            "prompt per completion"
+        )
+    texts_p = [p if isinstance(p, str) else render_prompt(p) for p in prompts]
+    texts_c = [c if isinstance(c, str) else render_response(c) for c in completions]
+    return texts_p, texts_c

@@ -1,0 +1,148 @@
+"""``rmserve loadtest``: capacity planning against a running server.
+
+Prints a table, then one JSON line (the last line of stdout) for scripts. Live progress goes to
+stderr when it is a terminal. Client TLS / token defaults come from ``RMSERVE_CLIENT_*``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rmserve.cli_args import add_settings_arguments, settings_from_args
+from rmserve.client.settings import ClientSettings
+from rmserve.loadtest import LoadPair, LoadtestResult, run_async
+
+DEFAULT_DURATION_S = 10.0
+MAX_DURATION_S = 3600.0  # the time bound when only --requests is given
+
+
+class LoadtestSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RMSERVE_LOADTEST_", extra="forbid", frozen=True)
+
+    target: str | None = Field(
+        default=None,
+        description="Server: HOST:PORT, a comma list or dns:///NAME:PORT (default: "
+        "RMSERVE_CLIENT_TARGET, else localhost:50051).",
+    )
+    data: Path = Field(
+        description="Preference JSONL (prompt/chosen/rejected, HH or conversational; .gz ok): "
+        "chosen is scored, rejected is the second Prefer response."
+    )
+    mode: Literal["score", "score-batch", "prefer"] = Field(
+        default="score",
+        description="score: one pair per Score; score-batch: --batch-size pairs per ScoreBatch; "
+        "prefer: one Prefer (two responses) per request.",
+    )
+    concurrency: int = Field(
+        default=16,
+        ge=1,
+        le=10_000,
+        description="Closed loop: callers, each with one request out (ignored with --rate).",
+    )
+    duration: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=MAX_DURATION_S,
+        description=f"Seconds to run (default {DEFAULT_DURATION_S:g}; with --requests only, "
+        f"at most {MAX_DURATION_S:g}).",
+    )
+    requests: int | None = Field(
+        default=None, ge=1, le=100_000_000, description="Stop after this many requests."
+    )
+    batch_size: int = Field(default=64, ge=1, le=1_000_000, description="Pairs per ScoreBatch.")
+    rate: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1_000_000.0,
+        description="Open loop: start this many requests per second whatever the server does "
+        "(latency counts from the scheduled start; use it to measure p99).",
+    )
+    deadline: float = Field(
+        default=30.0, gt=0.0, le=3600.0, description="Deadline of each request in seconds."
+    )
+    progress: bool | None = Field(
+        default=None, description="Live progress on stderr (default: when stderr is a terminal)."
+    )
+
+    def duration_s(self) -> float:
+        if self.duration is not None:
+            return self.duration
+        return MAX_DURATION_S if self.requests is not None else DEFAULT_DURATION_S
+
+
+def load_pairs(path: Path) -> list[LoadPair]:
+    """Preference pairs through the training reader (torch-free), as load items."""
+    from rmserve_training.data import load_preferences  # type: ignore[import-not-found]
+
+    return [LoadPair(p.prompt, p.chosen, p.rejected) for p in load_preferences(path).pairs]
+
+
+def table(result: LoadtestResult, target: str) -> str:
+    codes = ", ".join(f"{code}={n}" for code, n in sorted(result.codes.items())) or "-"
+    rows = [
+        ("target", target),
+        ("mode", result.mode),
+        ("duration", f"{result.duration_s:.2f} s"),
+        ("requests", f"{result.requests}  ({result.requests_per_s:.1f}/s)"),
+        ("pairs", f"{result.pairs}  ({result.pairs_per_s:.1f}/s)"),
+        ("tokens", f"{result.tokens}  ({result.tokens_per_s:.0f}/s)"),
+        (
+            "latency ms",
+            f"p50 {result.p50_ms:.1f}  p90 {result.p90_ms:.1f}  p99 {result.p99_ms:.1f}  "
+            f"max {result.max_ms:.1f}",
+        ),
+        ("codes", codes),
+        ("client cpu", f"{result.client_cpu_s:.2f} s"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def loadtest(args: argparse.Namespace) -> int:
+    settings = settings_from_args(LoadtestSettings, args)
+    client = ClientSettings(target=settings.target) if settings.target else ClientSettings()
+    try:
+        data = load_pairs(settings.data)
+    except (OSError, ValueError) as e:
+        print(f"rmserve loadtest: {e}", file=sys.stderr)
+        return 1
+    progress = settings.progress if settings.progress is not None else sys.stderr.isatty()
+    result = asyncio.run(
+        run_async(
+            client.target,
+            data,
+            mode=settings.mode,
+            concurrency=settings.concurrency,
+            duration_s=settings.duration_s(),
+            requests=settings.requests,
+            batch_size=settings.batch_size,
+            rate=settings.rate,
+            deadline_s=settings.deadline,
+            progress=progress,
+            client=client,
+        )
+    )
+    print(table(result, client.target))
+    print(json.dumps(result.summary()), flush=True)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "loadtest",
+        help="load-test a running server; prints a table and a final JSON line",
+        description="Closed-loop (--concurrency) or open-loop (--rate) load against a running "
+        "server, bounded by --duration and/or --requests. The last stdout line is JSON with "
+        "pairs_per_s, tokens_per_s, requests_per_s, p50_ms, p90_ms, p99_ms, max_ms, codes and "
+        "duration_s. Every flag also reads its RMSERVE_LOADTEST_* variable.",
+    )
+    add_settings_arguments(p, LoadtestSettings)
+    p.set_defaults(handler=loadtest)

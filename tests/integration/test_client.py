@@ -1,0 +1,266 @@
+"""``rmserve.client`` against a real local server: order, chunking, errors, deadlines, TRL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from client_tools import Counting
+from harness import Harness, eventually, make_settings, scripted_factory, serving
+
+from rmserve.client import (
+    AsyncRewardClient,
+    DeadlineExceededError,
+    InvalidRequestError,
+    RewardClient,
+    RewardClientError,
+)
+from rmserve.conversation import render_prompt, render_response
+from rmserve.engine import OrtEngine
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+N_PAIRS = 10_000
+
+
+def target(harness: Harness) -> str:
+    return f"127.0.0.1:{harness.server.port}"
+
+
+def pairs(n: int, tag: str = "") -> tuple[list[str], list[str]]:
+    prompts = [f"Question {tag}{i}: what is {i % 97} plus {i % 13}?" for i in range(n)]
+    responses = [f"It is {i % 97 + i % 13}." + " Sure." * (i % 7) for i in range(n)]
+    return prompts, responses
+
+
+async def test_score_of_10000_pairs_is_in_order_and_equals_score_one(shared: Harness) -> None:
+    prompts, responses = pairs(N_PAIRS)
+    async with AsyncRewardClient(target(shared)) as client:
+        batch = await client.score(prompts, responses)
+        one_by_one = await asyncio.gather(
+            *(client.score_one(p, r) for p, r in zip(prompts, responses, strict=True))
+        )
+    assert batch.dtype == np.float32 and batch.shape == (N_PAIRS,)
+    np.testing.assert_allclose(batch, np.asarray(one_by_one, np.float32), atol=1e-5, rtol=0)
+    assert len(set(np.round(batch, 4).tolist())) > 50  # distinct pairs, distinct rewards
+
+
+async def test_chunks_follow_the_server_limit(shared: Harness) -> None:
+    """The shared server caps requests at 2000 pairs; the client learns it from GetModelInfo."""
+    prompts, responses = pairs(4500, "chunk ")
+    counter = Counting()
+    ok_before = shared.metric("rmserve_requests_total", method="ScoreBatch", code="OK")
+    async with AsyncRewardClient(
+        target(shared), interceptors=[counter], max_chunk_pairs=100_000
+    ) as client:
+        details = await client.score_detailed(prompts, responses)
+        assert (await client.model_info()).max_request_pairs == 2000
+    sizes = [len(request.pairs) for name, request in counter.requests if name == "ScoreBatch"]
+    assert sizes == [2000, 2000, 500]
+    assert shared.metric("rmserve_requests_total", method="ScoreBatch", code="OK") == ok_before + 3
+    assert (
+        shared.metric("rmserve_requests_total", method="ScoreBatch", code="INVALID_ARGUMENT") == 0
+    )
+    assert details.rewards.shape == (4500,) and details.num_tokens.min() > 0
+    assert details.model_version == shared.server.core.model_version  # type: ignore[union-attr]
+    spot = [0, 1999, 2000, 3999, 4000, 4499]
+    async with AsyncRewardClient(target(shared)) as client:
+        alone = [await client.score_one(prompts[i], responses[i]) for i in spot]
+    np.testing.assert_allclose(details.rewards[spot], alone, atol=1e-5, rtol=0)
+
+
+async def test_chunks_follow_the_byte_limit(shared: Harness) -> None:
+    prompts, responses = pairs(300, "bytes ")
+    responses = [r + " padding" * 60 for r in responses]  # ~500 bytes per pair
+    counter = Counting()
+    async with AsyncRewardClient(
+        target(shared), interceptors=[counter], max_chunk_bytes=16 * 1024
+    ) as client:
+        rewards = await client.score(prompts, responses)
+        reference = await client.score(prompts[:50], responses[:50])
+    sizes = [r.ByteSize() for name, r in counter.requests if name == "ScoreBatch"]
+    assert len(sizes) > 8 and max(sizes) <= 16 * 1024
+    np.testing.assert_allclose(rewards[:50], reference, atol=1e-5, rtol=0)
+
+
+async def test_invalid_argument_is_not_retried_and_names_the_input_index(shared: Harness) -> None:
+    """A chunk whose pair 4321 reaches the server without a response (as an old or buggy client
+    would send it) is refused by the real server; the error names the caller's index."""
+
+    def drop_response(name: str, request: Any) -> None:
+        if name == "ScoreBatch":
+            for pair in request.pairs:
+                if pair.prompt == "BAD":
+                    pair.ClearField("response")
+
+    counter = Counting(drop_response)
+    prompts, responses = pairs(5000, "invalid ")
+    prompts[4321] = "BAD"
+    async with AsyncRewardClient(
+        target(shared), interceptors=[counter], max_chunk_pairs=1000, max_attempts=5
+    ) as client:
+        with pytest.raises(InvalidRequestError) as caught:
+            await client.score(prompts, responses)
+    error = caught.value
+    assert error.index == 4321 and error.field == "response"
+    assert "pairs[4321].response" in str(error)
+    assert "pairs[321].response" in error.details  # the server's message, chunk-relative
+    assert error.attempts == 1
+    bad_sends = [r for name, r in counter.requests if name == "ScoreBatch" and r.pairs[0].prompt]
+    assert sum(any(p.prompt == "BAD" for p in r.pairs) for r in bad_sends) == 1
+
+
+async def test_mismatched_lengths_raise_before_sending(shared: Harness) -> None:
+    counter = Counting()
+    async with AsyncRewardClient(target(shared), interceptors=[counter]) as client:
+        with pytest.raises(ValueError, match="same length"):
+            await client.score(["a", "b"], ["x"])
+        with pytest.raises(ValueError, match="same length"):
+            await client.prefer(["a"], ["x"], ["y", "z"])
+        with pytest.raises(TypeError, match=r"responses\[1\]"):
+            await client.score(["a", "b"], ["x", None])  # type: ignore[list-item]
+    assert sum(counter.calls.values()) == 0
+
+
+async def test_prefer_matches_the_server_and_is_complementary(shared: Harness) -> None:
+    prompts, a = pairs(40, "prefer ")
+    b = [f"No idea {i}." for i in range(40)]
+    async with AsyncRewardClient(target(shared), max_chunk_pairs=16) as client:
+        forward = await client.prefer(prompts, a, b)
+        backward = await client.prefer(prompts, b, a)
+        single = await client.prefer_one(prompts[7], a[7], b[7])
+        same = await client.prefer_one("q", "a", "a")
+    np.testing.assert_allclose(forward + backward, 1.0, atol=1e-9)
+    assert single == pytest.approx(forward[7], abs=1e-9)
+    assert same == pytest.approx(0.5, abs=1e-12)
+
+
+async def test_empty_input_sends_nothing(shared: Harness) -> None:
+    counter = Counting()
+    async with AsyncRewardClient(target(shared), interceptors=[counter]) as client:
+        details = await client.score_detailed([], [])
+    assert details.rewards.shape == (0,) and sum(counter.calls.values()) == 0
+
+
+async def test_expired_deadline_raises_promptly(tiny_artifact: Path) -> None:
+    built, factory = scripted_factory(gate_open=False)
+    async with serving(make_settings(tiny_artifact), factory) as harness:
+        engine = built[0]
+        try:
+            async with AsyncRewardClient(target(harness), timeout=30.0) as client:
+                start = time.monotonic()
+                with pytest.raises(DeadlineExceededError) as caught:
+                    await client.score(["q"], ["a"], timeout=0.5)
+                elapsed = time.monotonic() - start
+            assert 0.4 <= elapsed < 10.0, elapsed
+            assert isinstance(caught.value, TimeoutError)
+            await eventually(lambda: engine.calls >= 1, "the held batch")
+        finally:
+            engine.gate.set()
+
+
+async def test_sync_client_matches_async_client(shared: Harness) -> None:
+    prompts, responses = pairs(3000, "sync ")
+    async with AsyncRewardClient(target(shared)) as client:
+        expected = await client.score(prompts, responses)
+        expected_prefer = await client.prefer(prompts[:10], responses[:10], prompts[:10])
+
+    def use_sync() -> tuple[np.ndarray, float, np.ndarray, str]:
+        with RewardClient(target(shared), max_chunk_pairs=500) as client:
+            details = client.score_detailed(prompts, responses)
+            one = client.score_one(prompts[2999], responses[2999])
+            prefer = client.prefer(prompts[:10], responses[:10], prompts[:10])
+            return details.rewards, one, prefer, client.model_info().version
+
+    rewards, one, prefer, version = await asyncio.to_thread(use_sync)
+    np.testing.assert_allclose(rewards, expected, atol=1e-5, rtol=0)
+    assert one == pytest.approx(float(expected[2999]), abs=1e-5)
+    np.testing.assert_allclose(prefer, expected_prefer, atol=1e-9)
+    assert version == shared.server.core.model_version  # type: ignore[union-attr]
+
+
+async def test_sync_client_names_the_bad_index(shared: Harness) -> None:
+    attempts: list[int] = []
+
+    class DropResponse(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+        def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            for pair in getattr(request, "pairs", ()):
+                if pair.prompt == "BAD":
+                    pair.ClearField("response")
+                    attempts.append(1)
+            return continuation(details, request)
+
+    prompts, responses = pairs(50, "sync-bad ")
+    prompts[37] = "BAD"
+
+    def use_sync() -> InvalidRequestError:
+        with RewardClient(
+            target(shared), interceptors=[DropResponse()], max_chunk_pairs=10
+        ) as client:
+            with pytest.raises(InvalidRequestError) as caught:
+                client.score(prompts, responses)
+            return caught.value
+
+    error = await asyncio.to_thread(use_sync)
+    assert (error.index, error.field, error.attempts) == (37, "response", 1)
+    assert "pairs[37].response" in str(error) and "pairs[7].response" in error.details
+    assert attempts == [1]
+
+
+async def test_trl_adapter_text_and_conversational(
+    shared: Harness, offline_engine: OrtEngine
+) -> None:
+    text_prompts = ["\n\nHuman: What is the capital of France?\n\nAssistant:", "Say hi", ""]
+    text_completions = ["Paris is the capital of France.", "Go away.", "Hello!"]
+    convo_prompts = [
+        [{"role": "user", "content": "What is the capital of France?"}],
+        [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Say hi"}],
+    ]
+    convo_completions = [
+        [{"role": "assistant", "content": "Paris is the capital of France."}],
+        [{"role": "assistant", "content": "Hi there, nice to meet you!"}],
+    ]
+    async with AsyncRewardClient(target(shared)) as client:
+        async_func = client.as_trl_reward_func()
+        text = await async_func(prompts=text_prompts, completions=text_completions, ids=[1, 2, 3])
+        convo = await async_func(prompts=convo_prompts, completions=convo_completions)
+
+    def sync_call() -> tuple[list[float], list[float]]:
+        with RewardClient(target(shared)) as client:
+            func = client.as_trl_reward_func()
+            return (
+                func(prompts=text_prompts, completions=text_completions, completion_ids=[[1]] * 3),
+                func(convo_prompts, convo_completions),
+            )
+
+    sync_text, sync_convo = await asyncio.to_thread(sync_call)
+    for got in (text, convo, sync_text, sync_convo):
+        assert isinstance(got, list) and all(type(x) is float for x in got)
+    expected_text = offline_engine.score_texts(text_prompts, text_completions)
+    np.testing.assert_allclose(text, expected_text, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(sync_text, text, atol=1e-6, rtol=0)
+    rendered_p = [render_prompt(p) for p in convo_prompts]
+    rendered_r = [render_response(c) for c in convo_completions]
+    np.testing.assert_allclose(
+        convo, offline_engine.score_texts(rendered_p, rendered_r), atol=1e-5, rtol=0
+    )
+    np.testing.assert_allclose(sync_convo, convo, atol=1e-6, rtol=0)
+    # The conversation scores like its HH-text spelling (the first text pair).
+    assert convo[0] == pytest.approx(text[0], abs=1e-5)
+    assert convo[0] != pytest.approx(convo[1], abs=1e-3)  # order matters: distinct rewards
+
+
+async def test_bearer_token_is_sent_and_auth_failures_are_not_retried(tiny_artifact: Path) -> None:
+    async with serving(make_settings(tiny_artifact, auth_token="s3cret")) as harness:
+        async with AsyncRewardClient(target(harness), token="s3cret") as client:
+            assert len(await client.score(["q"], ["a"])) == 1
+        counter = Counting()
+        async with AsyncRewardClient(target(harness), interceptors=[counter]) as client:
+            with pytest.raises(RewardClientError) as caught:
+                await client.score_one("q", "a")
+        assert caught.value.code.name == "UNAUTHENTICATED" and counter.calls["Score"] == 1
