@@ -59,7 +59,7 @@ class QueuedItem(Generic[OwnerT]):
 class BatchLimits:
     max_batch_size: int
     max_batch_tokens: int
-    max_padding_ratio: float = 1.25
+    max_padding_ratio: float = 1.05
     max_queue_delay_s: float = 0.0
     window: int = 256  # how many of the oldest queued items the caller passes as a snapshot
 

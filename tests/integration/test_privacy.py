@@ -85,7 +85,7 @@ async def logged_text(tiny_artifact: Path, caplog: pytest.LogCaptureFixture, deb
     caplog.clear()
     caplog.set_level(logging.DEBUG)
     built, factory = scripted_factory()
-    settings = make_settings(tiny_artifact, log_request_content=debug)
+    settings = make_settings(tiny_artifact, max_message_bytes=1 << 20, log_request_content=debug)
     async with serving(settings, factory) as h:
         await send_everything(h)
         built[0].fail_calls = {built[0].calls}  # the next engine batch raises

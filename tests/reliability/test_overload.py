@@ -37,7 +37,9 @@ def request(k: int) -> reward_pb2.ScoreBatchRequest:
 async def test_overload_at_four_times_capacity(
     tiny_artifact: Path, offline_engine: OrtEngine
 ) -> None:
-    settings = make_settings(tiny_artifact, max_queue_pairs=256, max_batch_size=32)
+    settings = make_settings(
+        tiny_artifact, max_queue_pairs=256, max_request_pairs=64, max_batch_size=32
+    )
     async with serving(settings) as h:
         # capacity: pairs/s the server sustains for back-to-back calls
         start = time.perf_counter()

@@ -27,6 +27,7 @@ from rmserve.engine import OrtEngine
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 GRACE_S = 20.0
+N_PAIRS = 12_000
 
 
 class Attempts(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
@@ -76,10 +77,13 @@ def texts(n: int, tag: str) -> tuple[list[str], list[str]]:
 
 
 async def run_load(
-    client: AsyncRewardClient, prompts: list[str], responses: list[str], chunk: int
-) -> dict[int, float]:
+    client: AsyncRewardClient,
+    prompts: list[str],
+    responses: list[str],
+    chunk: int,
+    results: dict[int, float],
+) -> None:
     """Score every pair in chunks with 8 concurrent callers; rewards by pair index."""
-    results: dict[int, float] = {}
     starts = list(range(0, len(prompts), chunk))
 
     async def caller(mine: list[int]) -> None:
@@ -91,7 +95,13 @@ async def run_load(
                 results[i] = reward
 
     await asyncio.gather(*(caller(starts[k::8]) for k in range(8)))
-    return results
+
+
+async def mid_run(load: asyncio.Future[None], results: dict[int, float], total: int) -> None:
+    """Wait until a quarter of the pairs are answered (the load is then well under way)."""
+    while len(results) < total // 4:
+        assert not load.done(), load.exception() if load.done() else None
+        await asyncio.sleep(0.005)
 
 
 def client_for(targets: list[Replica], attempts: Attempts) -> AsyncRewardClient:
@@ -108,20 +118,23 @@ async def test_sigterm_drain_under_load(
     replicas: Callable[[int], list[Replica]], offline_engine: OrtEngine
 ) -> None:
     a, b = replicas(2)
-    prompts, responses = texts(3000, "drain")
+    prompts, responses = texts(N_PAIRS, "drain")
     attempts = Attempts()
     async with client_for([a, b], attempts) as client:
-        load = asyncio.ensure_future(run_load(client, prompts, responses, chunk=10))
-        await asyncio.sleep(1.0)
-        assert not load.done()
+        results: dict[int, float] = {}
+        load = asyncio.ensure_future(run_load(client, prompts, responses, 10, results))
+        await mid_run(load, results, len(prompts))
         a.process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         code = await asyncio.to_thread(a.process.wait, BOUND_S)
         exited_after = time.monotonic() - signalled
-        results = await asyncio.wait_for(load, timeout=BOUND_S)
+        await asyncio.wait_for(load, timeout=BOUND_S)
     assert code == 0, a.output()
     assert exited_after < GRACE_S + 5.0, exited_after
     assert "Traceback" not in a.output()
+    # the draining replica refused some attempts with UNAVAILABLE; the client retried them on
+    # the other replica, so every pair below still has its answer
+    assert attempts.codes["UNAVAILABLE"] >= 1, attempts.codes
     assert sorted(results) == list(range(len(prompts)))  # every pair answered exactly once
     offline = offline_engine.score_texts(prompts, responses)
     np.testing.assert_allclose([results[i] for i in range(len(prompts))], offline, atol=1e-5)
@@ -132,14 +145,14 @@ async def test_sigkill_failover(
     replicas: Callable[[int], list[Replica]], offline_engine: OrtEngine
 ) -> None:
     servers = replicas(3)
-    prompts, responses = texts(3000, "failover")
+    prompts, responses = texts(N_PAIRS, "failover")
     attempts = Attempts()
     async with client_for(servers, attempts) as client:
-        load = asyncio.ensure_future(run_load(client, prompts, responses, chunk=10))
-        await asyncio.sleep(1.0)
-        assert not load.done()
+        results: dict[int, float] = {}
+        load = asyncio.ensure_future(run_load(client, prompts, responses, 10, results))
+        await mid_run(load, results, len(prompts))
         servers[1].process.kill()  # SIGKILL mid-run: in-flight calls die with the process
-        results = await asyncio.wait_for(load, timeout=BOUND_S)
+        await asyncio.wait_for(load, timeout=BOUND_S)
     assert servers[1].process.wait(BOUND_S) == -signal.SIGKILL
     assert sorted(results) == list(range(len(prompts)))  # none lost, none duplicated
     offline = offline_engine.score_texts(prompts, responses)
