@@ -49,14 +49,16 @@ ENV PATH=/opt/venv/bin:${PATH} \
     RMSERVE_ARTIFACT=/models/rmserve \
     RMSERVE_HOST=0.0.0.0 \
     RMSERVE_PORT=50051 \
+    RMSERVE_HEALTH_PORT=50052 \
     RMSERVE_METRICS_PORT=9400
 # The artifact folder (model.onnx, tokenizer.json, manifest.json) is mounted here read-only.
 VOLUME ["/models/rmserve"]
 USER 10001:10001
 WORKDIR /home/rmserve
-# gRPC (RewardService, grpc.health.v1, reflection) and Prometheus /metrics.
-EXPOSE 50051 9400
-# grpc.health.v1 Check on 127.0.0.1:$RMSERVE_PORT; exit 0 only when SERVING.
+# gRPC (RewardService, grpc.health.v1, reflection), plaintext health-only gRPC (probes can't
+# speak TLS) and Prometheus /metrics.
+EXPOSE 50051 50052 9400
+# grpc.health.v1 Check on 127.0.0.1:$RMSERVE_HEALTH_PORT; exit 0 only when SERVING.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-m", "rmserve.healthcheck"]
 ENTRYPOINT ["rmserve", "serve"]

@@ -35,7 +35,11 @@ def add_settings_arguments(
         else:
             given = f"default {field.get_default(call_default_factory=True)!r}"
         doc = f"{field.description or ''} [env {env}; {given}]"
-        kwargs: dict[str, Any] = {"help": doc, "default": argparse.SUPPRESS, "dest": name}
+        kwargs: dict[str, Any] = {
+            "help": doc.replace("%", "%%"),
+            "default": argparse.SUPPRESS,
+            "dest": name,
+        }
         if annotation is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif origin is Literal:

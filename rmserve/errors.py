@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import traceback
+
 
 class RewardError(Exception):
     """Base of every error the core reports to a caller; the message is for the caller."""
@@ -29,3 +32,19 @@ class DeadlineExpired(RewardError):
 
 class EngineFailure(RewardError):
     """The engine failed on the batch holding this request; other batches are unaffected."""
+
+
+def log_unexpected(logger: logging.Logger, where: str, error: BaseException, content: bool) -> None:
+    """Log a bug in a request handler. Its message may quote request text, so unless the
+    ``log_request_content`` debug setting (``content``) is on, only the type and frames are kept."""
+    if content:
+        logger.error("%s failed", where, exc_info=error)
+        return
+    frames = "".join(traceback.format_tb(error.__traceback__))
+    logger.error(
+        "%s failed with %s (message withheld: it may quote request text; set "
+        "log_request_content to see it)\n%s",
+        where,
+        type(error).__name__,
+        frames.rstrip(),
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -22,6 +21,7 @@ from rmserve.errors import (
     Overloaded,
     RewardError,
     Unavailable,
+    log_unexpected,
 )
 from rmserve.metrics import Metrics
 from rmserve.pending import PairScore, Preference
@@ -111,7 +111,7 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
         except RewardError as e:
             code, error = status_of(e), e
         except Exception as e:  # a bug: answer INTERNAL with the reason, keep serving
-            self._log_bug(method, e)
+            log_unexpected(log, method, e, self._log_content)
             code, error = grpc.StatusCode.INTERNAL, RewardError(f"{type(e).__name__}: {e}")
         except BaseException:  # the client cancelled or its deadline passed
             code = grpc.StatusCode.CANCELLED
@@ -129,21 +129,6 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
             # gRPC's own deadline timer ended the call first: nothing can be sent any more.
             raise asyncio.CancelledError from None
         raise AssertionError("context.abort returned")
-
-    def _log_bug(self, method: str, error: Exception) -> None:
-        """Log an unexpected exception. Its message may quote request text, so unless
-        log_request_content is on only the type and the stack frames are logged."""
-        if self._log_content:
-            log.error("%s failed", method, exc_info=error)
-            return
-        frames = "".join(traceback.format_tb(error.__traceback__))
-        log.error(
-            "%s failed with %s (message withheld: it may quote request text; set "
-            "log_request_content to see it)\n%s",
-            method,
-            type(error).__name__,
-            frames.rstrip(),
-        )
 
     async def Score(
         self, request: reward_pb2.ScoreRequest, context: ServicerContext

@@ -30,6 +30,7 @@ from rmserve.errors import (
     Overloaded,
     RewardError,
     Unavailable,
+    log_unexpected,
 )
 from rmserve.metrics import Metrics
 
@@ -99,8 +100,10 @@ class HttpFront:
         core: Callable[[], RewardCore | None],
         metrics: Metrics,
         max_body_bytes: int,
+        log_request_content: bool = False,
     ) -> None:
         self._core = core
+        self._log_content = log_request_content
         self._metrics = metrics
         self._app = web.Application(client_max_size=max_body_bytes)
         self._app.router.add_post("/get_reward", self.get_reward)
@@ -149,7 +152,7 @@ class HttpFront:
             code = "INVALID_ARGUMENT" if e.status < 500 else "INTERNAL"
             raise
         except Exception as e:  # a bug: answer 500 with the reason, keep serving
-            log.exception("get_reward failed")
+            log_unexpected(log, "get_reward", e, self._log_content)
             response, code = error_response(RewardError(f"{type(e).__name__}: {e}"))
             return response
         except BaseException:  # the caller hung up

@@ -118,7 +118,9 @@ class RewardServer:
             await self._start_health_port(s.host, s.health_port)
         self._metrics_server = MetricsServer(self.metrics, s.host, s.metrics_port)
         if s.http_port is not None:
-            self._http = HttpFront(lambda: self.core, self.metrics, s.max_message_bytes)
+            self._http = HttpFront(
+                lambda: self.core, self.metrics, s.max_message_bytes, s.log_request_content
+            )
             await self._http.start(s.host, s.http_port)
         await server.start()
         log.info(

@@ -61,7 +61,7 @@ class TrainSettings(BaseSettings):
         description="Weight of the centring term coef*mean((r_w + r_l)^2); 0 switches it off.",
     )
     max_length: int = Field(
-        default=128, ge=8, le=8192, description="Most tokens per (prompt, response) sequence."
+        default=256, ge=8, le=8192, description="Most tokens per (prompt, response) sequence."
     )
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seeds init, shuffling, dropout.")
     eval_every: int = Field(

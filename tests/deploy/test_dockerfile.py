@@ -111,7 +111,8 @@ def test_runtime_is_non_root_with_entrypoint_healthcheck_and_ports() -> None:
     ]
     env = env_of(runtime)
     exposed = {int(p) for p in words["EXPOSE"].split()}
-    assert exposed == {int(env["RMSERVE_PORT"]), int(env["RMSERVE_METRICS_PORT"])}
+    ports = ("RMSERVE_PORT", "RMSERVE_HEALTH_PORT", "RMSERVE_METRICS_PORT")
+    assert exposed == {int(env[name]) for name in ports}
     assert json.loads(words["VOLUME"]) == [env["RMSERVE_ARTIFACT"]]
 
 
