@@ -34,6 +34,10 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # Past our own max_message_bytes check (INVALID_ARGUMENT naming the limit), gRPC's transport
 # limit refuses truly huge messages before they are decoded into memory.
 TRANSPORT_LIMIT_FACTOR = 2
+# After the core has drained, calls still in a handler (answering UNAVAILABLE, flushing a
+# reply) get this long before gRPC cancels them; stop() returns as soon as they are done, so a
+# generous value costs nothing normally and keeps a loaded machine from turning them CANCELLED.
+FINAL_FLUSH_SECONDS = 5.0
 STRAGGLER_WINDOW_S = 0.5
 
 EngineFactory = Callable[[LoadedArtifact, ServerSettings], Engine]
@@ -183,7 +187,7 @@ class RewardServer:
         if self._http is not None:
             await self._http.stop()
         if self._grpc is not None:
-            await self._grpc.stop(grace=1.0)  # lets the last replies flush
+            await self._grpc.stop(grace=FINAL_FLUSH_SECONDS)
         if self._health_grpc is not None:  # probes saw NOT_SERVING throughout the drain
             await self._health_grpc.stop(grace=0.5)
         if self._metrics_server is not None:

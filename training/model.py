@@ -42,6 +42,20 @@ def accepts(module: nn.Module, argument: str) -> bool:
     return argument in inspect.signature(module.forward).parameters
 
 
+def input_names(uses_token_type_ids: bool) -> list[str]:
+    names = ["input_ids", "attention_mask"]
+    return [*names, "token_type_ids"] if uses_token_type_ids else names
+
+
+def backbone_kwargs(
+    attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None, uses_token_type_ids: bool
+) -> dict[str, torch.Tensor]:
+    kwargs = {"attention_mask": attention_mask}
+    if uses_token_type_ids and token_type_ids is not None:
+        kwargs["token_type_ids"] = token_type_ids
+    return kwargs
+
+
 class RewardModel(nn.Module):
     """backbone (token states) -> pooling -> head (one number per sequence)."""
 
@@ -72,8 +86,7 @@ class RewardModel(nn.Module):
 
     @property
     def input_names(self) -> list[str]:
-        names = ["input_ids", "attention_mask"]
-        return [*names, "token_type_ids"] if self.uses_token_type_ids else names
+        return input_names(self.uses_token_type_ids)
 
     def forward(
         self,
@@ -81,9 +94,7 @@ class RewardModel(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        kwargs: dict[str, torch.Tensor] = {"attention_mask": attention_mask}
-        if self.uses_token_type_ids and token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
+        kwargs = backbone_kwargs(attention_mask, token_type_ids, self.uses_token_type_ids)
         if self.architecture == "decoder":
             kwargs["position_ids"] = position_ids_from_mask(attention_mask)
         hidden = self.backbone(input_ids=input_ids, **kwargs).last_hidden_state
@@ -106,8 +117,7 @@ class ClassifierRewardModel(nn.Module):
 
     @property
     def input_names(self) -> list[str]:
-        names = ["input_ids", "attention_mask"]
-        return [*names, "token_type_ids"] if self.uses_token_type_ids else names
+        return input_names(self.uses_token_type_ids)
 
     def forward(
         self,
@@ -115,9 +125,7 @@ class ClassifierRewardModel(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        kwargs: dict[str, torch.Tensor] = {"attention_mask": attention_mask}
-        if self.uses_token_type_ids and token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
+        kwargs = backbone_kwargs(attention_mask, token_type_ids, self.uses_token_type_ids)
         logits: torch.Tensor = self.classifier(input_ids=input_ids, **kwargs).logits
         return logits.squeeze(-1).float()
 

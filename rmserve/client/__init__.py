@@ -9,7 +9,8 @@
 
 Large inputs are split into chunks under the server's ``max_request_pairs`` and the client's
 byte limit, sent concurrently and reassembled in order. Every call has a deadline
-(``timeout``); only ``UNAVAILABLE`` and overload (``RESOURCE_EXHAUSTED`` with retry pushback)
+(``timeout``); only ``UNAVAILABLE``, a server-sent ``CANCELLED`` (a stream the server never
+dispatched, e.g. while it shuts down) and overload (``RESOURCE_EXHAUSTED`` with retry pushback)
 are retried, with exponential backoff and jitter, within that deadline.
 """
 

@@ -186,7 +186,10 @@ class RetryPolicy:
     ) -> float | None:
         """Seconds to wait before attempt ``attempt + 1``, or ``None`` if it must not be retried.
 
-        ``UNAVAILABLE`` is retried with exponential backoff and jitter. ``RESOURCE_EXHAUSTED`` is
+        ``UNAVAILABLE`` is retried with exponential backoff and jitter, and so is a ``CANCELLED``
+        that came from the server (our own cancellations raise ``asyncio.CancelledError``
+        instead): gRPC resets streams it never dispatched when a replica shuts down or is flooded,
+        and scoring is idempotent. ``RESOURCE_EXHAUSTED`` is
         retried only with a ``grpc-retry-pushback-ms`` trailer (server overload), waiting at least
         that long; without one (e.g. a message over a size limit) or with a negative pushback
         (gRPC's "do not retry") it is not. Nothing else is retried.
@@ -194,7 +197,7 @@ class RetryPolicy:
         if attempt >= self.max_attempts:
             return None
         backoff = min(self.max_backoff, self.initial_backoff * 2.0 ** (attempt - 1))
-        if code == grpc.StatusCode.UNAVAILABLE:
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
             return backoff * rng.uniform(0.5, 1.0)
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             pushback = pushback_ms(trailing_metadata)

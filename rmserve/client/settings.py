@@ -31,8 +31,9 @@ class ClientSettings(BaseSettings):
         default=5,
         ge=1,
         le=100,
-        description="Most attempts per request (1: never retry). Only UNAVAILABLE and "
-        "RESOURCE_EXHAUSTED with retry pushback are retried.",
+        description="Most attempts per request (1: never retry). Only UNAVAILABLE, CANCELLED "
+        "sent by the server (a stream it never dispatched) and RESOURCE_EXHAUSTED with retry "
+        "pushback are retried.",
     )
     initial_backoff: float = Field(
         default=0.1, gt=0.0, le=60.0, description="First retry backoff in seconds (doubles)."

@@ -114,6 +114,11 @@ def client_for(targets: list[Replica], attempts: Attempts) -> AsyncRewardClient:
     )
 
 
+# A replica that shuts down (or is flooded) may reset streams it never dispatched: the client
+# sees CANCELLED from the server and retries it like UNAVAILABLE.
+RETRYABLE_OR_OK = {"OK", "UNAVAILABLE", "CANCELLED"}
+
+
 async def test_sigterm_drain_under_load(
     replicas: Callable[[int], list[Replica]], offline_engine: OrtEngine
 ) -> None:
@@ -138,7 +143,7 @@ async def test_sigterm_drain_under_load(
     assert sorted(results) == list(range(len(prompts)))  # every pair answered exactly once
     offline = offline_engine.score_texts(prompts, responses)
     np.testing.assert_allclose([results[i] for i in range(len(prompts))], offline, atol=1e-5)
-    assert set(attempts.codes) <= {"OK", "UNAVAILABLE"}, attempts.codes
+    assert set(attempts.codes) <= RETRYABLE_OR_OK, attempts.codes
 
 
 async def test_sigkill_failover(
@@ -157,4 +162,4 @@ async def test_sigkill_failover(
     assert sorted(results) == list(range(len(prompts)))  # none lost, none duplicated
     offline = offline_engine.score_texts(prompts, responses)
     np.testing.assert_allclose([results[i] for i in range(len(prompts))], offline, atol=1e-5)
-    assert set(attempts.codes) <= {"OK", "UNAVAILABLE"}, attempts.codes
+    assert set(attempts.codes) <= RETRYABLE_OR_OK, attempts.codes

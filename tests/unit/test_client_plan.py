@@ -40,12 +40,15 @@ def test_score_chunks_cover_the_input_in_order() -> None:
     assert all(c.request.normalize for c in chunks)
 
 
-def test_unavailable_backs_off_exponentially_with_jitter() -> None:
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED])
+def test_unavailable_and_server_cancel_back_off_exponentially_with_jitter(
+    code: grpc.StatusCode,
+) -> None:
     rng = random.Random(0)
-    delays = [POLICY.delay(grpc.StatusCode.UNAVAILABLE, (), n, rng) for n in (1, 2, 3)]
+    delays = [POLICY.delay(code, (), n, rng) for n in (1, 2, 3)]
     for delay, cap in zip(delays, (0.1, 0.2, 0.3), strict=True):
         assert delay is not None and cap / 2 <= delay <= cap
-    assert POLICY.delay(grpc.StatusCode.UNAVAILABLE, (), 4, rng) is None  # out of attempts
+    assert POLICY.delay(code, (), 4, rng) is None  # out of attempts
 
 
 def test_resource_exhausted_is_retried_only_with_pushback() -> None:
@@ -64,7 +67,6 @@ def test_resource_exhausted_is_retried_only_with_pushback() -> None:
         grpc.StatusCode.INVALID_ARGUMENT,
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.CANCELLED,
     ],
 )
 def test_other_codes_are_never_retried(code: grpc.StatusCode) -> None:
