@@ -33,9 +33,11 @@ log = logging.getLogger(__name__)
 # Requests with more pairs are tokenised on a worker thread (the Rust batch encoder releases
 # the GIL) so one big ScoreBatch does not stall the event loop.
 INLINE_TOKENIZE_PAIRS = 16
-# gRPC cancels a call when its deadline passes, on its own timer: a cancellation this close to
-# the caller's deadline is that deadline firing, and is counted as expired.
-DEADLINE_SLACK_S = 0.05
+# A passed deadline reaches the handler as a cancellation: gRPC's own timer, or the client's
+# RST_STREAM, which can arrive before the server-side deadline (computed when the headers
+# arrived, so later by the transit and scheduling delay, large on a loaded machine). A
+# cancellation this close to the deadline is that deadline firing and is counted as expired.
+DEADLINE_SLACK_S = 0.5
 
 
 class CoreState(Enum):
