@@ -129,6 +129,10 @@ class OrtEngine:
     ) -> np.ndarray:
         """Offline scoring (eval, tests): sorted by length in batches, returned in input order."""
         prepared = self.artifact.preprocessor.prepare_many(prompts, responses)
+        return self.score_prepared(prepared, batch_size)
+
+    def score_prepared(self, prepared: Sequence[PreparedPair], batch_size: int = 32) -> np.ndarray:
+        """Offline scoring of tokenised pairs in batches sorted by length; input order back."""
         order = sorted(range(len(prepared)), key=lambda i: prepared[i].num_tokens)
         out = np.empty(len(prepared), dtype=np.float32)
         for start in range(0, len(order), batch_size):

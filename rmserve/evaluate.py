@@ -9,7 +9,6 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from rmserve.engine import LoadedArtifact, OrtEngine, ProviderChoice, load_artifact
-from rmserve.preprocess import PreparedPair
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +46,6 @@ def preference_report(scores: PreferenceScores) -> dict[str, float]:
     }
 
 
-def score_prepared(
-    engine: OrtEngine, prepared: Sequence[PreparedPair], batch_size: int
-) -> np.ndarray:
-    """Batches sorted by length to cut padding; rewards come back in input order."""
-    order = sorted(range(len(prepared)), key=lambda i: prepared[i].num_tokens)
-    out = np.empty(len(prepared), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        out[chunk] = engine.score([prepared[i] for i in chunk])
-    return out
-
-
 def evaluate_file(
     artifact: LoadedArtifact,
     data: Path,
@@ -71,15 +57,13 @@ def evaluate_file(
     from rmserve_training.data import load_preferences  # type: ignore[import-not-found]
 
     started = time.perf_counter()
-    loaded = load_preferences(data, skip_bad=skip_bad)
-    if not loaded.pairs:
-        raise SystemExit(f"rmserve eval: {data} holds no preference pairs")
+    loaded = load_preferences(data, skip_bad=skip_bad)  # raises DataError when it holds none
     engine = OrtEngine(artifact, provider=provider)
     prompts = [p.prompt for p in loaded.pairs]
     pre = artifact.preprocessor
     chosen = pre.prepare_many(prompts, [p.chosen for p in loaded.pairs])
     rejected = pre.prepare_many(prompts, [p.rejected for p in loaded.pairs])
-    rewards = score_prepared(engine, chosen + rejected, batch_size)
+    rewards = engine.score_prepared(chosen + rejected, batch_size)
     n = len(loaded.pairs)
     scores = PreferenceScores(
         rewards[:n], rewards[n:], np.array([p.margin for p in loaded.pairs], dtype=np.float64)
