@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
@@ -33,11 +33,6 @@ log = logging.getLogger(__name__)
 # Requests with more pairs are tokenised on a worker thread (the Rust batch encoder releases
 # the GIL) so one big ScoreBatch does not stall the event loop.
 INLINE_TOKENIZE_PAIRS = 16
-# A passed deadline reaches the handler as a cancellation: gRPC's own timer, or the client's
-# RST_STREAM, which can arrive before the server-side deadline (computed when the headers
-# arrived, so later by the transit and scheduling delay, large on a loaded machine). A
-# cancellation this close to the deadline is that deadline firing and is counted as expired.
-DEADLINE_SLACK_S = 0.5
 
 
 class CoreState(Enum):
@@ -76,14 +71,12 @@ class RewardCore:
         artifact: LoadedArtifact,
         config: CoreConfig,
         metrics: Metrics,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
         self.artifact = artifact
         self.config = config
         self.metrics = metrics
         self.state = CoreState.NEW
-        self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rmserve-engine")
         self._batcher: Batcher | None = None
         self._batcher_task: asyncio.Task[None] | None = None
@@ -116,7 +109,6 @@ class RewardCore:
             self.config.limits,
             self.config.max_queue_pairs,
             self.metrics,
-            self._clock,
         )
         self._batcher_task = asyncio.create_task(self._batcher.run(), name="rmserve-batcher")
         self.state = CoreState.SERVING
@@ -213,7 +205,7 @@ class RewardCore:
                 f"{field}: {items} entries is over max_request_pairs="
                 f"{self.config.max_request_pairs}; split the request"
             )
-        deadline = None if timeout is None else self._clock() + timeout
+        deadline = None if timeout is None else batcher.clock() + timeout
         batcher.reserve(len(prompts))
         reserved = len(prompts)
         self._enter()
@@ -223,7 +215,7 @@ class RewardCore:
             request = PendingRequest(prepared, deadline)
             if not prepared:
                 return request
-            now = self._clock()
+            now = batcher.clock()
             batcher.enqueue(
                 request,
                 [
@@ -235,10 +227,11 @@ class RewardCore:
             await request.future
             return request
         except asyncio.CancelledError:
+            # The transport's deadline timer and the batcher's race at the deadline; a
+            # cancellation before it is the client's (its own deadline fires a moment earlier).
             if request is not None and not request.finished:
-                request.finished = True
                 batcher.withdraw(request)
-                expired = deadline is not None and self._clock() >= deadline - DEADLINE_SLACK_S
+                expired = deadline is not None and batcher.clock() >= deadline
                 (self.metrics.expired if expired else self.metrics.cancelled).inc()
             raise
         finally:

@@ -39,6 +39,7 @@ class PendingRequest:
     """Collects rewards row by row; ``finished`` once answered, failed or cancelled.
 
     ``finished`` is a plain bool so the engine thread may read it to skip dead work.
+    ``expiry`` is the timer that fails it at its deadline (set by the batcher, cancelled here).
     """
 
     def __init__(self, pairs: list[PreparedPair], deadline: float | None) -> None:
@@ -49,14 +50,22 @@ class PendingRequest:
         self.remaining = len(pairs)
         self.queued_rows = 0  # rows of this request still waiting in the queue
         self.finished = False
+        self.expiry: asyncio.TimerHandle | None = None
         self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def _gone(self) -> bool:
         """Finished, or its caller's task was cancelled and has not yet run its handler (the
         future is already cancelled then, and setting a result would raise)."""
         if self.future.done():
-            self.finished = True
+            self.close()
         return self.finished
+
+    def close(self) -> None:
+        """Mark finished (idempotent) and stop the deadline timer."""
+        self.finished = True
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
 
     def fill(self, index: int, rewards: np.ndarray) -> None:
         if self._gone():
@@ -68,14 +77,14 @@ class PendingRequest:
         self._filled[index:end] = True
         self.remaining -= len(rewards)
         if self.remaining == 0:
-            self.finished = True
+            self.close()
             self.future.set_result(None)
 
     def fail(self, error: RewardError) -> bool:
         """Fail the request unless it already finished; True if this call failed it."""
         if self._gone():
             return False
-        self.finished = True
+        self.close()
         self.future.set_exception(error)
         return True
 

@@ -4,6 +4,13 @@ Batches are picked by ``collect_batch`` (pure) and run on a single engine thread
 loop keeps accepting and tokenising. Up to two batches are in flight: one running and the next
 one prepared; the second is only formed early when it is already full, otherwise the batcher
 waits for the engine and takes everything that arrived meanwhile.
+
+The queue deletes lazily: a finished request's items stay in the deque and are skipped when
+they reach the window, so withdrawing a request is O(1) and taking a batch costs O(window),
+whatever the queue length. The dead rows are compacted away once they outnumber the live ones.
+
+Time is the event loop's clock (``loop.time()``): deadlines, expiry timers and the queue delay
+all read it, so a test can drive the batcher with a loop whose clock it moves by hand.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from itertools import islice
@@ -30,6 +37,7 @@ log = logging.getLogger(__name__)
 
 Item = QueuedItem[PendingRequest]
 PIPELINE_DEPTH = 2  # batches submitted to the engine thread: one running, one prepared
+COMPACT_MIN_DEAD_ROWS = 4096  # below this, dead rows just wait to reach the window
 
 
 @dataclass
@@ -42,6 +50,8 @@ class _Outcome:
 
 
 class Batcher:
+    """Create inside the event loop that will run it (its clock is that loop's time)."""
+
     def __init__(
         self,
         engine: Engine,
@@ -49,24 +59,33 @@ class Batcher:
         limits: BatchLimits,
         max_queue_pairs: int,
         metrics: Metrics,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._engine = engine
         self._executor = executor
         self._limits = limits
         self._max_queue_pairs = max_queue_pairs
         self._metrics = metrics
-        self._clock = clock
+        self._loop = asyncio.get_running_loop()
         self._queue: deque[Item] = deque()
-        self._queued_rows = 0
+        self._queued_rows = 0  # rows of live requests in the queue
+        self._dead_rows = 0  # rows of withdrawn requests still in the deque (skipped lazily)
         self._reserved_rows = 0  # admitted requests still tokenising
         self._running = 0
         self._changed = asyncio.Event()
+        self._wake: asyncio.TimerHandle | None = None
         self._seconds_per_row = 1e-3  # moving estimate, for retry pushback
+
+    def clock(self) -> float:
+        return self._loop.time()
 
     @property
     def pending_rows(self) -> int:
         return self._queued_rows + self._reserved_rows
+
+    @property
+    def queue_length(self) -> int:
+        """Items in the deque, dead ones included (for tests and benchmarks)."""
+        return len(self._queue)
 
     @property
     def busy(self) -> bool:
@@ -89,7 +108,8 @@ class Batcher:
         self._update_gauge()
 
     def enqueue(self, request: PendingRequest, items: list[Item]) -> None:
-        """Queue a reserved request's items (all its rows, reserved by ``reserve``)."""
+        """Queue a reserved request's items (all its rows, reserved by ``reserve``). A request
+        with a deadline is failed with ``DeadlineExpired`` when it passes, wherever it is."""
         rows = sum(item.rows for item in items)
         if rows != len(request.pairs):
             raise AssertionError(f"{rows} queued rows for a request of {len(request.pairs)} pairs")
@@ -97,25 +117,35 @@ class Batcher:
         self._queued_rows += rows
         request.queued_rows = rows
         self._queue.extend(items)
+        if request.deadline is not None:
+            request.expiry = self._loop.call_at(request.deadline, self._expire, request)
         self._update_gauge()
         self._changed.set()
 
     def withdraw(self, request: PendingRequest) -> None:
-        """Free the queue slots of a finished request (cancelled, expired or failed)."""
+        """Forget a finished request (answered elsewhere, cancelled, expired or failed): its
+        queue slots are free at once, its items are skipped when they reach the window."""
+        request.close()
         if request.queued_rows:
-            self._queue = deque(item for item in self._queue if item.owner is not request)
             self._queued_rows -= request.queued_rows
+            self._dead_rows += request.queued_rows
             request.queued_rows = 0
             self._update_gauge()
+            if self._dead_rows > max(COMPACT_MIN_DEAD_ROWS, self._queued_rows):
+                self._queue = deque(item for item in self._queue if item.owner.queued_rows)
+                self._dead_rows = 0
 
     def retry_after_ms(self) -> int:
         estimate = self.pending_rows * self._seconds_per_row * 1000.0
         return int(min(10_000.0, max(10.0, estimate)))
 
     def fail_all(self, reason: str) -> None:
-        for item in list(self._queue):
+        for item in self._queue:
             item.owner.fail(Unavailable(reason))
-            self.withdraw(item.owner)
+            item.owner.queued_rows = 0
+        self._queue.clear()
+        self._queued_rows = self._dead_rows = 0
+        self._update_gauge()
 
     async def run(self) -> None:
         """The batcher task: runs until cancelled. A bug in one step is logged and the loop
@@ -124,61 +154,74 @@ class Batcher:
             await self._changed.wait()
             self._changed.clear()
             try:
-                while self._running < PIPELINE_DEPTH and self._queue and self._form_and_submit():
-                    pass
+                self._fill_pipeline()
             except Exception:
                 log.exception("batcher step failed; continuing")
                 self._changed.set()
                 await asyncio.sleep(0.01)
 
-    def _take(self, items: Iterable[Item]) -> None:
-        taken = {id(item) for item in items}
-        if taken:
-            self._queue = deque(item for item in self._queue if id(item) not in taken)
+    def _fill_pipeline(self) -> None:
+        """Submit batches until the engine pipeline is full or nothing can run yet. Returns
+        only when the queue is empty, the engine is busy (its finish wakes us) or a timer is
+        set: clearing dead or expired items never ends a turn, so nothing live is stranded."""
+        while self._running < PIPELINE_DEPTH and self._queue:
+            now = self.clock()
+            window = list(islice(self._queue, self._limits.window))
+            got = collect_batch(window, now, self._limits)
+            batch = got.batch
+            if batch and self._running > 0 and not self._is_full(got, window):
+                batch = []  # the engine is busy: wait for it and take what arrives meanwhile
+            self._remove_from_window(window, [*got.dropped, *got.expired, *batch])
+            for item in got.expired:
+                self._expire(item.owner)
+            if batch:
+                self._submit(batch, now)
+            elif not (got.expired or got.dropped):
+                if got.wait_until is not None:
+                    self._wake_at(got.wait_until)
+                return
 
-    def _form_and_submit(self) -> bool:
-        now = self._clock()
-        snapshot = list(islice(self._queue, self._limits.window))
-        got = collect_batch(snapshot, now, self._limits)
-        self._take(got.expired + got.dropped)
-        for item in got.dropped:
-            self._unqueue(item)
-        for item in got.expired:
-            self._unqueue(item)
-            self._expire(item.owner)
-        if not got.batch:
-            if got.wait_until is not None:
-                asyncio.get_running_loop().call_later(got.wait_until - now, self._changed.set)
-            return False
-        if self._running > 0 and not self._is_full(got, snapshot):
-            return False  # the engine is busy: wait for it and take what arrives meanwhile
-        self._take(got.batch)
-        for item in got.batch:
-            self._unqueue(item)
-            self._metrics.queue_duration.observe(now - item.enqueued_at)
-        self._running += 1
-        future = asyncio.get_running_loop().run_in_executor(self._executor, self._infer, got.batch)
-        future.add_done_callback(functools.partial(self._finish, got.batch))
-        return True
-
-    def _is_full(self, got: Collected[PendingRequest], snapshot: list[Item]) -> bool:
-        left_behind = len(snapshot) - len(got.batch) - len(got.expired) - len(got.dropped)
-        return got.rows >= self._limits.max_batch_size or left_behind > 0
-
-    def _unqueue(self, item: Item) -> None:
-        rows = min(item.rows, item.owner.queued_rows)  # a withdrawn owner has none left
-        item.owner.queued_rows -= rows
-        self._queued_rows -= rows
+    def _remove_from_window(self, window: list[Item], leaving: Iterable[Item]) -> None:
+        """Take ``leaving`` out of the queue; they are all in ``window``, its head. O(window)."""
+        gone = {id(item) for item in leaving}
+        if not gone:
+            return
+        for _ in window:
+            self._queue.popleft()
+        self._queue.extendleft(reversed([item for item in window if id(item) not in gone]))
+        for item in window:
+            if id(item) in gone:
+                if item.owner.queued_rows:
+                    item.owner.queued_rows -= item.rows
+                    self._queued_rows -= item.rows
+                else:
+                    self._dead_rows -= item.rows
         self._update_gauge()
 
+    def _submit(self, batch: list[Item], now: float) -> None:
+        for item in batch:
+            self._metrics.queue_duration.observe(now - item.enqueued_at)
+        self._running += 1
+        future = self._loop.run_in_executor(self._executor, self._infer, batch)
+        future.add_done_callback(functools.partial(self._finish, batch))
+
+    def _wake_at(self, when: float) -> None:
+        if self._wake is not None:
+            self._wake.cancel()
+        self._wake = self._loop.call_at(when, self._changed.set)
+
+    def _is_full(self, got: Collected[PendingRequest], window: list[Item]) -> bool:
+        left_behind = len(window) - len(got.batch) - len(got.expired) - len(got.dropped)
+        return got.rows >= self._limits.max_batch_size or left_behind > 0
+
     def _expire(self, request: PendingRequest) -> None:
-        if request.fail(DeadlineExpired("deadline passed while queued; not computed")):
+        if request.fail(DeadlineExpired("deadline passed before the request was computed")):
             self._metrics.expired.inc()
         self.withdraw(request)
 
     def _infer(self, batch: list[Item]) -> _Outcome:
         """Engine thread: skip what died while waiting, score the rest."""
-        now = self._clock()
+        now = self.clock()
         live = [i for i in batch if not i.owner.finished]
         expired = [i for i in live if i.deadline is not None and i.deadline <= now]
         ran = [i for i in live if i not in expired]

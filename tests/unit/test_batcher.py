@@ -1,0 +1,207 @@
+"""The Batcher shell, stepped by hand: a manual clock, a manual engine thread, no wall clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from batcher_rig import Rig, Spec, reward_of
+
+from rmserve.batching import BatchLimits
+from rmserve.errors import DeadlineExpired, EngineFailure, Overloaded, Unavailable
+from rmserve.pending import PendingRequest
+from rmserve.scheduler import COMPACT_MIN_DEAD_ROWS
+
+
+def limits(**overrides: float) -> BatchLimits:
+    values: dict[str, float] = {
+        "max_batch_size": 8,
+        "max_batch_tokens": 1 << 20,
+        "max_padding_ratio": 100.0,
+        "window": 4,
+    }
+    values.update(overrides)
+    return BatchLimits(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    rig = Rig(limits(), max_queue_pairs=64)
+    yield rig
+    rig.close()
+
+
+def tags(request: PendingRequest) -> list[int]:
+    return [pair.input_ids[0] for pair in request.pairs]
+
+
+def computed_tags(rig: Rig) -> list[int]:
+    return [tag for tag, _ in rig.engine.computed]
+
+
+def assert_answered(request: PendingRequest) -> None:
+    assert request.future.done() and request.future.exception() is None
+    assert request.rewards.tolist() == [reward_of(t) for t in tags(request)]
+
+
+def hold_engine(rig: Rig) -> PendingRequest:
+    """One request in the engine, its job not run: the engine stays busy until ``run_next``."""
+    (first,) = rig.submit(Spec((3,)))
+    rig.settle()
+    assert len(rig.executor.jobs) == 1
+    return first
+
+
+@pytest.mark.parametrize("window_fate", ["expired", "cancelled"])
+def test_live_item_behind_a_dead_window_is_not_stranded(rig: Rig, window_fate: str) -> None:
+    """A whole window of dead items, removed in one turn, with the engine idle: the batcher
+    must look again rather than wait for an unrelated event."""
+    timeout = 1.0 if window_fate == "expired" else None
+
+    async def one_turn() -> tuple[list[PendingRequest], PendingRequest]:
+        doomed = [rig.enqueue(Spec((5,), timeout=timeout)) for _ in range(4)]  # the window
+        live = rig.enqueue(Spec((5,)))  # no deadline: would wait forever
+        if window_fate == "cancelled":
+            for request in doomed:
+                rig.cancel(request)
+        rig.loop.now += 2.0  # past the doomed deadlines, before the batcher looks
+        return doomed, live
+
+    doomed, live = rig.run(one_turn())
+    rig.settle()
+    assert len(rig.executor.jobs) == 1, "the live request must be submitted to the idle engine"
+    rig.executor.run_next()
+    rig.settle()
+    assert_answered(live)
+    assert computed_tags(rig) == tags(live)
+    for request in doomed:
+        assert request.future.done()
+        if window_fate == "expired":
+            assert isinstance(request.future.exception(), DeadlineExpired)
+    assert rig.metric("rmserve_expired_total") == (4 if window_fate == "expired" else 0)
+    assert rig.batcher.pending_rows == 0 == rig.batcher.queue_length
+
+
+def test_withdrawal_frees_slots_at_once_and_is_skipped_later(rig: Rig) -> None:
+    first = hold_engine(rig)
+    (doomed,) = rig.submit(Spec((4,) * 40))
+    rig.settle()
+    assert rig.batcher.pending_rows == 40 and not doomed.finished
+    with pytest.raises(Overloaded):
+        rig.submit(Spec((4,) * 30))
+    rig.cancel(doomed)
+    assert rig.batcher.pending_rows == 0 == rig.metric("rmserve_queue_pairs")
+    assert rig.batcher.queue_length == 40  # lazily deleted: still in the deque
+    (after,) = rig.submit(Spec((4,) * 30))  # fits only because the slots were freed
+    while rig.executor.jobs:
+        rig.executor.run_next()
+        rig.settle()
+    assert_answered(first)
+    assert_answered(after)
+    assert sorted(computed_tags(rig)) == sorted(tags(first) + tags(after))
+    assert rig.batcher.queue_length == 0 == rig.batcher.pending_rows
+
+
+def test_dead_rows_are_compacted_once_they_outnumber_live_ones() -> None:
+    rig = Rig(limits(), max_queue_pairs=1 << 20)
+    hold_engine(rig)
+    doomed = rig.submit(*(Spec((2,)) for _ in range(COMPACT_MIN_DEAD_ROWS + 10)))
+    (live,) = rig.submit(Spec((2,)))
+    rig.settle()
+    for request in doomed:
+        rig.cancel(request)
+    assert rig.batcher.pending_rows == 1
+    assert rig.batcher.queue_length < 20  # compacted when the dead passed the threshold
+    while rig.executor.jobs:
+        rig.executor.run_next()
+        rig.settle()
+    assert_answered(live)
+    rig.close()
+
+
+def test_deadline_fails_a_queued_request_while_the_engine_is_busy(rig: Rig) -> None:
+    first = hold_engine(rig)
+    (late,) = rig.submit(Spec((4, 4), timeout=1.0))
+    rig.advance(0.5)
+    assert not late.finished
+    rig.advance(0.6)  # the engine is still busy: the deadline timer answers the caller
+    assert isinstance(late.future.exception(), DeadlineExpired)
+    assert rig.metric("rmserve_expired_total") == 1
+    assert rig.batcher.pending_rows == 0
+    rig.executor.run_next()
+    rig.settle()
+    assert_answered(first)
+    assert computed_tags(rig) == tags(first)
+    assert not rig.executor.jobs
+
+
+def test_deadline_passing_before_the_engine_thread_runs_skips_the_batch() -> None:
+    rig = Rig(limits(window=16), max_queue_pairs=64)
+    first = hold_engine(rig)
+    (full,) = rig.submit(Spec((4,) * 8, timeout=1.0))  # a full batch is prepared early
+    rig.settle()
+    assert len(rig.executor.jobs) == 2
+    rig.loop.now += 5.0  # no loop turn: the timer has not fired when the engine thread looks
+    rig.executor.run_next()
+    rig.executor.run_next()
+    rig.settle()
+    assert_answered(first)
+    assert isinstance(full.future.exception(), DeadlineExpired)
+    assert computed_tags(rig) == tags(first)
+    assert rig.metric("rmserve_expired_total") == 1  # counted once, though two paths saw it
+    rig.close()
+
+
+def test_engine_failure_fails_only_its_batch(rig: Rig) -> None:
+    first = hold_engine(rig)
+    (second,) = rig.submit(Spec((4,)))
+    rig.engine.fail_next = True
+    rig.executor.run_next()
+    rig.settle()
+    assert isinstance(first.future.exception(), EngineFailure)
+    rig.executor.run_next()
+    rig.settle()
+    assert_answered(second)
+    assert rig.metric("rmserve_engine_errors_total") == 1
+
+
+def test_prefer_items_keep_both_pairs_in_one_batch() -> None:
+    rig = Rig(limits(max_batch_size=3), max_queue_pairs=64)
+    hold_engine(rig)
+    (prefers,) = rig.submit(Spec((5, 6, 5, 6, 5, 6), rows_per_item=2))
+    sizes = []
+    while rig.executor.jobs:
+        sizes.append(len(rig.executor.jobs[0].args[0]))
+        rig.executor.run_next()
+        rig.settle()
+    assert_answered(prefers)
+    assert sizes[1:] == [1, 1, 1]  # items of two pairs: one per batch of at most 3 rows
+    rig.close()
+
+
+def test_queue_delay_waits_on_the_loop_clock() -> None:
+    rig = Rig(limits(max_queue_delay_s=0.5), max_queue_pairs=64)
+    (request,) = rig.submit(Spec((4,)))
+    rig.advance(0.4)
+    assert not rig.executor.jobs
+    rig.advance(0.2)
+    assert len(rig.executor.jobs) == 1
+    rig.executor.run_next()
+    rig.settle()
+    assert_answered(request)
+    rig.close()
+
+
+def test_fail_all_answers_every_queued_request(rig: Rig) -> None:
+    first = hold_engine(rig)
+    queued = rig.submit(Spec((4,)), Spec((4, 4), timeout=5.0))
+    rig.batcher.fail_all("stopping")
+    for request in queued:
+        assert isinstance(request.future.exception(), Unavailable)
+    assert rig.batcher.pending_rows == 0 == rig.batcher.queue_length
+    assert rig.metric("rmserve_queue_pairs") == 0
+    rig.executor.run_next()
+    rig.settle()
+    assert_answered(first)
+    rig.advance(10.0)  # the cancelled deadline timer does not fire
+    assert rig.metric("rmserve_expired_total") == 0

@@ -1,0 +1,141 @@
+"""A hypothesis state machine over the Batcher: enqueue, cancel, deadlines passing, the engine
+finishing or raising, in any order. After every step: nothing live is stranded while the
+engine is idle, no pair is computed twice or at/after its deadline, counters add up."""
+
+from __future__ import annotations
+
+from batcher_rig import Rig, Spec, reward_of
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from rmserve.batching import BatchLimits
+from rmserve.errors import DeadlineExpired, EngineFailure, Overloaded
+from rmserve.pending import PendingRequest
+from rmserve.scheduler import PIPELINE_DEPTH
+
+LIMITS = BatchLimits(
+    max_batch_size=4, max_batch_tokens=48, max_padding_ratio=1.5, max_queue_delay_s=0.0, window=3
+)
+MAX_QUEUE_PAIRS = 12
+
+
+class BatcherMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rig = Rig(LIMITS, MAX_QUEUE_PAIRS)
+        self.requests: list[PendingRequest] = []
+        self.cancelled: set[int] = set()  # ids of requests the test cancelled
+
+    # rules ---------------------------------------------------------------------------------
+
+    @rule(
+        lengths=st.lists(st.integers(1, 20), min_size=1, max_size=6),
+        prefer=st.booleans(),
+        timeout=st.none() | st.floats(0.5, 4.0),
+        then_advance=st.sampled_from([0.0, 0.0, 1.0]),
+    )
+    def enqueue(
+        self, lengths: list[int], prefer: bool, timeout: float | None, then_advance: float
+    ) -> None:
+        if prefer and len(lengths) % 2:
+            lengths.append(lengths[0])
+        pending = self.rig.batcher.pending_rows
+        spec = Spec(tuple(lengths), 2 if prefer else 1, timeout)
+        try:
+            (request,) = self.rig.submit(spec, then_advance=then_advance)
+        except Overloaded:
+            assert pending + len(lengths) > MAX_QUEUE_PAIRS
+            assert self.rig.batcher.pending_rows == pending  # refused: nothing queued
+            return
+        self.requests.append(request)
+        self.rig.settle()
+
+    @precondition(lambda self: any(not r.finished for r in self.requests))
+    @rule(pick=st.integers(0, 1 << 16))
+    def cancel(self, pick: int) -> None:
+        live = [r for r in self.requests if not r.finished]
+        request = live[pick % len(live)]
+        self.cancelled.add(id(request))
+        self.rig.cancel(request)
+        self.rig.settle()
+
+    @rule(seconds=st.floats(0.1, 3.0))
+    def time_passes(self, seconds: float) -> None:
+        self.rig.advance(seconds)
+
+    @precondition(lambda self: bool(self.rig.executor.jobs))
+    @rule(fail=st.booleans(), late=st.sampled_from([0.0, 0.0, 2.0]))
+    def engine_runs_a_batch(self, fail: bool, late: float) -> None:
+        """The engine thread runs the oldest submitted batch; ``late`` moves the clock first
+        without a loop turn (the deadline passes between submission and the forward pass)."""
+        self.rig.engine.fail_next = fail
+        self.rig.loop.now += late
+        self.rig.executor.run_next()
+        self.rig.engine.fail_next = False
+        self.rig.settle()
+
+    # invariants ----------------------------------------------------------------------------
+
+    @invariant()
+    def nothing_live_is_stranded_while_the_engine_is_idle(self) -> None:
+        if not self.rig.executor.jobs:
+            assert all(r.finished for r in self.requests)
+            assert self.rig.batcher.pending_rows == 0
+        assert len(self.rig.executor.jobs) <= PIPELINE_DEPTH
+
+    @invariant()
+    def no_pair_computed_twice_or_after_its_deadline(self) -> None:
+        tags = [tag for tag, _ in self.rig.engine.computed]
+        assert len(tags) == len(set(tags))
+        deadline_of = {p.input_ids[0]: r.deadline for r in self.requests for p in r.pairs}
+        for tag, at in self.rig.engine.computed:
+            deadline = deadline_of[tag]
+            assert deadline is None or at < deadline
+
+    @invariant()
+    def a_passed_deadline_is_answered(self) -> None:
+        now = self.rig.loop.now
+        for r in self.requests:
+            if r.deadline is not None and r.deadline <= now:
+                assert r.finished
+
+    @invariant()
+    def counters_add_up(self) -> None:
+        batcher = self.rig.batcher
+        assert batcher.pending_rows == sum(r.queued_rows for r in self.requests)
+        assert self.rig.metric("rmserve_queue_pairs") == batcher.pending_rows
+        assert all(r.queued_rows == 0 for r in self.requests if r.finished)
+        outcomes = [self.outcome(r) for r in self.requests if r.future.done()]
+        assert self.rig.metric("rmserve_expired_total") == outcomes.count("expired")
+        assert self.rig.metric("rmserve_engine_errors_total") == self.rig.engine.failures
+        assert self.rig.metric("rmserve_pairs_total") == len(self.rig.engine.computed)
+
+    def outcome(self, request: PendingRequest) -> str:
+        if request.future.cancelled():
+            assert id(request) in self.cancelled
+            return "cancelled"
+        error = request.future.exception()
+        if error is None:
+            assert request.rewards.tolist() == [reward_of(p.input_ids[0]) for p in request.pairs]
+            return "answered"
+        assert isinstance(error, DeadlineExpired | EngineFailure), error
+        if isinstance(error, DeadlineExpired):
+            assert request.deadline is not None and request.deadline <= self.rig.loop.now
+            return "expired"
+        return "failed"
+
+    def teardown(self) -> None:
+        """Drain: with the engine running every batch, every request ends and the queue empties."""
+        while self.rig.executor.jobs:
+            self.rig.executor.run_next()
+            self.rig.settle()
+        assert all(r.finished for r in self.requests)
+        assert self.rig.batcher.pending_rows == 0 == self.rig.batcher.queue_length
+        self.rig.close()
+
+
+BatcherMachine.TestCase.settings = settings(
+    max_examples=150, stateful_step_count=30, deadline=None, derandomize=True
+)
+TestBatcherMachine = BatcherMachine.TestCase
