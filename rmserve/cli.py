@@ -13,7 +13,8 @@ from collections.abc import Sequence
 COMMAND_MODULES = (
     "rmserve_training.commands",  # demo-data, train, export, import-hf (torch imported lazily)
     "rmserve.evaluate",  # eval
-    "rmserve.server_cli",  # serve, score, prefer
+    "rmserve.server_cli",  # serve
+    "rmserve.client_cli",  # score, prefer
     "rmserve.loadtest_cli",  # loadtest
 )
 

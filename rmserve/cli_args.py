@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import types
 import typing
+from collections.abc import Collection
 from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
@@ -19,10 +20,15 @@ def _flag(name: str) -> str:
 
 
 def add_settings_arguments(
-    parser: argparse.ArgumentParser, settings_cls: type[BaseSettings]
+    parser: argparse.ArgumentParser,
+    settings_cls: type[BaseSettings],
+    only: Collection[str] | None = None,
 ) -> None:
+    """One flag per field of ``settings_cls`` (only the fields named in ``only``, if given)."""
     prefix = str(settings_cls.model_config.get("env_prefix", ""))
     for name, field in settings_cls.model_fields.items():
+        if only is not None and name not in only:
+            continue
         annotation = field.annotation
         origin = typing.get_origin(annotation)
         if origin in (typing.Union, types.UnionType):

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import sys
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-import grpc
 import numpy as np
 
-from rmserve.client.channel import call_metadata, channel_options, resolve_target, tls_credentials
+from rmserve.client import AsyncRewardClient, RewardClientError
 from rmserve.client.settings import ClientSettings
-from rmserve.v1 import reward_pb2, reward_pb2_grpc
+from rmserve.progress import Progress
+from rmserve.v1 import reward_pb2
+
+log = logging.getLogger(__name__)
 
 Mode = Literal["score", "score-batch", "prefer"]
 MAX_OUTSTANDING_OPEN_LOOP = 10_000
@@ -72,20 +74,18 @@ class _Sender:
 
     def __init__(
         self,
-        stub: Any,
+        client: AsyncRewardClient,
         data: Sequence[LoadPair],
         mode: Mode,
         batch_size: int,
         deadline_s: float,
-        metadata: tuple[tuple[str, str], ...] = (),
     ) -> None:
         if not data:
             raise ValueError("loadtest needs at least one pair of data")
-        self.stub = stub
+        self.client = client
         self.mode = mode
         self.batch_size = batch_size
         self.deadline_s = deadline_s
-        self.metadata = metadata
         self._next: Iterator[LoadPair] = itertools.cycle(data)
         self.tally = _Tally()
 
@@ -93,43 +93,35 @@ class _Sender:
         return [next(self._next) for _ in range(n)]
 
     async def send(self, started: float) -> None:
-        code = grpc.StatusCode.OK
+        code = "OK"
         pairs = tokens = 0
         try:
             pairs, tokens = await self._call()
-        except grpc.aio.AioRpcError as e:
-            code = e.code()
+        except RewardClientError as e:
+            code = getattr(e.code, "name", str(e.code))
         self.tally.latencies_ms.append((time.perf_counter() - started) * 1000.0)
-        self.tally.codes[code.name] += 1
+        self.tally.codes[code] += 1
         self.tally.ok_pairs += pairs
         self.tally.ok_tokens += tokens
 
     async def _call(self) -> tuple[int, int]:
         if self.mode == "score":
             (item,) = self._take(1)
-            reply = await self.stub.Score(
-                reward_pb2.ScoreRequest(prompt=item.prompt, response=item.response),
-                timeout=self.deadline_s,
-                metadata=self.metadata,
-            )
+            request = reward_pb2.ScoreRequest(prompt=item.prompt, response=item.response)
+            reply = await self.client.call("Score", request, self.deadline_s)
             return 1, int(reply.num_tokens)
         if self.mode == "score-batch":
             items = self._take(self.batch_size)
-            request = reward_pb2.ScoreBatchRequest(
+            batch_request = reward_pb2.ScoreBatchRequest(
                 pairs=[reward_pb2.Pair(prompt=i.prompt, response=i.response) for i in items]
             )
-            batch = await self.stub.ScoreBatch(
-                request, timeout=self.deadline_s, metadata=self.metadata
-            )
+            batch = await self.client.call("ScoreBatch", batch_request, self.deadline_s)
             return len(batch.results), sum(int(r.num_tokens) for r in batch.results)
         (item,) = self._take(1)
-        await self.stub.Prefer(
-            reward_pb2.PreferRequest(
-                prompt=item.prompt, response_a=item.response, response_b=item.response_b
-            ),
-            timeout=self.deadline_s,
-            metadata=self.metadata,
+        prefer_request = reward_pb2.PreferRequest(
+            prompt=item.prompt, response_a=item.response, response_b=item.response_b
         )
+        await self.client.call("Prefer", prefer_request, self.deadline_s)
         return 2, 0
 
 
@@ -160,16 +152,22 @@ async def _open_loop(sender: _Sender, rate: float, end: float, budget: Iterator[
         await asyncio.gather(*tasks)
 
 
-async def _progress(sender: _Sender, start: float) -> None:
+def _show(
+    progress: Progress, sender: _Sender, start: float, duration_s: float, requests: int | None
+) -> None:
+    elapsed = time.perf_counter() - start
+    t = sender.tally
+    done = len(t.latencies_ms)
+    fraction = max(elapsed / duration_s, done / requests if requests else 0.0)
+    progress.update(fraction, elapsed, done, t.ok_pairs, t.codes)
+
+
+async def _report(
+    progress: Progress, sender: _Sender, start: float, duration_s: float, requests: int | None
+) -> None:
     while True:
-        await asyncio.sleep(1.0)
-        elapsed = time.perf_counter() - start
-        t = sender.tally
-        sys.stderr.write(
-            f"\r{elapsed:6.1f}s  {len(t.latencies_ms)} requests  "
-            f"{t.ok_pairs / elapsed:8.1f} pairs/s  codes {dict(t.codes)}   "
-        )
-        sys.stderr.flush()
+        await asyncio.sleep(progress.interval_s)
+        _show(progress, sender, start, duration_s, requests)
 
 
 async def run_async(
@@ -183,47 +181,52 @@ async def run_async(
     batch_size: int = 64,
     rate: float | None = None,
     deadline_s: float = 30.0,
-    progress: bool = False,
+    progress: Progress | None = None,
     client: ClientSettings | None = None,
 ) -> LoadtestResult:
     """Send load to ``target`` (any client target: ``host:port``, a comma list, ``dns:///``)
-    until ``duration_s`` passes or ``requests`` were sent. ``client`` supplies TLS, the bearer
-    token and channel limits (its own ``target`` is ignored). Failed requests are counted by
-    status code, never retried: retries would hide overload."""
+    until ``duration_s`` passes or ``requests`` were sent, through an ``AsyncRewardClient``
+    whose TLS, bearer token and channel limits come from ``client`` (default: the
+    ``RMSERVE_CLIENT_*`` environment). It first asks ``GetModelInfo``: a server it cannot
+    reach (wrong token, TLS or address) raises ``RewardClientError`` once, before any load.
+    Failed requests are counted by status code, never retried: retries would hide overload."""
     if concurrency < 1 or duration_s <= 0 or batch_size < 1 or (rate is not None and rate <= 0):
         raise ValueError("concurrency, duration_s, batch_size and rate must be positive")
     if requests is not None and requests < 1:
         raise ValueError("requests must be positive")
-    settings = client or ClientSettings(target=target)
-    options = channel_options(settings)
-    credentials = tls_credentials(settings)
-    uri = resolve_target(target)
-    async with (
-        grpc.aio.insecure_channel(uri, options=options)
-        if credentials is None
-        else grpc.aio.secure_channel(uri, credentials, options=options)
-    ) as channel:
-        sender = _Sender(
-            reward_pb2_grpc.RewardServiceStub(channel),
-            data,
-            mode,
-            batch_size,
-            deadline_s,
-            call_metadata(settings),
-        )
+    async with AsyncRewardClient(
+        target,
+        settings=client,
+        max_attempts=1,
+        timeout=deadline_s,
+        max_inflight_requests=MAX_OUTSTANDING_OPEN_LOOP,
+    ) as reward_client:
+        sender = _Sender(reward_client, data, mode, batch_size, deadline_s)
+        info = await reward_client.model_info()
+        log.info(
+            "loadtest: %s requests to %s (model %s %s) for up to %.0f s%s",
+            mode, target, info.name, info.version, duration_s,
+            f" or {requests} requests" if requests is not None else "",
+        )  # fmt: skip
         budget: Iterator[int] = iter(range(requests)) if requests is not None else itertools.count()
         cpu0, start = time.process_time(), time.perf_counter()
         end = start + duration_s
-        reporter = asyncio.create_task(_progress(sender, start)) if progress else None
+        reporter = (
+            asyncio.create_task(_report(progress, sender, start, duration_s, requests))
+            if progress is not None
+            else None
+        )
         try:
             if rate is None:
                 await _closed_loop(sender, concurrency, end, budget)
             else:
                 await _open_loop(sender, rate, end, budget)
         finally:
-            if reporter is not None:
+            if reporter is not None and progress is not None:
                 reporter.cancel()
-                sys.stderr.write("\n")
+                await asyncio.gather(reporter, return_exceptions=True)
+                _show(progress, sender, start, duration_s, requests)
+                progress.close()
         elapsed = time.perf_counter() - start
         cpu = time.process_time() - cpu0
     return _result(mode, sender.tally, elapsed, cpu)

@@ -1,7 +1,9 @@
 """``rmserve loadtest``: capacity planning against a running server.
 
-Prints a table, then one JSON line (the last line of stdout) for scripts. Live progress goes to
-stderr when it is a terminal. Client TLS / token defaults come from ``RMSERVE_CLIENT_*``.
+Prints a table, then one JSON line (the last line of stdout) for scripts. Progress goes to
+stderr: a bar when it is a terminal, log lines otherwise. ``--target``, ``--timeout`` (each
+request's deadline) and ``--tls*`` are the client's flags; they and the bearer token read
+``RMSERVE_CLIENT_*`` like every client.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rmserve.cli_args import add_settings_arguments, settings_from_args
-from rmserve.client.settings import ClientSettings
+from rmserve.client import RewardClientError
+from rmserve.client_cli import add_client_arguments, client_settings
 from rmserve.loadtest import LoadPair, LoadtestResult, run_async
+from rmserve.progress import LogLines, Progress, TerminalBar
 
 DEFAULT_DURATION_S = 10.0
 MAX_DURATION_S = 3600.0  # the time bound when only --requests is given
@@ -27,11 +31,6 @@ MAX_DURATION_S = 3600.0  # the time bound when only --requests is given
 class LoadtestSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RMSERVE_LOADTEST_", extra="forbid", frozen=True)
 
-    target: str | None = Field(
-        default=None,
-        description="Server: HOST:PORT, a comma list or dns:///NAME:PORT (default: "
-        "RMSERVE_CLIENT_TARGET, else localhost:50051).",
-    )
     data: Path = Field(
         description="Preference JSONL (prompt/chosen/rejected, HH or conversational; .gz ok): "
         "chosen is scored, rejected is the second Prefer response."
@@ -65,11 +64,10 @@ class LoadtestSettings(BaseSettings):
         description="Open loop: start this many requests per second whatever the server does "
         "(latency counts from the scheduled start; use it to measure p99).",
     )
-    deadline: float = Field(
-        default=30.0, gt=0.0, le=3600.0, description="Deadline of each request in seconds."
-    )
     progress: bool | None = Field(
-        default=None, description="Live progress on stderr (default: when stderr is a terminal)."
+        default=None,
+        description="A live progress bar on stderr; without it, a log line every few seconds "
+        "(default: a bar when stderr is a terminal).",
     )
 
     def duration_s(self) -> float:
@@ -106,30 +104,34 @@ def table(result: LoadtestResult, target: str) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
+def progress_for(settings: LoadtestSettings) -> Progress:
+    bar = settings.progress if settings.progress is not None else sys.stderr.isatty()
+    return TerminalBar(sys.stderr) if bar else LogLines()
+
+
 def loadtest(args: argparse.Namespace) -> int:
     settings = settings_from_args(LoadtestSettings, args)
-    client = ClientSettings(target=settings.target) if settings.target else ClientSettings()
+    client = client_settings(args)
     try:
         data = load_pairs(settings.data)
-    except (OSError, ValueError) as e:
+        result = asyncio.run(
+            run_async(
+                client.target,
+                data,
+                mode=settings.mode,
+                concurrency=settings.concurrency,
+                duration_s=settings.duration_s(),
+                requests=settings.requests,
+                batch_size=settings.batch_size,
+                rate=settings.rate,
+                deadline_s=client.timeout,
+                progress=progress_for(settings),
+                client=client,
+            )
+        )
+    except (OSError, ValueError, RewardClientError) as e:
         print(f"rmserve loadtest: {e}", file=sys.stderr)
         return 1
-    progress = settings.progress if settings.progress is not None else sys.stderr.isatty()
-    result = asyncio.run(
-        run_async(
-            client.target,
-            data,
-            mode=settings.mode,
-            concurrency=settings.concurrency,
-            duration_s=settings.duration_s(),
-            requests=settings.requests,
-            batch_size=settings.batch_size,
-            rate=settings.rate,
-            deadline_s=settings.deadline,
-            progress=progress,
-            client=client,
-        )
-    )
     print(table(result, client.target))
     print(json.dumps(result.summary()), flush=True)
     return 0
@@ -142,7 +144,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Closed-loop (--concurrency) or open-loop (--rate) load against a running "
         "server, bounded by --duration and/or --requests. The last stdout line is JSON with "
         "pairs_per_s, tokens_per_s, requests_per_s, p50_ms, p90_ms, p99_ms, max_ms, codes and "
-        "duration_s. Every flag also reads its RMSERVE_LOADTEST_* variable.",
+        "duration_s. Every flag also reads its RMSERVE_LOADTEST_* variable; --target, "
+        "--timeout (each request's deadline) and --tls* read RMSERVE_CLIENT_*, and so does the "
+        "bearer token (RMSERVE_CLIENT_TOKEN).",
     )
+    add_client_arguments(p)
     add_settings_arguments(p, LoadtestSettings)
     p.set_defaults(handler=loadtest)

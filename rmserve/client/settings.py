@@ -60,7 +60,7 @@ class ClientSettings(BaseSettings):
         default=256,
         ge=1,
         le=100_000,
-        description="Most requests one asyncio client has in flight; more wait their turn (a "
+        description="Most requests one client has in flight; more wait their turn (a "
         "gRPC server resets streams beyond its pending-call limit).",
     )
     max_message_bytes: int = Field(

@@ -1,4 +1,5 @@
-"""``rmserve.client`` against a real local server: order, chunking, errors, deadlines, TRL."""
+"""``rmserve.client`` against a real local server: order, chunking, errors, deadlines, TRL.
+Each behaviour is tested once for both faces (``AsyncRewardClient`` and ``RewardClient``)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 import pytest
-from client_tools import Counting
+from client_tools import FACES, Counting, open_client
 from harness import Harness, eventually, make_settings, scripted_factory, serving
 
 from rmserve.client import (
@@ -25,8 +25,6 @@ from rmserve.engine import OrtEngine
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-N_PAIRS = 10_000
-
 
 def target(harness: Harness) -> str:
     return f"127.0.0.1:{harness.server.port}"
@@ -38,30 +36,35 @@ def pairs(n: int, tag: str = "") -> tuple[list[str], list[str]]:
     return prompts, responses
 
 
-async def test_score_of_10000_pairs_is_in_order_and_equals_score_one(shared: Harness) -> None:
-    prompts, responses = pairs(N_PAIRS)
-    async with AsyncRewardClient(target(shared)) as client:
+@pytest.mark.parametrize("face", FACES)
+async def test_chunked_score_is_in_input_order(
+    face: str, shared: Harness, offline_engine: OrtEngine
+) -> None:
+    """3000 pairs in 30 chunks, 8 at a time (they finish in any order): rewards come back in
+    input order, equal to the offline model's and to one-by-one calls."""
+    prompts, responses = pairs(3000, f"{face} order ")
+    async with open_client(face, target(shared), max_chunk_pairs=100) as client:
         batch = await client.score(prompts, responses)
-        one_by_one = await asyncio.gather(
-            *(client.score_one(p, r) for p, r in zip(prompts, responses, strict=True))
-        )
-    assert batch.dtype == np.float32 and batch.shape == (N_PAIRS,)
-    np.testing.assert_allclose(batch, np.asarray(one_by_one, np.float32), atol=1e-5, rtol=0)
+        spot = [0, 99, 100, 1234, 2999]
+        one_by_one = [await client.score_one(prompts[i], responses[i]) for i in spot]
+    assert batch.dtype == np.float32 and batch.shape == (3000,)
+    expected = offline_engine.score_texts(prompts, responses)
+    np.testing.assert_allclose(batch, expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(batch[spot], one_by_one, atol=1e-5, rtol=0)
     assert len(set(np.round(batch, 4).tolist())) > 50  # distinct pairs, distinct rewards
 
 
-async def test_chunks_follow_the_server_limit(shared: Harness) -> None:
+@pytest.mark.parametrize("face", FACES)
+async def test_chunks_follow_the_server_limit(face: str, shared: Harness) -> None:
     """The shared server caps requests at 2000 pairs; the client learns it from GetModelInfo."""
-    prompts, responses = pairs(4500, "chunk ")
+    prompts, responses = pairs(4500, f"{face} chunk ")
     counter = Counting()
     ok_before = shared.metric("rmserve_requests_total", method="ScoreBatch", code="OK")
-    async with AsyncRewardClient(
-        target(shared), interceptors=[counter], max_chunk_pairs=100_000
-    ) as client:
+    async with open_client(face, target(shared), counter, max_chunk_pairs=100_000) as client:
         details = await client.score_detailed(prompts, responses)
         assert (await client.model_info()).max_request_pairs == 2000
     sizes = [len(request.pairs) for name, request in counter.requests if name == "ScoreBatch"]
-    assert sizes == [2000, 2000, 500]
+    assert sorted(sizes) == [500, 2000, 2000]  # sent concurrently: any order on the wire
     assert shared.metric("rmserve_requests_total", method="ScoreBatch", code="OK") == ok_before + 3
     assert (
         shared.metric("rmserve_requests_total", method="ScoreBatch", code="INVALID_ARGUMENT") == 0
@@ -74,13 +77,12 @@ async def test_chunks_follow_the_server_limit(shared: Harness) -> None:
     np.testing.assert_allclose(details.rewards[spot], alone, atol=1e-5, rtol=0)
 
 
-async def test_chunks_follow_the_byte_limit(shared: Harness) -> None:
-    prompts, responses = pairs(300, "bytes ")
+@pytest.mark.parametrize("face", FACES)
+async def test_chunks_follow_the_byte_limit(face: str, shared: Harness) -> None:
+    prompts, responses = pairs(300, f"{face} bytes ")
     responses = [r + " padding" * 60 for r in responses]  # ~500 bytes per pair
     counter = Counting()
-    async with AsyncRewardClient(
-        target(shared), interceptors=[counter], max_chunk_bytes=16 * 1024
-    ) as client:
+    async with open_client(face, target(shared), counter, max_chunk_bytes=16 * 1024) as client:
         rewards = await client.score(prompts, responses)
         reference = await client.score(prompts[:50], responses[:50])
     sizes = [r.ByteSize() for name, r in counter.requests if name == "ScoreBatch"]
@@ -88,7 +90,10 @@ async def test_chunks_follow_the_byte_limit(shared: Harness) -> None:
     np.testing.assert_allclose(rewards[:50], reference, atol=1e-5, rtol=0)
 
 
-async def test_invalid_argument_is_not_retried_and_names_the_input_index(shared: Harness) -> None:
+@pytest.mark.parametrize("face", FACES)
+async def test_invalid_argument_is_not_retried_and_names_the_input_index(
+    face: str, shared: Harness
+) -> None:
     """A chunk whose pair 4321 reaches the server without a response (as an old or buggy client
     would send it) is refused by the real server; the error names the caller's index."""
 
@@ -99,10 +104,10 @@ async def test_invalid_argument_is_not_retried_and_names_the_input_index(shared:
                     pair.ClearField("response")
 
     counter = Counting(drop_response)
-    prompts, responses = pairs(5000, "invalid ")
+    prompts, responses = pairs(5000, f"{face} invalid ")
     prompts[4321] = "BAD"
-    async with AsyncRewardClient(
-        target(shared), interceptors=[counter], max_chunk_pairs=1000, max_attempts=5
+    async with open_client(
+        face, target(shared), counter, max_chunk_pairs=1000, max_attempts=5
     ) as client:
         with pytest.raises(InvalidRequestError) as caught:
             await client.score(prompts, responses)
@@ -115,9 +120,10 @@ async def test_invalid_argument_is_not_retried_and_names_the_input_index(shared:
     assert sum(any(p.prompt == "BAD" for p in r.pairs) for r in bad_sends) == 1
 
 
-async def test_mismatched_lengths_raise_before_sending(shared: Harness) -> None:
+@pytest.mark.parametrize("face", FACES)
+async def test_mismatched_lengths_raise_before_sending(face: str, shared: Harness) -> None:
     counter = Counting()
-    async with AsyncRewardClient(target(shared), interceptors=[counter]) as client:
+    async with open_client(face, target(shared), counter) as client:
         with pytest.raises(ValueError, match="same length"):
             await client.score(["a", "b"], ["x"])
         with pytest.raises(ValueError, match="same length"):
@@ -127,32 +133,38 @@ async def test_mismatched_lengths_raise_before_sending(shared: Harness) -> None:
     assert sum(counter.calls.values()) == 0
 
 
-async def test_prefer_matches_the_server_and_is_complementary(shared: Harness) -> None:
-    prompts, a = pairs(40, "prefer ")
+@pytest.mark.parametrize("face", FACES)
+async def test_prefer_matches_the_server_and_is_complementary(face: str, shared: Harness) -> None:
+    prompts, a = pairs(40, f"{face} prefer ")
     b = [f"No idea {i}." for i in range(40)]
-    async with AsyncRewardClient(target(shared), max_chunk_pairs=16) as client:
+    async with open_client(face, target(shared), max_chunk_pairs=16) as client:
         forward = await client.prefer(prompts, a, b)
         backward = await client.prefer(prompts, b, a)
         single = await client.prefer_one(prompts[7], a[7], b[7])
         same = await client.prefer_one("q", "a", "a")
+        rewards = await client.score(prompts + prompts, a + b)
     np.testing.assert_allclose(forward + backward, 1.0, atol=1e-9)
+    r_a, r_b = rewards[:40].astype(np.float64), rewards[40:].astype(np.float64)
+    np.testing.assert_allclose(forward, 1 / (1 + np.exp(r_b - r_a)), atol=1e-5)
     assert single == pytest.approx(forward[7], abs=1e-9)
     assert same == pytest.approx(0.5, abs=1e-12)
 
 
-async def test_empty_input_sends_nothing(shared: Harness) -> None:
+@pytest.mark.parametrize("face", FACES)
+async def test_empty_input_sends_nothing(face: str, shared: Harness) -> None:
     counter = Counting()
-    async with AsyncRewardClient(target(shared), interceptors=[counter]) as client:
+    async with open_client(face, target(shared), counter) as client:
         details = await client.score_detailed([], [])
     assert details.rewards.shape == (0,) and sum(counter.calls.values()) == 0
 
 
-async def test_expired_deadline_raises_promptly(tiny_artifact: Path) -> None:
+@pytest.mark.parametrize("face", FACES)
+async def test_expired_deadline_raises_promptly(face: str, tiny_artifact: Path) -> None:
     built, factory = scripted_factory(gate_open=False)
     async with serving(make_settings(tiny_artifact), factory) as harness:
         engine = built[0]
         try:
-            async with AsyncRewardClient(target(harness), timeout=30.0) as client:
+            async with open_client(face, target(harness), timeout=30.0) as client:
                 start = time.monotonic()
                 with pytest.raises(DeadlineExceededError) as caught:
                     await client.score(["q"], ["a"], timeout=0.5)
@@ -162,54 +174,6 @@ async def test_expired_deadline_raises_promptly(tiny_artifact: Path) -> None:
             await eventually(lambda: engine.calls >= 1, "the held batch")
         finally:
             engine.gate.set()
-
-
-async def test_sync_client_matches_async_client(shared: Harness) -> None:
-    prompts, responses = pairs(3000, "sync ")
-    async with AsyncRewardClient(target(shared)) as client:
-        expected = await client.score(prompts, responses)
-        expected_prefer = await client.prefer(prompts[:10], responses[:10], prompts[:10])
-
-    def use_sync() -> tuple[np.ndarray, float, np.ndarray, str]:
-        with RewardClient(target(shared), max_chunk_pairs=500) as client:
-            details = client.score_detailed(prompts, responses)
-            one = client.score_one(prompts[2999], responses[2999])
-            prefer = client.prefer(prompts[:10], responses[:10], prompts[:10])
-            return details.rewards, one, prefer, client.model_info().version
-
-    rewards, one, prefer, version = await asyncio.to_thread(use_sync)
-    np.testing.assert_allclose(rewards, expected, atol=1e-5, rtol=0)
-    assert one == pytest.approx(float(expected[2999]), abs=1e-5)
-    np.testing.assert_allclose(prefer, expected_prefer, atol=1e-9)
-    assert version == shared.server.core.model_version  # type: ignore[union-attr]
-
-
-async def test_sync_client_names_the_bad_index(shared: Harness) -> None:
-    attempts: list[int] = []
-
-    class DropResponse(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-        def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-            for pair in getattr(request, "pairs", ()):
-                if pair.prompt == "BAD":
-                    pair.ClearField("response")
-                    attempts.append(1)
-            return continuation(details, request)
-
-    prompts, responses = pairs(50, "sync-bad ")
-    prompts[37] = "BAD"
-
-    def use_sync() -> InvalidRequestError:
-        with RewardClient(
-            target(shared), interceptors=[DropResponse()], max_chunk_pairs=10
-        ) as client:
-            with pytest.raises(InvalidRequestError) as caught:
-                client.score(prompts, responses)
-            return caught.value
-
-    error = await asyncio.to_thread(use_sync)
-    assert (error.index, error.field, error.attempts) == (37, "response", 1)
-    assert "pairs[37].response" in str(error) and "pairs[7].response" in error.details
-    assert attempts == [1]
 
 
 async def test_trl_adapter_text_and_conversational(
@@ -255,12 +219,15 @@ async def test_trl_adapter_text_and_conversational(
     assert convo[0] != pytest.approx(convo[1], abs=1e-3)  # order matters: distinct rewards
 
 
-async def test_bearer_token_is_sent_and_auth_failures_are_not_retried(tiny_artifact: Path) -> None:
+@pytest.mark.parametrize("face", FACES)
+async def test_bearer_token_is_sent_and_auth_failures_are_not_retried(
+    face: str, tiny_artifact: Path
+) -> None:
     async with serving(make_settings(tiny_artifact, auth_token="s3cret")) as harness:
-        async with AsyncRewardClient(target(harness), token="s3cret") as client:
+        async with open_client(face, target(harness), token="s3cret") as client:
             assert len(await client.score(["q"], ["a"])) == 1
         counter = Counting()
-        async with AsyncRewardClient(target(harness), interceptors=[counter]) as client:
+        async with open_client(face, target(harness), counter) as client:
             with pytest.raises(RewardClientError) as caught:
                 await client.score_one("q", "a")
         assert caught.value.code.name == "UNAUTHENTICATED" and counter.calls["Score"] == 1

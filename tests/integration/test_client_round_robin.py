@@ -6,9 +6,8 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
+from client_tools import FACES, open_client
 from harness import Harness, make_settings, serving
-
-from rmserve.client import AsyncRewardClient
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -17,13 +16,14 @@ def score_calls(harness: Harness) -> float:
     return harness.metric("rmserve_requests_total", method="Score", code="OK")
 
 
-async def test_round_robin_spreads_calls_over_three_servers(tiny_artifact: Path) -> None:
+@pytest.mark.parametrize("face", FACES)
+async def test_round_robin_spreads_calls_over_three_servers(face: str, tiny_artifact: Path) -> None:
     async with AsyncExitStack() as stack:
         servers = [
             await stack.enter_async_context(serving(make_settings(tiny_artifact))) for _ in range(3)
         ]
         target = ",".join(f"127.0.0.1:{h.server.port}" for h in servers)
-        async with AsyncRewardClient(target) as client:
+        async with open_client(face, target) as client:
             # Connecting is per endpoint: call until every subchannel has served (bounded).
             for i in range(600):
                 await client.score_one(f"warm {i}", "a")

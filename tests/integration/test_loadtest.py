@@ -60,7 +60,8 @@ async def test_loadtest_command_runs_a_few_seconds(shared: Harness, demo_data_di
     assert summary["tokens_per_s"] > summary["pairs_per_s"]  # several tokens per pair
     assert summary["pairs"] == summary["requests"]  # mode score: one pair per request
     assert any(line.startswith("latency ms") for line in lines[:-1])  # the table came first
-    assert "\r" not in err  # no live progress when stderr is not a terminal
+    assert "\r" not in err  # no progress bar when stderr is not a terminal: log lines
+    assert "loadtest: score requests to" in err and "pairs/s" in err
 
 
 async def test_loadtest_command_stops_after_n_requests(
@@ -70,8 +71,10 @@ async def test_loadtest_command_stops_after_n_requests(
     code, out, err = await run_cli(
         "--target", target, "--data", str(demo_data_dir / "eval.jsonl"),
         "--requests", "40", "--mode", "score-batch", "--batch-size", "8", "--concurrency", "4",
+        "--progress",
     )  # fmt: skip
     assert code == 0, err
+    assert "\r[" in err and "100%" in err  # the bar (asked for; on a terminal by default)
     summary = json.loads(out.strip().splitlines()[-1])
     check_sane(summary)
     assert summary["requests"] == 40 and summary["pairs"] == 320
