@@ -18,10 +18,10 @@ import torch
 from tokenizers import Tokenizer
 
 from rmserve.artifact import Normalization, Preprocessing
+from rmserve.preference_data import PreferencePair, load_preferences
 from rmserve.preprocess import PreparedPair, Preprocessor
 
 from .backbones import architecture_of, backbone_from_config, build_backbone, resolve_backbone
-from .data import PreferencePair, load_preferences
 from .export import ExportRequest, export_artifact, torch_feed
 from .loss import bradley_terry_loss, preference_metrics
 from .model import Pooling, RewardModel, Scorer
