@@ -37,7 +37,11 @@ ARG VARIANT=gpu
 LABEL org.opencontainers.image.title="rmserve" \
       org.opencontainers.image.description="Bradley-Terry reward model server (gRPC, dynamic batching)" \
       dev.rmserve.variant="${VARIANT}"
-RUN useradd --no-log-init --system --uid 10001 --user-group --create-home \
+# The server installs nothing at run time: drop the base image's pip, setuptools and wheel (and
+# ensurepip's bundled copies) so nothing in the container can fetch and install packages.
+RUN python -m pip uninstall --quiet --yes --root-user-action=ignore pip setuptools wheel \
+    && rm -rf /usr/local/lib/python3.11/ensurepip/_bundled \
+    && useradd --no-log-init --system --uid 10001 --user-group --create-home \
       --home-dir /home/rmserve rmserve
 COPY --from=build /opt/venv /opt/venv
 # The CUDA provider library dlopens libcudart/libcublas/libcudnn; point the loader at the pip

@@ -20,7 +20,7 @@ wheels="$(mktemp -d)"
 "$python" -m venv "$venv"
 set -- "$wheels"/rmserve-*.whl
 "$venv/bin/python" -m pip install --quiet "$1$extras"
-"$venv/bin/python" -m pip uninstall --quiet --yes pip
+"$venv/bin/python" -m pip uninstall --quiet --yes setuptools wheel pip
 rm -rf "$wheels"
 if "$venv/bin/python" -c "import torch" 2>/dev/null; then
   echo "torch must not be installed in the serving runtime" >&2

@@ -8,15 +8,18 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 # Modules exposing ``register(subparsers)``; each adds its subcommands with a ``handler``.
 COMMAND_MODULES = (
-    "rmserve_training.commands",  # demo-data, train, export, import-hf (torch imported lazily)
     "rmserve.evaluate",  # eval
     "rmserve.server_cli",  # serve
     "rmserve.client_cli",  # score, prefer
     "rmserve.loadtest_cli",  # loadtest
 )
+# Other packages add subcommands through this entry-point group: each entry names a
+# ``register(subparsers)`` function (the training commands are declared in pyproject.toml).
+COMMAND_GROUP = "rmserve.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="INFO", help="Python logging level (stderr).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for entry in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        entry.load()(sub)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser

@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from rmserve.artifact import MODEL_FILE, TOKENIZER_FILE, ArtifactError, Manifest, read_manifest
+from rmserve.cuda_libs import missing_cuda_libraries
 from rmserve.preprocess import PreparedPair, Preprocessor, load_tokenizer, pad_batch
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,23 @@ def _providers_for(choice: ProviderChoice) -> list[str]:
     available = ort.get_available_providers()
     if choice == "cpu":
         return [CPU]
-    if CUDA in available:
+    if CUDA not in available:
+        if choice == "cuda":
+            raise ArtifactError(
+                f"provider 'cuda' requested but onnxruntime offers only {available} "
+                "(install rmserve[cuda] and onnxruntime-gpu, or use --provider auto/cpu)"
+            )
+        return [CPU]
+    missing = missing_cuda_libraries()
+    if not missing:
         return [CUDA, CPU]
+    reason = f"{', '.join(missing)} not found"
     if choice == "cuda":
         raise ArtifactError(
-            f"provider 'cuda' requested but onnxruntime offers only {available} "
-            "(install rmserve[cuda] and onnxruntime-gpu, or use --provider auto/cpu)"
+            f"provider 'cuda' requested but CUDA cannot load ({reason}; install rmserve[cuda] "
+            "and an NVIDIA driver, or use --provider auto/cpu)"
         )
+    log.info("CUDA not available (%s); using CPU", reason)
     return [CPU]
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from rmserve.engine import LoadedArtifact, OrtEngine, ProviderChoice, load_artifact
+from rmserve.preference_data import load_preferences
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,6 @@ def evaluate_file(
     provider: ProviderChoice = "cpu",
     skip_bad: bool = False,
 ) -> dict[str, Any]:
-    # The torch-free reader shared with training; mypy checks it as package `training`.
-    from rmserve_training.data import load_preferences  # type: ignore[import-not-found]
-
     started = time.perf_counter()
     loaded = load_preferences(data, skip_bad=skip_bad)  # raises DataError when it holds none
     engine = OrtEngine(artifact, provider=provider)

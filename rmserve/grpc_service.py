@@ -10,7 +10,6 @@ from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
-from grpc._cython.cygrpc import ExecuteBatchError
 from grpc.aio import ServicerContext
 
 from rmserve.core import RewardCore
@@ -123,10 +122,11 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
             )
         if isinstance(error, Overloaded):
             context.set_trailing_metadata(((RETRY_PUSHBACK_KEY, str(error.retry_after_ms)),))
+        if context.done():  # gRPC's own deadline timer ended the call: nothing can be sent
+            raise asyncio.CancelledError
         try:
             await context.abort(code, str(error))
-        except ExecuteBatchError:
-            # gRPC's own deadline timer ended the call first: nothing can be sent any more.
+        except grpc.aio.InternalError:  # the call ended between the check and the abort
             raise asyncio.CancelledError from None
         raise AssertionError("context.abort returned")
 

@@ -78,7 +78,7 @@ class LoadtestSettings(BaseSettings):
 
 def load_pairs(path: Path) -> list[LoadPair]:
     """Preference pairs through the training reader (torch-free), as load items."""
-    from rmserve_training.data import load_preferences  # type: ignore[import-not-found]
+    from rmserve.preference_data import load_preferences
 
     return [LoadPair(p.prompt, p.chosen, p.rejected) for p in load_preferences(path).pairs]
 

@@ -38,7 +38,6 @@ TRANSPORT_LIMIT_FACTOR = 2
 # reply) get this long before gRPC cancels them; stop() returns as soon as they are done, so a
 # generous value costs nothing normally and keeps a loaded machine from turning them CANCELLED.
 FINAL_FLUSH_SECONDS = 5.0
-STRAGGLER_WINDOW_S = 0.5
 
 EngineFactory = Callable[[LoadedArtifact, ServerSettings], Engine]
 
@@ -178,12 +177,10 @@ class RewardServer:
         self.request_stop()
         await self._health.enter_graceful_shutdown()
         if self.core is not None:
-            had_callers = self.core.inflight > 0
             await self.core.astop(self.settings.grace_seconds)
-            if had_callers:
-                # Callers just answered may send once more: refuse that call with a retryable
-                # UNAVAILABLE from the core rather than letting the closing transport cancel it.
-                await asyncio.sleep(STRAGGLER_WINDOW_S)
+        # The stopped core refuses (UNAVAILABLE) whatever the fronts still dispatch while their
+        # graceful stops wait for the handlers in progress; gRPC resets streams it no longer
+        # dispatches, which clients retry like UNAVAILABLE.
         if self._http is not None:
             await self._http.stop()
         if self._grpc is not None:

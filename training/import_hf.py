@@ -20,10 +20,10 @@ from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from rmserve.artifact import ChatTemplate, Manifest, Normalization, Preprocessing
+from rmserve.preference_data import load_preferences
 from rmserve.preprocess import Preprocessor
 
 from .backbones import architecture_of
-from .data import load_preferences
 from .export import ExportRequest, export_artifact
 from .model import ClassifierRewardModel, RewardModel, Scorer
 from .train import encode, evaluate

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from rmserve.artifact import Manifest
+from rmserve.preference_data import load_preferences
 
-from .data import load_preferences
 from .export import export_artifact
 from .train import export_request, load_checkpoint, model_from_checkpoint, validation_texts
 

@@ -7,7 +7,6 @@ import json
 import logging
 import math
 import random
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,13 +17,14 @@ import torch
 from tokenizers import Tokenizer
 
 from rmserve.artifact import Normalization, Preprocessing
+from rmserve.preference_data import PreferencePair, load_preferences
 from rmserve.preprocess import PreparedPair, Preprocessor
 
 from .backbones import architecture_of, backbone_from_config, build_backbone, resolve_backbone
-from .data import PreferencePair, load_preferences
 from .export import ExportRequest, export_artifact, torch_feed
 from .loss import bradley_terry_loss, preference_metrics
 from .model import Pooling, RewardModel, Scorer
+from .progress import StepProgress
 from .settings import TrainSettings
 
 log = logging.getLogger(__name__)
@@ -231,15 +231,6 @@ class MetricsLog:
             f.write(json.dumps({"event": event, "time": time.time(), **values}) + "\n")
 
 
-def progress(total: int, initial: int) -> Any:
-    """A progress bar on a terminal; None (plain log lines) otherwise."""
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        return tqdm(total=total, initial=initial, file=sys.stderr, desc="train", unit="step")
-    return None
-
-
 def train(settings: TrainSettings) -> TrainResult:
     # --- set-up ------------------------------------------------------------------------------
     started = time.perf_counter()
@@ -351,7 +342,7 @@ def train(settings: TrainSettings) -> TrainResult:
         log.info("eval step %d: %s", step, {k: round(v, 4) for k, v in eval_metrics.items()})
 
     # --- the loop ----------------------------------------------------------------------------
-    bar = progress(total_steps, step)
+    progress = StepProgress(total_steps, step)
     stopped = False
     for epoch in range(settings.epochs):
         if (epoch + 1) * steps_per_epoch <= step:
@@ -390,13 +381,7 @@ def train(settings: TrainSettings) -> TrainResult:
                 lr=lr,
                 grad_norm=float(grad_norm),
             )
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{step_loss:.4f}", acc=f"{batch_metrics['accuracy']:.2f}")
-            elif step % 10 == 0 or step == total_steps:
-                log.info(
-                    "step %d/%d epoch %d loss %.4f lr %.2e", step, total_steps, epoch, step_loss, lr
-                )
+            progress.step(step, epoch, step_loss, batch_metrics["accuracy"], float(lr))
             if settings.eval_every and step % settings.eval_every == 0:
                 run_eval()
             if settings.checkpoint_every and step % settings.checkpoint_every == 0:
@@ -414,8 +399,7 @@ def train(settings: TrainSettings) -> TrainResult:
             run_eval()
         if not settings.checkpoint_every:
             save_checkpoint()
-    if bar is not None:
-        bar.close()
+    progress.close()
     if stopped:
         save_checkpoint()
         log.info("stopped after step %d as asked; resume with --resume", step)

@@ -73,7 +73,7 @@ def test_multi_stage_runtime_copies_only_the_venv() -> None:
     assert len(stages()) >= 2
     assert any(w == "RUN" and "docker/install-venv.sh" in r for w, r in build)
     runs = [r for w, r in runtime if w == "RUN"]
-    assert all("pip" not in r and "apt-get" not in r for r in runs), runs  # no builds at runtime
+    assert all("pip install" not in r and "apt-get" not in r for r in runs), runs  # no builds
     copies = [r for w, r in runtime if w == "COPY"]
     assert copies == ["--from=build /opt/venv /opt/venv"]
 
@@ -137,3 +137,21 @@ def test_dockerignore_lets_in_exactly_what_the_build_copies() -> None:
     assert {c.rstrip("/") for c in copied} == allowed
     for path in allowed:
         assert (ROOT / path).exists(), path
+
+
+def test_runtime_image_has_no_package_installer() -> None:
+    """The base image's pip, setuptools and wheel are uninstalled in the runtime stage (the venv
+    copied from the build stage never had them: docker/install-venv.sh removes its own)."""
+    runtime = stages()[-1]
+    removed: set[str] = set()
+    for word, rest in runtime:
+        if word == "RUN":
+            for command in re.split(r"&&|;", rest):
+                tokens = command.split()
+                if tokens[:4] == ["python", "-m", "pip", "uninstall"] and "--yes" in tokens:
+                    removed.update(t for t in tokens[4:] if not t.startswith("-"))
+    assert {"pip", "setuptools", "wheel"} <= removed, runtime
+    venv_script = (ROOT / "docker" / "install-venv.sh").read_text()
+    uninstall = re.search(r"-m pip uninstall (.*)", venv_script)
+    assert uninstall is not None
+    assert {"pip", "setuptools", "wheel"} <= set(uninstall.group(1).split())

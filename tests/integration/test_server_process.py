@@ -23,6 +23,7 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 BOUND_S = 120.0  # "must not hang" bound; never a performance assertion
 # Poll a starting server without gRPC's default 1 s+ reconnect backoff hiding the warm-up.
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
 FAST_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 20), ("grpc.max_reconnect_backoff_ms", 50)]
 
 
@@ -114,9 +115,11 @@ async def test_warm_up_then_sigterm_under_load_drains_and_exits_zero(tiny_artifa
         await poll_status(health, NOT_SERVING, process)  # while the accepted work drains
 
         refusals = await asyncio.wait_for(asyncio.gather(*callers), timeout=BOUND_S)
-        for error in refusals:  # refused by the draining server, never an accepted call lost
-            assert error.code() == grpc.StatusCode.UNAVAILABLE, (error.code(), error.details())
-            assert "retry on another replica" in (error.details() or ""), error.details()
+        for error in refusals:  # refused, never an accepted call lost
+            # UNAVAILABLE from the draining core or the closed port; CANCELLED: a stream sent
+            # as gRPC's own graceful stop began, reset undispatched (clients retry both)
+            assert error.code() in RETRYABLE, (error.code(), error.details())
+            assert "before this request was computed" not in (error.details() or "")
         assert any("draining" in (e.details() or "") for e in refusals)
         code = await asyncio.to_thread(process.wait, BOUND_S)
         assert code == 0, process.stderr.read().decode() if process.stderr else ""

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from rmserve_training.data import load_preferences
 
 from rmserve.artifact import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, read_manifest
 from rmserve.engine import OrtEngine, load_artifact
+from rmserve.preference_data import load_preferences
 
 Cli = Callable[[list[str]], tuple[int, list[str]]]
 

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from rmserve_training.data import DataError, PreferencePair, load_preferences
 
 from rmserve.conversation import (
     MessageError,
@@ -16,6 +15,7 @@ from rmserve.conversation import (
     render_response,
     split_dialogue,
 )
+from rmserve.preference_data import DataError, PreferencePair, load_preferences
 
 H, A = "\n\nHuman: ", "\n\nAssistant: "
 

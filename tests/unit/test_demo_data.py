@@ -5,7 +5,6 @@ import re
 from pathlib import Path
 
 import pytest
-from rmserve_training.data import load_preferences
 from rmserve_training.demo_data import (
     CAPITALS,
     FAMILIES,
@@ -13,6 +12,8 @@ from rmserve_training.demo_data import (
     generate_demo_pairs,
     write_demo_data,
 )
+
+from rmserve.preference_data import load_preferences
 
 Row = dict[str, str]
 

@@ -1,0 +1,76 @@
+"""Can onnxruntime's CUDA provider load here? Answer before asking onnxruntime for it.
+
+Asked for a CUDA provider whose libraries are missing, onnxruntime prints ERROR lines to stderr
+and falls back to CPU. We load the libraries the provider links against ourselves: from the
+NVIDIA pip wheels (``rmserve[cuda]``) the way ``onnxruntime.preload_dlls`` does, else through
+the default search path. Once loaded, onnxruntime finds them by name.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+DRIVER_LIBRARY = "libcuda.so.1"  # installed with the NVIDIA driver, never by pip
+CUDNN_LIBRARY = "libcudnn.so.9"  # loaded by the provider only when an op needs it
+
+
+def build_cuda_major() -> str | None:
+    """The CUDA major version onnxruntime was built with (None for a CPU-only build)."""
+    try:
+        from onnxruntime.capi.build_and_package_info import cuda_version
+    except ImportError:
+        return None
+    major = str(cuda_version).split(".")[0]
+    return major if major.isdigit() else None
+
+
+def required_libraries(cuda_major: str) -> list[str]:
+    """What ``libonnxruntime_providers_cuda.so`` links against (its ELF NEEDED entries)."""
+    return [
+        f"libcublasLt.so.{cuda_major}",  # before libcublas, which needs it
+        f"libcublas.so.{cuda_major}",
+        "libcurand.so.10",
+        f"libcudart.so.{cuda_major}",
+        DRIVER_LIBRARY,
+    ]
+
+
+def wheel_folders() -> list[Path]:
+    """``lib`` folders of the nvidia-* pip packages installed beside onnxruntime."""
+    nvidia = Path(ort.__file__).resolve().parent.parent / "nvidia"
+    return sorted(nvidia.glob("*/lib")) if nvidia.is_dir() else []
+
+
+def load_library(name: str, folders: Sequence[Path], cdll: Callable[[str], object]) -> bool:
+    """Load ``name`` from the first folder holding it, else by name; True when it loaded."""
+    candidates = [str(folder / name) for folder in folders if (folder / name).is_file()]
+    for candidate in [*candidates, name]:
+        try:
+            cdll(candidate)
+        except OSError:
+            continue
+        return True
+    return False
+
+
+def missing_cuda_libraries(
+    cuda_major: str | None = None,
+    folders: Sequence[Path] | None = None,
+    cdll: Callable[[str], object] = ctypes.CDLL,
+) -> list[str]:
+    """Libraries the CUDA provider needs that cannot be loaded; empty when it can load."""
+    major = cuda_major if cuda_major is not None else build_cuda_major()
+    if major is None:
+        return ["a CUDA build of onnxruntime"]
+    search = list(folders) if folders is not None else wheel_folders()
+    missing = [name for name in required_libraries(major) if not load_library(name, search, cdll)]
+    if not missing:
+        load_library(CUDNN_LIBRARY, search, cdll)  # optional: preloaded so the provider finds it
+    return missing
