@@ -21,7 +21,7 @@ import numpy as np
 
 from rmserve.client import AsyncRewardClient, RewardClientError
 from rmserve.client.settings import ClientSettings
-from rmserve.progress import Progress
+from rmserve.loadtest_progress import Progress
 from rmserve.v1 import reward_pb2
 
 log = logging.getLogger(__name__)
