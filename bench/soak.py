@@ -22,8 +22,6 @@ import json
 import math
 import os
 import random
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from rmserve.testing import start_server
 from rmserve.v1 import reward_pb2, reward_pb2_grpc
 
 WORDS = [
@@ -55,12 +53,6 @@ WORDS = [
     "no",
 ]
 PROBE = ("soak probe prompt", "soak probe response")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def proc_sample(pid: int) -> dict[str, int]:
@@ -159,20 +151,6 @@ async def drive(
 ) -> dict[str, Any]:
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     stub: Any = reward_pb2_grpc.RewardServiceStub(channel)
-    health = health_pb2_grpc.HealthStub(channel)
-    end = time.monotonic() + 120
-    while True:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited with {process.returncode} during start-up")
-        try:
-            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                break
-        except grpc.aio.AioRpcError:
-            pass
-        if time.monotonic() > end:
-            raise SystemExit("server never reported SERVING")
-        await asyncio.sleep(0.2)
 
     probe = reward_pb2.ScoreRequest(prompt=PROBE[0], response=PROBE[1])
     probe_reward = (await stub.Score(probe, timeout=30)).reward
@@ -254,33 +232,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.duration <= args.warmup + 3 * args.sample_every:
         parser.error("--duration must leave several samples after --warmup")
 
-    port = free_port()
-    env = {
-        **os.environ,
-        "RMSERVE_ARTIFACT": str(args.artifact),
-        "RMSERVE_HOST": "127.0.0.1",
-        "RMSERVE_PORT": str(port),
-        "RMSERVE_METRICS_PORT": str(free_port()),
-        "RMSERVE_PROVIDER": "cpu",
-        "RMSERVE_INTRA_OP_THREADS": "1",
-        "RMSERVE_MAX_QUEUE_PAIRS": "2048",
-        "RMSERVE_MAX_REQUEST_PAIRS": "256",
-        "RMSERVE_GRACE_SECONDS": "30",
-    }
     log_path = args.out.with_suffix(".server.log")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "rmserve.cli", "serve"], env=env, stdout=log, stderr=log
-        )
+    server = start_server(
+        args.artifact, log_path,
+        "--max-queue-pairs", "2048",
+        "--max-request-pairs", "256",
+        "--grace-seconds", "30",
+    )  # fmt: skip
+    try:
         try:
-            result = asyncio.run(drive(args, process, port))
-            process.send_signal(signal.SIGTERM)
-            result["exit_code"] = process.wait(timeout=60)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            server.wait_serving()
+        except AssertionError as e:
+            raise SystemExit(str(e)) from None
+        result = asyncio.run(drive(args, server.process, server.port))
+        result["exit_code"] = server.terminate(timeout=60)
+    finally:
+        server.kill()
     log_lines = log_path.read_text(errors="replace").splitlines()
     result["server_log_errors"] = [
         line for line in log_lines if "Traceback" in line or " ERROR " in line

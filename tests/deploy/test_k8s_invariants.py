@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from typing import Any
 
 import pytest
 import yaml
+from dockerfile import stages
 from k8s_render import (
     K8S,
     PLAIN_MANIFESTS,
@@ -208,14 +211,35 @@ def test_trainer_job_reaches_the_headless_service(gpu_manifests: list[Manifest])
         assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
 
 
+def _install_venv(variant: str) -> subprocess.CompletedProcess[str]:
+    """The Dockerfile's install step up to its variant check (``false`` stands in for python,
+    so an accepted variant fails at the first pip call instead of building anything)."""
+    return subprocess.run(
+        ["sh", str(ROOT / "docker" / "install-venv.sh"), str(ROOT), "/nonexistent", variant],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHON": "false"},
+    )
+
+
 @pytest.mark.parametrize("name", ["gpu", "cpu"])
 def test_overlay_images_match_the_dockerfile_variants(name: str) -> None:
     from k8s_render import render
 
     manifests = render(K8S / "overlays" / name)
     assert _server(manifests)["image"].endswith(f"-{name}")
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    assert f"--build-arg VARIANT={name}" in dockerfile or f"ARG VARIANT={name}" in dockerfile
+    # the image's variant is a build argument both stages declare, passed to the install step
+    for stage in stages():
+        args = [rest for word, rest in stage if word == "ARG"]
+        assert any(re.fullmatch(r"VARIANT(=\w+)?", a) for a in args), stage
+    install = [r for w, r in stages()[0] if w == "RUN" and "docker/install-venv.sh" in r]
+    assert len(install) == 1 and install[0].endswith('"${VARIANT}"'), install
+    # ... and that step accepts this variant (an unknown one is refused with exit 2)
+    accepted = _install_venv(name)
+    assert accepted.returncode != 2 and "variant must be" not in accepted.stderr, accepted
+    refused = _install_venv(f"{name}-bogus")
+    assert refused.returncode == 2 and "variant must be" in refused.stderr, refused
 
 
 def test_container_env_names_are_real_server_settings(variant: tuple[str, list[Manifest]]) -> None:

@@ -19,9 +19,11 @@ import yaml
 from k8s_render import VARIANTS, adapter_rule, adapter_series_for, hpa_metric_name, render
 from live import LiveServer, drive_load, free_port
 from prom_tools import dashboard_queries, require_binary, write_rules
+from prometheus_client.parser import text_string_to_metric_families
 
 NAMESPACE, POD = "rl-test", "rmserve-0"  # what a ServiceMonitor target carries in a cluster
-WINDOW = "30s"
+# Wide enough that every test after the load still sees it, however slowly the suite runs.
+WINDOW = "10m"
 
 
 def get(url: str, timeout: float = 10.0) -> Any:
@@ -114,8 +116,25 @@ def loaded(prometheus: Prometheus, live_server: LiveServer) -> Prometheus:
     end = time.monotonic() + 5
     while time.monotonic() < end:
         drive_load(live_server.target, rounds=2)
-    time.sleep(2.5)  # two more scrapes see the final counts
-    return prometheus
+    # Prometheus has scraped the final counts: its latest sample equals the server's own total
+    served = requests_total(live_server.scrape())
+    deadline = time.monotonic() + 120  # "must not hang" bound
+    while True:
+        seen = prometheus.query('sum(rmserve_requests_total{job="rmserve"})')
+        if seen and float(seen[0]["value"][1]) == served:
+            return prometheus
+        assert time.monotonic() < deadline, f"prometheus never saw {served} requests: {seen}"
+        time.sleep(0.2)
+
+
+def requests_total(exposition: str) -> float:
+    """Sum of rmserve_requests_total in a /metrics page."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "rmserve_requests_total"
+    )
 
 
 def test_request_rate_is_non_zero(loaded: Prometheus) -> None:

@@ -94,3 +94,12 @@ async def eventually(predicate: Callable[[], bool], what: str, timeout: float = 
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+async def health_becomes(h: Harness, status: int, service: str = "", timeout: float = 60.0) -> None:
+    """Poll the health service until it reports ``status``; a generous bound, never a hang."""
+    end = time.monotonic() + timeout
+    while (seen := await h.health_status(service)) != status:
+        if time.monotonic() > end:
+            raise AssertionError(f"health of {service!r} is {seen} after {timeout}s, not {status}")
+        await asyncio.sleep(0.01)

@@ -13,7 +13,15 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
-from harness import SERVICE, Harness, eventually, make_settings, scripted_factory, serving
+from harness import (
+    SERVICE,
+    Harness,
+    eventually,
+    health_becomes,
+    make_settings,
+    scripted_factory,
+    serving,
+)
 
 from rmserve.grpc_service import RETRY_PUSHBACK_KEY
 from rmserve.testing import ScriptedEngine
@@ -158,13 +166,8 @@ async def test_not_serving_while_warming_up_then_serving(tiny_artifact: Path) ->
             assert await harness.health_status(service) == NOT_SERVING
         assert await rpc_code(harness.stub.Score(score())) == grpc.StatusCode.UNAVAILABLE
         built[0].gate.set()
-        await eventually(lambda: built[0].calls >= 3 * 4, "all warm-up batches")  # 4 per run
         for service in ("", SERVICE):
-            for _ in range(500):
-                if await harness.health_status(service) == SERVING:
-                    break
-                await asyncio.sleep(0.02)
-            assert await harness.health_status(service) == SERVING
+            await health_becomes(harness, SERVING, service)
         assert (await harness.stub.Score(score())).num_tokens > 0
 
 
@@ -177,11 +180,7 @@ async def test_drain_finishes_accepted_work_and_refuses_new(
     await eventually(lambda: harness.metric("rmserve_queue_pairs") == 4, "4 queued pairs")
 
     stopping = asyncio.create_task(harness.server.stop())  # what SIGTERM triggers
-    for _ in range(500):
-        if await harness.health_status() == NOT_SERVING:
-            break
-        await asyncio.sleep(0.01)
-    assert await harness.health_status() == NOT_SERVING
+    await health_becomes(harness, NOT_SERVING)
     assert await harness.health_status(SERVICE) == NOT_SERVING
     assert await rpc_code(harness.stub.Score(score())) == grpc.StatusCode.UNAVAILABLE
 

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,6 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from rmserve.testing import ServerProcess, start_server
 from rmserve.v1 import reward_pb2, reward_pb2_grpc
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -27,12 +24,6 @@ RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
 FAST_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 20), ("grpc.max_reconnect_backoff_ms", 50)]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def health_status(stub: health_pb2_grpc.HealthStub) -> int | None:
     """The server's status, or None while nothing answers on the port."""
     try:
@@ -43,40 +34,20 @@ async def health_status(stub: health_pb2_grpc.HealthStub) -> int | None:
 
 
 async def poll_status(
-    stub: health_pb2_grpc.HealthStub, until: int, process: subprocess.Popen[bytes]
+    stub: health_pb2_grpc.HealthStub, until: int, server: ServerProcess
 ) -> list[int | None]:
     """Poll health until it reports ``until``; return every answer seen (None: no answer)."""
     seen: list[int | None] = []
     end = time.monotonic() + BOUND_S
     while time.monotonic() < end:
-        if process.poll() is not None:
-            err = process.stderr.read().decode() if process.stderr else ""
-            raise AssertionError(f"server exited with {process.returncode}:\n{err[-3000:]}")
+        if server.process.poll() is not None:
+            code = server.process.returncode
+            raise AssertionError(f"server exited with {code}:\n{server.log_tail()}")
         seen.append(await health_status(stub))
         if seen[-1] == until:
             return seen
         await asyncio.sleep(0.02)
     raise AssertionError(f"health never reported {until}; saw {sorted(set(map(str, seen)))}")
-
-
-def start_server(artifact: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
-    environment = {
-        **os.environ,
-        "RMSERVE_ARTIFACT": str(artifact),
-        "RMSERVE_HOST": "127.0.0.1",
-        "RMSERVE_PORT": str(port),
-        "RMSERVE_METRICS_PORT": str(free_port()),
-        "RMSERVE_PROVIDER": "cpu",
-        "RMSERVE_INTRA_OP_THREADS": "1",
-        "RMSERVE_GRACE_SECONDS": "60",
-        **env,
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "rmserve.cli", "serve"],
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
 
 
 async def caller(
@@ -95,14 +66,18 @@ async def caller(
         answered.append(k)
 
 
-async def test_warm_up_then_sigterm_under_load_drains_and_exits_zero(tiny_artifact: Path) -> None:
-    port = free_port()
-    process = start_server(tiny_artifact, port, RMSERVE_WARMUP_RUNS="150")
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=FAST_RECONNECT)
+async def test_warm_up_then_sigterm_under_load_drains_and_exits_zero(
+    tiny_artifact: Path, tmp_path: Path
+) -> None:
+    server = start_server(
+        tiny_artifact, tmp_path / "serve.log", "--grace-seconds", "60", "--warmup-runs", "150"
+    )
+    process = server.process
+    channel = grpc.aio.insecure_channel(server.target, options=FAST_RECONNECT)
     health: health_pb2_grpc.HealthStub = health_pb2_grpc.HealthStub(channel)
     stub: reward_pb2_grpc.RewardServiceAsyncStub = reward_pb2_grpc.RewardServiceStub(channel)  # type: ignore[assignment]
     try:
-        seen = await poll_status(health, SERVING, process)
+        seen = await poll_status(health, SERVING, server)
         answers = [status for status in seen if status is not None]
         assert answers[0] == NOT_SERVING, f"first answer during warm-up: {answers[0]}"
 
@@ -112,7 +87,7 @@ async def test_warm_up_then_sigterm_under_load_drains_and_exits_zero(tiny_artifa
             assert not any(c.done() for c in callers), [c.result() for c in callers if c.done()]
             await asyncio.sleep(0.01)
         process.send_signal(signal.SIGTERM)
-        await poll_status(health, NOT_SERVING, process)  # while the accepted work drains
+        await poll_status(health, NOT_SERVING, server)  # while the accepted work drains
 
         refusals = await asyncio.wait_for(asyncio.gather(*callers), timeout=BOUND_S)
         for error in refusals:  # refused, never an accepted call lost
@@ -122,9 +97,7 @@ async def test_warm_up_then_sigterm_under_load_drains_and_exits_zero(tiny_artifa
             assert "before this request was computed" not in (error.details() or "")
         assert any("draining" in (e.details() or "") for e in refusals)
         code = await asyncio.to_thread(process.wait, BOUND_S)
-        assert code == 0, process.stderr.read().decode() if process.stderr else ""
+        assert code == 0, server.log_tail()
     finally:
         await channel.close()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        server.kill()

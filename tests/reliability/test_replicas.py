@@ -69,7 +69,7 @@ def replicas(tiny_artifact: Path, tmp_path: Path) -> Iterator[Callable[[int], li
 
     yield start
     for replica in started:
-        replica.stop()
+        replica.kill()
 
 
 def texts(n: int, tag: str) -> tuple[list[str], list[str]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,10 +26,12 @@ class CountingEngine:
 
     def __init__(self) -> None:
         self.batches: list[int] = []
+        self.shapes: set[tuple[int, int]] = set()  # (rows, longest pair's tokens)
         self.wrong_shape = False
 
     def score(self, pairs: Sequence[PreparedPair]) -> np.ndarray:
         self.batches.append(len(pairs))
+        self.shapes.add((len(pairs), max(p.num_tokens for p in pairs)))
         rewards = np.array([p.num_tokens for p in pairs], dtype=np.float32)
         if self.wrong_shape:
             self.wrong_shape = False
@@ -114,9 +115,24 @@ async def test_admission_errors(artifact: LoadedArtifact) -> None:
 
 
 async def test_warm_up_runs_before_serving(artifact: LoadedArtifact) -> None:
+    """Before the core serves, the engine has run short and max-length inputs, alone and in
+    the largest batch the limits allow, and nothing over the limits."""
+    max_length = artifact.preprocessor.config.max_length
+    short = artifact.preprocessor.prepare("warm-up prompt", "warm-up response").num_tokens
     engine = CountingEngine()
-    async with make_core(artifact, engine, warmup_runs=2) as core:
-        assert len(engine.batches) == 2 * 4  # short and max-length, alone and batched
-        assert max(engine.batches) == 4
-        await asyncio.sleep(0)
+    async with make_core(artifact, engine, warmup_runs=2, max_batch_tokens=4 * max_length) as core:
         assert core.state.value == "serving"
+        warm = set(engine.shapes)
+        rows = {r for r, _ in warm}
+        lengths = {n for _, n in warm}
+        assert {1, 4} <= rows and max(rows) == 4  # alone and at max_batch_size
+        assert max_length in lengths and min(lengths) <= short  # the longest and a short one
+        assert (4, max_length) in warm  # the costliest batch the limits admit
+        assert all(r * n <= 4 * max_length for r, n in warm)  # never over max_batch_tokens
+        await core.score([("q", "a")])
+
+
+async def test_no_warm_up_when_zero_runs(artifact: LoadedArtifact) -> None:
+    engine = CountingEngine()
+    async with make_core(artifact, engine, warmup_runs=0) as core:
+        assert core.state.value == "serving" and engine.batches == []

@@ -30,8 +30,28 @@ def test_train_command_checks_the_extra_before_training(
         args.handler(args)
 
 
-def test_extra_present_passes() -> None:
-    commands.require_training_extra("train")
+@pytest.mark.parametrize("module", commands.TRAIN_EXTRA_MODULES)
+def test_each_required_module_is_checked(monkeypatch: pytest.MonkeyPatch, module: str) -> None:
+    commands.require_training_extra("train")  # all present (the dev venv has the extra): passes
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(SystemExit, match=rf"could not import {module}\)"):
+        commands.require_training_extra("export")
+
+
+def test_checked_modules_are_the_extras_own() -> None:
+    """Every checked module comes from a distribution the ``train`` extra installs."""
+    import importlib.metadata
+    import re
+
+    extra = {
+        re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+        for requirement in importlib.metadata.requires("rmserve") or []
+        if 'extra == "train"' in requirement
+    }
+    providers = importlib.metadata.packages_distributions()
+    for module in commands.TRAIN_EXTRA_MODULES:
+        owners = {name.lower().replace("_", "-") for name in providers.get(module, [])}
+        assert owners & extra, (module, owners, sorted(extra))
 
 
 def test_commands_module_imports_without_torch() -> None:
