@@ -229,8 +229,9 @@ class RewardCore:
         except asyncio.CancelledError:
             # The transport's deadline timer and the batcher's race at the deadline; a
             # cancellation before it is the client's (its own deadline fires a moment earlier).
-            if request is not None and not request.finished:
-                batcher.withdraw(request)
+            if request is None or not request.finished:  # None: cancelled while tokenising
+                if request is not None:
+                    batcher.withdraw(request)
                 expired = deadline is not None and batcher.clock() >= deadline
                 (self.metrics.expired if expired else self.metrics.cancelled).inc()
             raise

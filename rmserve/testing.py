@@ -133,20 +133,28 @@ class ServerProcess:
             self.kill()
             raise AssertionError(f"rmserve did not exit {timeout}s after SIGTERM") from None
 
+    def release_engine(self) -> None:
+        """Let a ``hold_engine`` server's engine run (SIGUSR1)."""
+        self.process.send_signal(signal.SIGUSR1)
+
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
 
 
-def start_server(artifact: Path, log: Path | None, *flags: str, **env: str) -> ServerProcess:
+def start_server(
+    artifact: Path, log: Path | None, *flags: str, hold_engine: bool = False, **env: str
+) -> ServerProcess:
     """Start ``rmserve serve`` on free 127.0.0.1 ports (CPU, one intra-op thread) without
     waiting for it. ``flags`` are extra command-line flags (a later flag wins), ``env`` extra
     ``RMSERVE_*`` variables; ``RMSERVE_*`` variables of this process are not inherited.
-    Output goes to ``log`` (nowhere when None)."""
+    Output goes to ``log`` (nowhere when None). ``hold_engine``: the engine holds every batch,
+    warm-up included, until ``ServerProcess.release_engine`` (``rmserve.testing_serve``)."""
     port, metrics_port = free_port(), free_port()
+    command = ["rmserve.testing_serve"] if hold_engine else ["rmserve.cli", "serve"]
     argv = [
-        sys.executable, "-m", "rmserve.cli", "serve",
+        sys.executable, "-m", *command,
         "--artifact", str(artifact),
         "--host", "127.0.0.1",
         "--port", str(port),

@@ -21,9 +21,11 @@ __all__ = ["LiveServer", "drive_load", "free_port", "run_entry_point", "start_se
 LiveServer = ServerProcess
 
 
-def start_server(artifact: Path, log: Path, *extra: str) -> LiveServer:
+def start_server(artifact: Path, log: Path, *extra: str, hold_engine: bool = False) -> LiveServer:
     """`rmserve serve` as the container runs it (flags only, no RMSERVE_* inherited)."""
-    return testing.start_server(artifact, log, "--grace-seconds", "10", *extra)
+    return testing.start_server(
+        artifact, log, "--grace-seconds", "10", *extra, hold_engine=hold_engine
+    )
 
 
 PROMPTS = ["What is 2+2?", "Name a colour.", "", "Summarise the plot of Hamlet in one line."]

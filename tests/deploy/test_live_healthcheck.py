@@ -11,12 +11,10 @@ from live import run_entry_point, start_server
 from rmserve import healthcheck
 
 SERVICE = "rmserve.v1.RewardService"
-# Enough warm-up rounds on the tiny model to hold NOT_SERVING for a few seconds.
-SLOW_WARMUP = ("--warmup-runs", "300")
 
 
 def test_healthcheck_follows_a_live_server(tiny_artifact: Path, tmp_path: Path) -> None:
-    server = start_server(tiny_artifact, tmp_path / "rmserve.log", *SLOW_WARMUP)
+    server = start_server(tiny_artifact, tmp_path / "rmserve.log", hold_engine=True)
     try:
         end = time.monotonic() + 120
         while "NOT_SERVING" not in healthcheck.check(server.target, timeout_s=1.0)[1]:
@@ -27,6 +25,7 @@ def test_healthcheck_follows_a_live_server(tiny_artifact: Path, tmp_path: Path) 
         assert warming.returncode == 1, warming.stdout + warming.stderr
         assert "NOT_SERVING" in warming.stderr
 
+        server.release_engine()  # the warm-up was held until now
         server.wait_serving()
         for service in ("", SERVICE):
             serving = run_entry_point("--target", server.target, "--service", service)

@@ -4,7 +4,6 @@ Each behaviour is tested once for both faces (``AsyncRewardClient`` and ``Reward
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -165,11 +164,11 @@ async def test_expired_deadline_raises_promptly(face: str, tiny_artifact: Path) 
         engine = built[0]
         try:
             async with open_client(face, target(harness), timeout=30.0) as client:
-                start = time.monotonic()
                 with pytest.raises(DeadlineExceededError) as caught:
                     await client.score(["q"], ["a"], timeout=0.5)
-                elapsed = time.monotonic() - start
-            assert 0.4 <= elapsed < 10.0, elapsed
+            # answered by the call's own deadline while the engine still held the batch,
+            # not by the client's 30 s default nor by the engine finishing
+            assert not engine.gate.is_set() and engine.scored_pairs == 0
             assert isinstance(caught.value, TimeoutError)
             await eventually(lambda: engine.calls >= 1, "the held batch")
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from rmserve.artifact import Manifest, Normalization, Preprocessing
 from rmserve.batching import BatchLimits
-from rmserve.core import CoreConfig, RewardCore
+from rmserve.core import INLINE_TOKENIZE_PAIRS, CoreConfig, RewardCore
 from rmserve.engine import LoadedArtifact
 from rmserve.errors import EngineFailure, InvalidRequest, Unavailable
 from rmserve.metrics import Metrics
@@ -136,3 +137,20 @@ async def test_no_warm_up_when_zero_runs(artifact: LoadedArtifact) -> None:
     engine = CountingEngine()
     async with make_core(artifact, engine, warmup_runs=0) as core:
         assert core.state.value == "serving" and engine.batches == []
+
+
+async def test_cancellation_while_tokenising_is_counted_and_frees_its_slots(
+    artifact: LoadedArtifact,
+) -> None:
+    engine = CountingEngine()
+    async with make_core(artifact, engine) as core:
+        pairs = [("q", f"answer {i}") for i in range(INLINE_TOKENIZE_PAIRS + 1)]  # off the loop
+        task = asyncio.create_task(core.score(pairs))
+        await asyncio.sleep(0)  # the task runs up to its tokenisation and waits there
+        assert core.inflight == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert core.metrics.registry.get_sample_value("rmserve_cancelled_total") == 1
+        assert core.metrics.registry.get_sample_value("rmserve_queue_pairs") == 0
+        assert core.inflight == 0 and engine.batches == []
