@@ -227,9 +227,10 @@ class RewardCore:
             await request.future
             return request
         except asyncio.CancelledError:
-            # The transport's deadline timer and the batcher's race at the deadline; a
-            # cancellation before it is the client's (its own deadline fires a moment earlier).
-            if request is None or not request.finished:  # None: cancelled while tokenising
+            # Counted here unless the batcher answered first (then the future is not the one
+            # cancelled). The transport's deadline timer and the batcher's race at the deadline;
+            # a cancellation before it is the client's (its own deadline fires a moment earlier).
+            if request is None or request.future.cancelled():  # None: cancelled while tokenising
                 if request is not None:
                     batcher.withdraw(request)
                 expired = deadline is not None and batcher.clock() >= deadline
