@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
+from google.protobuf.message_factory import GetMessageClass
 from grpc.aio import ServicerContext
 
 from rmserve.core import RewardCore
@@ -95,7 +96,7 @@ def reward_handlers(servicer: RewardServicer) -> dict[str, grpc.RpcMethodHandler
     """Raw-bytes handlers for every RewardService method, listed from the proto descriptor."""
     handlers = {}
     for method in REWARD_SERVICE.methods:
-        response_type = getattr(reward_pb2, method.output_type.name)
+        response_type = GetMessageClass(method.output_type)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             getattr(servicer, method.name),
             request_deserializer=None,  # the servicer checks the size, then parses
