@@ -1,4 +1,11 @@
-"""The gRPC adapter: protobuf → core call → protobuf, and the one place errors become codes."""
+"""The gRPC adapter: bytes → protobuf → core call → protobuf, and the one place errors become codes.
+
+The RewardService methods are registered with raw-bytes handlers (``reward_handlers``): gRPC hands
+the servicer the request's bytes unparsed, so a request over ``max_message_bytes`` is refused by
+its length before any Python object is built from it, and bytes that are not a valid message
+(truncated, invalid UTF-8 in a string field) are an ``INVALID_ARGUMENT`` answered here instead of
+a deserializer failure that gRPC reports as ``UNKNOWN`` with a traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +13,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.message_factory import GetMessageClass
 from grpc.aio import ServicerContext
 
 from rmserve.core import RewardCore
@@ -24,11 +32,13 @@ from rmserve.errors import (
 )
 from rmserve.metrics import Metrics
 from rmserve.pending import PairScore, Preference
-from rmserve.v1 import reward_pb2, reward_pb2_grpc
+from rmserve.v1 import reward_pb2
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
+M = TypeVar("M", bound=Message)
+REWARD_SERVICE = reward_pb2.DESCRIPTOR.services_by_name["RewardService"]
 
 STATUS_OF: dict[type[RewardError], grpc.StatusCode] = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
@@ -71,7 +81,42 @@ def _prefer_result(p: Preference) -> reward_pb2.PreferResult:
     )
 
 
-class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
+def parse_request(message_type: type[M], raw: bytes) -> M:
+    """The one place request bytes become a message; a malformed one is ``InvalidRequest``."""
+    try:
+        return message_type.FromString(raw)
+    except DecodeError as e:
+        # The reason names the message type, never its content; the caller sent the bytes anyway.
+        raise InvalidRequest(
+            f"request: not a valid {message_type.DESCRIPTOR.full_name}: {e}"
+        ) from None
+
+
+def reward_handlers(servicer: RewardServicer) -> dict[str, grpc.RpcMethodHandler]:
+    """Raw-bytes handlers for every RewardService method, listed from the proto descriptor."""
+    handlers = {}
+    for method in REWARD_SERVICE.methods:
+        response_type = GetMessageClass(method.output_type)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=None,  # the servicer checks the size, then parses
+            response_serializer=response_type.SerializeToString,
+        )
+    return handlers
+
+
+def add_reward_service(servicer: RewardServicer, server: Any) -> None:
+    """Register ``servicer`` on a ``grpc.aio.Server`` (what the generated ``add_…`` does, raw)."""
+    handlers = reward_handlers(servicer)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REWARD_SERVICE.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(REWARD_SERVICE.full_name, handlers)
+
+
+class RewardServicer:
+    """RewardService over raw request bytes: register it with ``add_reward_service``."""
+
     def __init__(
         self,
         core: Callable[[], RewardCore | None],
@@ -87,11 +132,13 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
     async def _handle(
         self,
         method: str,
-        request: Message,
+        raw: bytes,
         context: ServicerContext,
-        work: Callable[[RewardCore, float | None], Awaitable[R]],
+        request_type: type[M],
+        work: Callable[[RewardCore, M, float | None], Awaitable[R]],
     ) -> R:
-        """Run one RPC: size check, core call, metrics, and the single error-to-status mapping."""
+        """Run one RPC: size check, parse, core call, metrics, and the single error-to-status
+        mapping."""
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         error: RewardError | None = None
@@ -99,14 +146,24 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
             core = self._core()
             if core is None:
                 raise Unavailable("server is loading the model; retry later")
-            size = request.ByteSize()
-            if size > self._max_message_bytes:
+            size = len(raw)
+            if size > self._max_message_bytes:  # refused before a Python object is built
                 raise InvalidRequest(
                     f"request: {size} bytes is over max_message_bytes={self._max_message_bytes}"
                 )
+            try:
+                request = parse_request(request_type, raw)
+            except InvalidRequest:
+                log.info(
+                    "%s: refused %d bytes that are not a valid %s",
+                    method,
+                    size,
+                    request_type.DESCRIPTOR.full_name,
+                )
+                raise
             if self._log_content:
                 log.debug("%s request: %s", method, str(request)[:4096])
-            return await work(core, context.time_remaining())
+            return await work(core, request, context.time_remaining())
         except RewardError as e:
             code, error = status_of(e), e
         except Exception as e:  # a bug: answer INTERNAL with the reason, keep serving
@@ -130,10 +187,10 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
             raise asyncio.CancelledError from None
         raise AssertionError("context.abort returned")
 
-    async def Score(
-        self, request: reward_pb2.ScoreRequest, context: ServicerContext
-    ) -> reward_pb2.ScoreResponse:
-        async def work(core: RewardCore, timeout: float | None) -> reward_pb2.ScoreResponse:
+    async def Score(self, raw: bytes, context: ServicerContext) -> reward_pb2.ScoreResponse:
+        async def work(
+            core: RewardCore, request: reward_pb2.ScoreRequest, timeout: float | None
+        ) -> reward_pb2.ScoreResponse:
             pair = (_require(request, "prompt", ""), _require(request, "response", ""))
             (score,) = await core.score([pair], timeout)
             reward = (
@@ -149,12 +206,14 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
                 model_version=core.model_version,
             )
 
-        return await self._handle("Score", request, context, work)
+        return await self._handle("Score", raw, context, reward_pb2.ScoreRequest, work)
 
     async def ScoreBatch(
-        self, request: reward_pb2.ScoreBatchRequest, context: ServicerContext
+        self, raw: bytes, context: ServicerContext
     ) -> reward_pb2.ScoreBatchResponse:
-        async def work(core: RewardCore, timeout: float | None) -> reward_pb2.ScoreBatchResponse:
+        async def work(
+            core: RewardCore, request: reward_pb2.ScoreBatchRequest, timeout: float | None
+        ) -> reward_pb2.ScoreBatchResponse:
             pairs = [
                 (_require(p, "prompt", f"pairs[{i}]."), _require(p, "response", f"pairs[{i}]."))
                 for i, p in enumerate(request.pairs)
@@ -171,24 +230,26 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
                 model_version=core.model_version,
             )
 
-        return await self._handle("ScoreBatch", request, context, work)
+        return await self._handle("ScoreBatch", raw, context, reward_pb2.ScoreBatchRequest, work)
 
-    async def Prefer(
-        self, request: reward_pb2.PreferRequest, context: ServicerContext
-    ) -> reward_pb2.PreferResponse:
-        async def work(core: RewardCore, timeout: float | None) -> reward_pb2.PreferResponse:
+    async def Prefer(self, raw: bytes, context: ServicerContext) -> reward_pb2.PreferResponse:
+        async def work(
+            core: RewardCore, request: reward_pb2.PreferRequest, timeout: float | None
+        ) -> reward_pb2.PreferResponse:
             item = tuple(_require(request, f, "") for f in ("prompt", "response_a", "response_b"))
             (preference,) = await core.prefer([(item[0], item[1], item[2])], timeout)
             return reward_pb2.PreferResponse(
                 result=_prefer_result(preference), model_version=core.model_version
             )
 
-        return await self._handle("Prefer", request, context, work)
+        return await self._handle("Prefer", raw, context, reward_pb2.PreferRequest, work)
 
     async def PreferBatch(
-        self, request: reward_pb2.PreferBatchRequest, context: ServicerContext
+        self, raw: bytes, context: ServicerContext
     ) -> reward_pb2.PreferBatchResponse:
-        async def work(core: RewardCore, timeout: float | None) -> reward_pb2.PreferBatchResponse:
+        async def work(
+            core: RewardCore, request: reward_pb2.PreferBatchRequest, timeout: float | None
+        ) -> reward_pb2.PreferBatchResponse:
             items = []
             for i, it in enumerate(request.items):
                 where = f"items[{i}]."
@@ -200,12 +261,12 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
                 model_version=core.model_version,
             )
 
-        return await self._handle("PreferBatch", request, context, work)
+        return await self._handle("PreferBatch", raw, context, reward_pb2.PreferBatchRequest, work)
 
-    async def GetModelInfo(
-        self, request: reward_pb2.GetModelInfoRequest, context: ServicerContext
-    ) -> reward_pb2.ModelInfo:
-        async def work(core: RewardCore, timeout: float | None) -> reward_pb2.ModelInfo:
+    async def GetModelInfo(self, raw: bytes, context: ServicerContext) -> reward_pb2.ModelInfo:
+        async def work(
+            core: RewardCore, request: reward_pb2.GetModelInfoRequest, timeout: float | None
+        ) -> reward_pb2.ModelInfo:
             manifest, limits = core.artifact.manifest, core.config.limits
             return reward_pb2.ModelInfo(
                 name=manifest.name,
@@ -223,4 +284,6 @@ class RewardServicer(reward_pb2_grpc.RewardServiceServicer):
                 pooling=manifest.pooling,
             )
 
-        return await self._handle("GetModelInfo", request, context, work)
+        return await self._handle(
+            "GetModelInfo", raw, context, reward_pb2.GetModelInfoRequest, work
+        )

@@ -75,6 +75,8 @@ def parse_get_reward(raw: bytes) -> tuple[list[tuple[str, str]], bool]:
         body = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as e:
         raise InvalidRequest(f"body is not JSON: {e}") from None
+    except RecursionError:  # json's decoder recurses once per level of [ or {
+        raise InvalidRequest("body is not JSON this server reads: nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidRequest('body must be an object {"query": [...], "prompts": [...]}')
     queries = _string_list(body, "query")
@@ -105,6 +107,9 @@ class HttpFront:
         self._core = core
         self._log_content = log_request_content
         self._metrics = metrics
+        self._max_body_bytes = max_body_bytes
+        # aiohttp stops reading a body at client_max_size (413); a Content-Length over it is
+        # refused before a byte of the body is read (get_reward).
         self._app = web.Application(client_max_size=max_body_bytes)
         self._app.router.add_post("/get_reward", self.get_reward)
         self._app.router.add_get("/health", self.health)
@@ -138,6 +143,14 @@ class HttpFront:
             core = self._core()
             if core is None:
                 raise Unavailable("server is loading the model; retry later")
+            length = request.content_length
+            if length is not None and length > self._max_body_bytes:  # as aiohttp bounds read()
+                raise web.HTTPRequestEntityTooLarge(
+                    max_size=self._max_body_bytes,
+                    actual_size=length,
+                    text=f"request body: {length} bytes is over "
+                    f"max_message_bytes={self._max_body_bytes}",
+                )
             pairs, normalize = parse_get_reward(await request.read())
             scores = await core.score(pairs, None, field="query")
             manifest = core.artifact.manifest

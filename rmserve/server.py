@@ -18,12 +18,12 @@ from grpc_reflection.v1alpha import reflection
 
 from rmserve.core import CoreConfig, RewardCore
 from rmserve.engine import Engine, LoadedArtifact, OrtEngine, load_artifact
-from rmserve.grpc_service import RewardServicer
+from rmserve.grpc_service import RewardServicer, add_reward_service
 from rmserve.http_front import HttpFront
 from rmserve.metrics import Metrics, MetricsServer
 from rmserve.security import TokenAuthInterceptor, server_credentials
 from rmserve.settings import ServerSettings
-from rmserve.v1 import reward_pb2, reward_pb2_grpc
+from rmserve.v1 import reward_pb2
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +31,13 @@ SERVICE_NAME = reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name
 HEALTH_SERVICES = ("", SERVICE_NAME)  # "" is the whole server
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-# Past our own max_message_bytes check (INVALID_ARGUMENT naming the limit), gRPC's transport
-# limit refuses truly huge messages before they are decoded into memory.
-TRANSPORT_LIMIT_FACTOR = 2
+# gRPC's transport limit is max_message_bytes plus this envelope. A request up to it reaches the
+# servicer as raw bytes and, when over max_message_bytes, is refused by its length with
+# INVALID_ARGUMENT naming the limit, before it is parsed; past it gRPC itself refuses the message
+# (RESOURCE_EXHAUSTED, no retry pushback) and never hands it to Python. The envelope only keeps
+# "just over the limit" answered with our clear message; it bounds what one call can make gRPC
+# hold to max_message_bytes + 64 KiB.
+TRANSPORT_ENVELOPE_BYTES = 64 * 1024
 # After the core has drained, calls still in a handler (answering UNAVAILABLE, flushing a
 # reply) get this long before gRPC cancels them; stop() returns as soon as they are done, so a
 # generous value costs nothing normally and keeps a loaded machine from turning them CANCELLED.
@@ -46,8 +50,13 @@ def ort_engine(artifact: LoadedArtifact, settings: ServerSettings) -> Engine:
     return OrtEngine(artifact, settings.provider, settings.intra_op_threads)
 
 
+def transport_limit(max_message_bytes: int) -> int:
+    """The largest message gRPC accepts: ``max_message_bytes`` + ``TRANSPORT_ENVELOPE_BYTES``."""
+    return max_message_bytes + TRANSPORT_ENVELOPE_BYTES
+
+
 def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
-    limit = settings.max_message_bytes * TRANSPORT_LIMIT_FACTOR
+    limit = transport_limit(settings.max_message_bytes)
     options = [
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
@@ -102,7 +111,7 @@ class RewardServer:
         servicer = RewardServicer(
             lambda: self.core, self.metrics, s.max_message_bytes, s.log_request_content
         )
-        reward_pb2_grpc.add_RewardServiceServicer_to_server(servicer, server)
+        add_reward_service(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server

@@ -84,7 +84,8 @@ class ServerSettings(BaseSettings):
         ge=1024,
         le=1024 * 1024 * 1024,
         description="Largest request or reply message in bytes; a larger request is "
-        "INVALID_ARGUMENT.",
+        "INVALID_ARGUMENT, refused before it is parsed (gRPC itself refuses one over this "
+        "plus 64 KiB with RESOURCE_EXHAUSTED; an HTTP body over it is 413).",
     )
     grace_seconds: float = Field(
         default=25.0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -98,11 +99,51 @@ async def test_query_not_starting_with_its_prompt_is_400_naming_the_index(
         ({"query": ["a", "b"], "prompts": ["a"]}, "2 entries"),
         ({"query": ["a", 3], "prompts": ["a", ""]}, "query[1]"),
         ({"query": ["q"] * 65, "prompts": ["q"] * 65}, "max_request_pairs=64"),
+        (b"[" * 100_000, "nested too deeply"),  # json recurses per level: not a 500
+        (b'{"a":' * 100_000, "nested too deeply"),
     ],
 )
-async def test_malformed_requests_are_400(front: Harness, body: Any, words: str) -> None:
+async def test_malformed_requests_are_400(
+    front: Harness, caplog: pytest.LogCaptureFixture, body: Any, words: str
+) -> None:
+    before = metric(front, "INVALID_ARGUMENT")
     status, reply, _ = await post(front, body)
     assert status == 400 and words in reply["error"]["message"]
+    assert metric(front, "INVALID_ARGUMENT") == before + 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_content_length_over_the_limit_is_413_before_the_body_is_sent(
+    front: Harness,
+) -> None:
+    """Only the headers are sent: an answer proves the server did not wait to read the body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", front.server.http_port)
+    try:
+        writer.write(
+            b"POST /get_reward HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (1 << 30)
+        )
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 60)
+        assert status_line.split()[1] == b"413", status_line
+    finally:
+        writer.close()
+
+
+async def test_a_body_over_max_message_bytes_is_413_naming_the_limit(tiny_artifact: Path) -> None:
+    limit = 1024
+    settings = make_settings(tiny_artifact, http_port=0, max_message_bytes=limit)
+    async with serving(settings) as harness:
+        url = f"http://127.0.0.1:{harness.server.http_port}/get_reward"
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with session.post(url, data=b" " * (limit + 1)) as response:
+                assert response.status == 413
+                assert f"max_message_bytes={limit}" in await response.text()
+            async with session.post(url, data=b" " * (limit - 2) + b"{}") as response:
+                assert response.status == 400  # read whole and parsed: no "query"
+                assert "query" in (await response.json())["error"]["message"]
+        assert metric(harness, "INVALID_ARGUMENT") == 2
 
 
 async def test_empty_query_list_is_empty_rewards(front: Harness) -> None:

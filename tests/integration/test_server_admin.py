@@ -116,7 +116,9 @@ async def test_one_shot_client_cli(
 
 
 async def test_cli_reports_rpc_errors(shared: Harness, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["score", "--target", f"127.0.0.1:{shared.server.port}", "--prompt", "x" * 2_000_000]
+    # just over the shared server's 1 MiB max_message_bytes (within gRPC's transport envelope)
+    argv = ["score", "--target", f"127.0.0.1:{shared.server.port}", "--prompt", "x" * (1 << 20)]
     code = await asyncio.to_thread(cli.main, [*argv, "--response", ""])
     assert code == 1
-    assert "INVALID_ARGUMENT" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "INVALID_ARGUMENT" in err and "max_message_bytes=1048576" in err

@@ -4,14 +4,20 @@ Texts mix empty strings, long strings, combining marks, right-to-left scripts, e
 lone control characters; batches run from 0 to just over max_request_pairs; some messages go
 over max_message_bytes. Within the limits every request is OK with finite rewards that equal
 the pair scored alone; only requests over a limit get INVALID_ARGUMENT; the server lives on.
-A message so large that gRPC's transport limit (TRANSPORT_LIMIT_FACTOR x max_message_bytes)
-refuses it before decoding gets the transport's RESOURCE_EXHAUSTED, without retry pushback, so
-no client mistakes it for overload.
+A message past gRPC's transport limit (max_message_bytes + TRANSPORT_ENVELOPE_BYTES), refused
+before it reaches Python, gets the transport's RESOURCE_EXHAUSTED, without retry pushback, so no
+client mistakes it for overload.
+
+Raw bytes are fuzzed too, at the method level (a generic call without serializer): random bytes
+and valid messages truncated, overwritten or spliced. Every answer is OK or INVALID_ARGUMENT
+(bytes that are not a message of the method's request type always INVALID_ARGUMENT), never
+UNKNOWN or INTERNAL; nothing is logged at ERROR or with a traceback; the server stays SERVING.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 from collections.abc import Iterator
@@ -19,12 +25,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from harness import make_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rmserve.grpc_service import RETRY_PUSHBACK_KEY
-from rmserve.server import TRANSPORT_LIMIT_FACTOR, RewardServer
+from rmserve.grpc_service import RETRY_PUSHBACK_KEY, REWARD_SERVICE
+from rmserve.server import RewardServer, transport_limit
 from rmserve.v1 import reward_pb2, reward_pb2_grpc
 
 MAX_REQUEST_PAIRS = 6
@@ -82,9 +90,14 @@ def target(tiny_artifact: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def stub(target: str) -> Iterator[reward_pb2_grpc.RewardServiceStub]:
+def channel(target: str) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(target) as channel:
-        yield reward_pb2_grpc.RewardServiceStub(channel)
+        yield channel
+
+
+@pytest.fixture(scope="module")
+def stub(channel: grpc.Channel) -> reward_pb2_grpc.RewardServiceStub:
+    return reward_pb2_grpc.RewardServiceStub(channel)
 
 
 ALONE: dict[tuple[str, str], float] = {}
@@ -104,8 +117,7 @@ def over_size(message: object) -> bool:
 def check_refusal(request: object, error: grpc.RpcError) -> None:
     """A refused request was over a limit and got the code that limit promises."""
     size = request.ByteSize()  # type: ignore[attr-defined]
-    transport_limit = MAX_MESSAGE_BYTES * TRANSPORT_LIMIT_FACTOR
-    if size > transport_limit - 16:  # framing bytes: the transport counts a little more
+    if size > transport_limit(MAX_MESSAGE_BYTES):  # gRPC refused it before Python saw it
         assert error.code() in (
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -161,3 +173,80 @@ def test_prefer_fuzz(stub: reward_pb2_grpc.RewardServiceStub, prompt: str, a: st
     assert 0.0 <= result.probability_a <= 1.0
     assert result.reward_a == pytest.approx(alone(stub, prompt, a), abs=1e-5)
     assert result.reward_b == pytest.approx(alone(stub, prompt, b), abs=1e-5)
+
+
+REQUEST_TYPES = {m.name: getattr(reward_pb2, m.input_type.name) for m in REWARD_SERVICE.methods}
+small_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=20)
+valid_bytes = st.one_of(
+    st.builds(
+        lambda p, r: reward_pb2.ScoreRequest(prompt=p, response=r).SerializeToString(),
+        small_text,
+        small_text,
+    ),
+    st.builds(
+        lambda pairs: reward_pb2.ScoreBatchRequest(
+            pairs=[reward_pb2.Pair(prompt=p, response=r) for p, r in pairs]
+        ).SerializeToString(),
+        st.lists(st.tuples(small_text, small_text), max_size=3),
+    ),
+    st.builds(
+        lambda p, a, b: reward_pb2.PreferRequest(
+            prompt=p, response_a=a, response_b=b
+        ).SerializeToString(),
+        small_text,
+        small_text,
+        small_text,
+    ),
+)
+
+
+@st.composite
+def mangled(draw: st.DrawFn) -> bytes:
+    """A valid message cut short, with a byte overwritten, or with random bytes spliced in."""
+    raw = draw(valid_bytes)
+    at = draw(st.integers(0, len(raw)))
+    how = draw(st.sampled_from(["truncate", "overwrite", "splice"]))
+    if how == "truncate":
+        return raw[:at]
+    if how == "overwrite" and at < len(raw):
+        return raw[:at] + bytes([draw(st.integers(0, 255))]) + raw[at + 1 :]
+    return raw[:at] + draw(st.binary(min_size=1, max_size=8)) + raw[at:]
+
+
+def decodes(message_type: type, raw: bytes) -> bool:
+    try:
+        message_type.FromString(raw)  # type: ignore[attr-defined]
+    except DecodeError:
+        return False
+    return True
+
+
+@FUZZ
+@given(
+    method=st.sampled_from(sorted(REQUEST_TYPES)),
+    raw=st.one_of(st.binary(max_size=300), mangled()),
+)
+def test_raw_bytes_fuzz(
+    channel: grpc.Channel, caplog: pytest.LogCaptureFixture, method: str, raw: bytes
+) -> None:
+    call = channel.unary_unary(
+        f"/{REWARD_SERVICE.full_name}/{method}",
+        request_serializer=None,
+        response_deserializer=None,
+    )
+    try:
+        call(raw, timeout=60)
+        code, details = grpc.StatusCode.OK, ""
+    except grpc.RpcError as e:
+        code, details = e.code(), e.details()  # type: ignore[attr-defined]
+    assert code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT), (code, details)
+    request_type = REQUEST_TYPES[method]
+    if not decodes(request_type, raw):
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert details.startswith(f"request: not a valid {request_type.DESCRIPTOR.full_name}: ")
+    loud = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info is not None]
+    assert not loud, [r.getMessage() for r in loud]
+    health = health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(service=REWARD_SERVICE.full_name), timeout=60
+    )
+    assert health.status == health_pb2.HealthCheckResponse.SERVING

@@ -41,7 +41,7 @@ def unavailable_servicer() -> RewardServicer:
 
 async def score(servicer: RewardServicer, context: FakeContext) -> None:
     request = reward_pb2.ScoreRequest(prompt="p", response="r")
-    await servicer.Score(request, context)  # type: ignore[arg-type]
+    await servicer.Score(request.SerializeToString(), context)  # type: ignore[arg-type]
 
 
 async def test_an_open_call_is_aborted_with_the_mapped_status() -> None:
