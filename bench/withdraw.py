@@ -49,16 +49,18 @@ class IdleEngine:
         raise AssertionError("never called")
 
 
-def fill(batcher: Batcher, pairs: int) -> list[PendingRequest]:
+def fill(batcher: Batcher, pairs: int) -> list[QueuedItem[PendingRequest]]:
+    """Queue ``pairs`` one-pair requests of mixed lengths; returns their items in order."""
     now = batcher.clock()
-    requests = []
+    items = []
     for i in range(pairs):
         pair = PreparedPair([1] * (8 + i % 64), [0] * (8 + i % 64), False, False)
         request = PendingRequest([pair], None)
+        item = QueuedItem(request, 0, (pair,), now, None)
         batcher.reserve(1)
-        batcher.enqueue(request, [QueuedItem(request, 0, (pair,), now, None)])
-        requests.append(request)
-    return requests
+        batcher.enqueue(request, [item])
+        items.append(item)
+    return items
 
 
 def rebuild_withdraw(queue: deque[QueuedItem[PendingRequest]], request: PendingRequest) -> Any:
@@ -76,9 +78,9 @@ def rebuild_take(queue: deque[QueuedItem[PendingRequest]], now: float) -> Any:
 
 async def measure(pairs: int) -> dict[str, float]:
     batcher = Batcher(IdleEngine(), HeldExecutor(), LIMITS, 1 << 30, Metrics())
-    requests = fill(batcher, pairs)
-    victims = requests[1 :: max(1, pairs // WITHDRAWALS)][:WITHDRAWALS]
-    queue = deque(batcher._queue)  # the same items, for the baseline
+    items = fill(batcher, pairs)
+    victims = [item.owner for item in items[1 :: max(1, pairs // WITHDRAWALS)][:WITHDRAWALS]]
+    queue = deque(items)  # the same items, for the baseline
 
     start = time.perf_counter()
     for request in victims:
@@ -98,7 +100,9 @@ async def measure(pairs: int) -> dict[str, float]:
 
     start = time.perf_counter()
     rounds = 0
-    while rounds < 20:  # each turn forms and submits one batch; the held engine never frees
+    while rounds < 20:
+        # The held engine never finishes: mark it idle by hand so each call forms and submits
+        # PIPELINE_DEPTH more batches from the queue's head (private, for this measurement only).
         batcher._running = 0
         batcher._fill_pipeline()
         rounds += 2  # PIPELINE_DEPTH batches per call
