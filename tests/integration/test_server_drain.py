@@ -49,6 +49,12 @@ async def test_stop_under_load_delivers_every_computed_reply(tiny_artifact: Path
             ),
             "the drain",
         )
+        # While the held batch keeps the drain going, a new call is refused by the core.
+        probe = reward_pb2.ScoreRequest(prompt="probe", response="during the drain")
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await harness.stub.Score(probe, timeout=120)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "draining" in (refused.value.details() or "")
         engine.gate.set()  # the accepted work finishes; callers answered send once more
         refusals = await asyncio.wait_for(asyncio.gather(*callers), timeout=120)
         await asyncio.wait_for(stopping, timeout=120)
@@ -59,4 +65,3 @@ async def test_stop_under_load_delivers_every_computed_reply(tiny_artifact: Path
     for error in refusals:
         assert error.code() in RETRYABLE, (error.code(), error.details())
         assert "before this request was computed" not in (error.details() or "")
-    assert any("draining" in (e.details() or "") for e in refusals)
