@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from certs import CertAuthority
 from harness import Harness, make_settings, serving
 
 from rmserve.engine import OrtEngine, load_artifact
@@ -25,3 +26,9 @@ async def shared(tiny_artifact: Path) -> AsyncIterator[Harness]:
     )
     async with serving(settings) as harness:
         yield harness
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> CertAuthority:
+    """A test certificate authority, new for each module that uses it."""
+    return CertAuthority(tmp_path_factory.mktemp("pki"))

@@ -22,11 +22,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 TOKEN = "cli-test-token"
 
 
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> CertAuthority:
-    return CertAuthority(tmp_path_factory.mktemp("cli-pki"))
-
-
 @pytest.fixture
 async def secured(tiny_artifact: Path, ca: CertAuthority) -> AsyncIterator[Harness]:
     server = ca.issue("cli-server", "rmserve", server=True)

@@ -26,11 +26,6 @@ TOKEN = "s3cret-test-token"
 PAIR = ("What is 2+2?", "4")
 
 
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> CertAuthority:
-    return CertAuthority(tmp_path_factory.mktemp("pki"))
-
-
 @pytest.fixture
 async def tls_server(tiny_artifact: Path, ca: CertAuthority) -> AsyncIterator[Harness]:
     server = ca.issue("server", "rmserve", server=True)
