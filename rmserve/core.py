@@ -11,17 +11,20 @@ draining, stopped) is ``Unavailable``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
 
+from rmserve.allocator import FreedMemoryTrimmer
 from rmserve.batching import BatchLimits, QueuedItem
 from rmserve.engine import Engine, LoadedArtifact
 from rmserve.errors import InvalidRequest, Unavailable
+from rmserve.memory_budget import RequestBytesBudget, default_inflight_bytes
 from rmserve.metrics import Metrics
 from rmserve.pending import PairScore, PendingRequest, Preference, sigmoid
 from rmserve.preprocess import PreparedPair
@@ -49,9 +52,13 @@ class CoreConfig:
     max_queue_pairs: int
     max_request_pairs: int
     warmup_runs: int = 0
+    max_inflight_bytes: int = default_inflight_bytes(64 * 1024 * 1024)
 
     @classmethod
-    def from_settings(cls, settings: ServerSettings) -> CoreConfig:
+    def from_settings(
+        cls, settings: ServerSettings, max_inflight_bytes: int | None = None
+    ) -> CoreConfig:
+        """``max_inflight_bytes``: the resolved budget (None: the setting, else its default)."""
         limits = BatchLimits(
             max_batch_size=settings.max_batch_size,
             max_batch_tokens=settings.max_batch_tokens,
@@ -59,8 +66,16 @@ class CoreConfig:
             max_queue_delay_s=settings.max_queue_delay_ms / 1000.0,
             window=max(256, 8 * settings.max_batch_size),
         )
+        if max_inflight_bytes is None:
+            max_inflight_bytes = settings.max_inflight_bytes or default_inflight_bytes(
+                settings.max_message_bytes
+            )
         return cls(
-            limits, settings.max_queue_pairs, settings.max_request_pairs, settings.warmup_runs
+            limits,
+            settings.max_queue_pairs,
+            settings.max_request_pairs,
+            settings.warmup_runs,
+            max_inflight_bytes,
         )
 
 
@@ -82,11 +97,27 @@ class RewardCore:
         self._batcher_task: asyncio.Task[None] | None = None
         self._inflight = 0
         self._idle: asyncio.Event | None = None
+        self._trimmer = FreedMemoryTrimmer()
+        self._request_bytes = RequestBytesBudget(
+            config.max_inflight_bytes, metrics.inflight_request_bytes.set
+        )
 
     @property
     def inflight(self) -> int:
         """Requests accepted and not yet answered."""
         return self._inflight
+
+    @contextlib.contextmanager
+    def admit_bytes(self, size: int) -> Iterator[None]:
+        """Hold ``size`` request bytes of the memory budget for a block, or raise
+        ``Overloaded``: protocol adapters wrap a request in it before parsing it."""
+        batcher = self._batcher
+        retry_after = batcher.retry_after_ms if batcher is not None else lambda: 1000
+        try:
+            with self._request_bytes.admit(size, retry_after):
+                yield
+        finally:
+            self._trimmer.freed(size, idle=self._request_bytes.in_use == 0)
 
     @property
     def model_version(self) -> str:
@@ -135,6 +166,7 @@ class RewardCore:
             self._batcher_task.cancel()
             await asyncio.gather(self._batcher_task, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        await self._trimmer.aclose()
         self.state = CoreState.STOPPED
 
     async def __aenter__(self) -> RewardCore:

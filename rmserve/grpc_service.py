@@ -92,6 +92,21 @@ def parse_request(message_type: type[M], raw: bytes) -> M:
         ) from None
 
 
+class RequestBytes:
+    """A request as received. gRPC keeps this holder until the call ends; the servicer takes
+    the bytes out, so they are freed as soon as it is done with them."""
+
+    __slots__ = ("_raw", "size")
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+        self.size = len(raw)
+
+    def take(self) -> bytes:
+        raw, self._raw = self._raw, b""
+        return raw
+
+
 def reward_handlers(servicer: RewardServicer) -> dict[str, grpc.RpcMethodHandler]:
     """Raw-bytes handlers for every RewardService method, listed from the proto descriptor."""
     handlers = {}
@@ -99,7 +114,7 @@ def reward_handlers(servicer: RewardServicer) -> dict[str, grpc.RpcMethodHandler
         response_type = GetMessageClass(method.output_type)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             getattr(servicer, method.name),
-            request_deserializer=None,  # the servicer checks the size, then parses
+            request_deserializer=RequestBytes,  # the servicer checks the size, then parses
             response_serializer=response_type.SerializeToString,
         )
     return handlers
@@ -132,13 +147,13 @@ class RewardServicer:
     async def _handle(
         self,
         method: str,
-        raw: bytes,
+        received: RequestBytes,
         context: ServicerContext,
         request_type: type[M],
         work: Callable[[RewardCore, M, float | None], Awaitable[R]],
     ) -> R:
-        """Run one RPC: size check, parse, core call, metrics, and the single error-to-status
-        mapping."""
+        """Run one RPC: size check, memory admission, parse, core call, metrics, and the single
+        error-to-status mapping."""
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         error: RewardError | None = None
@@ -146,24 +161,15 @@ class RewardServicer:
             core = self._core()
             if core is None:
                 raise Unavailable("server is loading the model; retry later")
-            size = len(raw)
+            size = received.size
             if size > self._max_message_bytes:  # refused before a Python object is built
                 raise InvalidRequest(
                     f"request: {size} bytes is over max_message_bytes={self._max_message_bytes}"
                 )
-            try:
-                request = parse_request(request_type, raw)
-            except InvalidRequest:
-                log.info(
-                    "%s: refused %d bytes that are not a valid %s",
-                    method,
-                    size,
-                    request_type.DESCRIPTOR.full_name,
+            with core.admit_bytes(size):
+                return await self._parse_and_run(
+                    core, method, received, context, request_type, work
                 )
-                raise
-            if self._log_content:
-                log.debug("%s request: %s", method, str(request)[:4096])
-            return await work(core, request, context.time_remaining())
         except RewardError as e:
             code, error = status_of(e), e
         except Exception as e:  # a bug: answer INTERNAL with the reason, keep serving
@@ -173,10 +179,14 @@ class RewardServicer:
             code = grpc.StatusCode.CANCELLED
             raise
         finally:
+            received.take()  # the bytes go now, not when gRPC drops the call
             self._metrics.requests.labels(method=method, code=code.name).inc()
             self._metrics.request_duration.labels(method=method).observe(
                 time.perf_counter() - start
             )
+        # The traceback holds the frames that held the request; dropped here, its memory is
+        # freed now instead of at the next full garbage collection.
+        error.__traceback__ = None
         if isinstance(error, Overloaded):
             context.set_trailing_metadata(((RETRY_PUSHBACK_KEY, str(error.retry_after_ms)),))
         if context.done():  # gRPC's own deadline timer ended the call: nothing can be sent
@@ -187,7 +197,33 @@ class RewardServicer:
             raise asyncio.CancelledError from None
         raise AssertionError("context.abort returned")
 
-    async def Score(self, raw: bytes, context: ServicerContext) -> reward_pb2.ScoreResponse:
+    async def _parse_and_run(
+        self,
+        core: RewardCore,
+        method: str,
+        received: RequestBytes,
+        context: ServicerContext,
+        request_type: type[M],
+        work: Callable[[RewardCore, M, float | None], Awaitable[R]],
+    ) -> R:
+        """The only frame that holds the parsed request (``_handle`` drops it with the error)."""
+        try:
+            request = parse_request(request_type, received.take())
+        except InvalidRequest:
+            log.info(
+                "%s: refused %d bytes that are not a valid %s",
+                method,
+                received.size,
+                request_type.DESCRIPTOR.full_name,
+            )
+            raise
+        if self._log_content:
+            log.debug("%s request: %s", method, str(request)[:4096])
+        return await work(core, request, context.time_remaining())
+
+    async def Score(
+        self, received: RequestBytes, context: ServicerContext
+    ) -> reward_pb2.ScoreResponse:
         async def work(
             core: RewardCore, request: reward_pb2.ScoreRequest, timeout: float | None
         ) -> reward_pb2.ScoreResponse:
@@ -206,10 +242,10 @@ class RewardServicer:
                 model_version=core.model_version,
             )
 
-        return await self._handle("Score", raw, context, reward_pb2.ScoreRequest, work)
+        return await self._handle("Score", received, context, reward_pb2.ScoreRequest, work)
 
     async def ScoreBatch(
-        self, raw: bytes, context: ServicerContext
+        self, received: RequestBytes, context: ServicerContext
     ) -> reward_pb2.ScoreBatchResponse:
         async def work(
             core: RewardCore, request: reward_pb2.ScoreBatchRequest, timeout: float | None
@@ -230,9 +266,13 @@ class RewardServicer:
                 model_version=core.model_version,
             )
 
-        return await self._handle("ScoreBatch", raw, context, reward_pb2.ScoreBatchRequest, work)
+        return await self._handle(
+            "ScoreBatch", received, context, reward_pb2.ScoreBatchRequest, work
+        )
 
-    async def Prefer(self, raw: bytes, context: ServicerContext) -> reward_pb2.PreferResponse:
+    async def Prefer(
+        self, received: RequestBytes, context: ServicerContext
+    ) -> reward_pb2.PreferResponse:
         async def work(
             core: RewardCore, request: reward_pb2.PreferRequest, timeout: float | None
         ) -> reward_pb2.PreferResponse:
@@ -242,10 +282,10 @@ class RewardServicer:
                 result=_prefer_result(preference), model_version=core.model_version
             )
 
-        return await self._handle("Prefer", raw, context, reward_pb2.PreferRequest, work)
+        return await self._handle("Prefer", received, context, reward_pb2.PreferRequest, work)
 
     async def PreferBatch(
-        self, raw: bytes, context: ServicerContext
+        self, received: RequestBytes, context: ServicerContext
     ) -> reward_pb2.PreferBatchResponse:
         async def work(
             core: RewardCore, request: reward_pb2.PreferBatchRequest, timeout: float | None
@@ -261,9 +301,13 @@ class RewardServicer:
                 model_version=core.model_version,
             )
 
-        return await self._handle("PreferBatch", raw, context, reward_pb2.PreferBatchRequest, work)
+        return await self._handle(
+            "PreferBatch", received, context, reward_pb2.PreferBatchRequest, work
+        )
 
-    async def GetModelInfo(self, raw: bytes, context: ServicerContext) -> reward_pb2.ModelInfo:
+    async def GetModelInfo(
+        self, received: RequestBytes, context: ServicerContext
+    ) -> reward_pb2.ModelInfo:
         async def work(
             core: RewardCore, request: reward_pb2.GetModelInfoRequest, timeout: float | None
         ) -> reward_pb2.ModelInfo:
@@ -285,5 +329,5 @@ class RewardServicer:
             )
 
         return await self._handle(
-            "GetModelInfo", raw, context, reward_pb2.GetModelInfoRequest, work
+            "GetModelInfo", received, context, reward_pb2.GetModelInfoRequest, work
         )

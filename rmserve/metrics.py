@@ -90,6 +90,12 @@ class Metrics:
             "rmserve_inflight_requests", "Reward requests accepted and not yet answered.",
             registry=r,
         )  # fmt: skip
+        self.inflight_request_bytes = Gauge(
+            "rmserve_inflight_request_bytes",
+            "Bytes (as sent) of requests admitted and not yet answered; bounded by "
+            "max_inflight_bytes.",
+            registry=r,
+        )
         self.pairs = Counter(
             "rmserve_pairs", "Pairs scored by the engine (a Prefer counts two).", registry=r
         )

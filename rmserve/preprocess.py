@@ -17,6 +17,11 @@ from tokenizers import Encoding, Tokenizer
 
 from rmserve.artifact import Preprocessing
 
+# Texts are tokenised in chunks of about this many characters: the tokenizer's intermediate
+# encodings (offsets, token strings) take tens of bytes per token until they are assembled into
+# (truncated) ids, so a big request costs one chunk of them at a time, not its whole size.
+TOKENIZE_CHUNK_CHARS = 256 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class PreparedPair:
@@ -75,12 +80,19 @@ class Preprocessor:
     def prepare_many(self, prompts: Sequence[str], responses: Sequence[str]) -> list[PreparedPair]:
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        if not prompts:
-            return []
-        texts = list(prompts) + list(responses)
-        encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
-        n = len(prompts)
-        return [self._assemble(encodings[i], encodings[n + i]) for i in range(n)]
+        prepared: list[PreparedPair] = []
+        start = 0
+        while start < len(prompts):
+            end, chars = start, 0
+            while end < len(prompts) and (end == start or chars < TOKENIZE_CHUNK_CHARS):
+                chars += len(prompts[end]) + len(responses[end])
+                end += 1
+            texts = [*prompts[start:end], *responses[start:end]]
+            encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+            n = end - start
+            prepared += [self._assemble(encodings[i], encodings[n + i]) for i in range(n)]
+            start = end
+        return prepared
 
     def _assemble(self, prompt: Encoding, response: Encoding) -> PreparedPair:
         budget = self.config.max_length - self._overhead

@@ -20,6 +20,12 @@ from rmserve.core import CoreConfig, RewardCore
 from rmserve.engine import Engine, LoadedArtifact, OrtEngine, load_artifact
 from rmserve.grpc_service import RewardServicer, add_reward_service
 from rmserve.http_front import HttpFront
+from rmserve.memory_budget import (
+    cgroup_memory_limit,
+    folder_bytes,
+    required_memory_bytes,
+    resolve_inflight_bytes,
+)
 from rmserve.metrics import Metrics, MetricsServer
 from rmserve.security import TokenAuthInterceptor, server_credentials
 from rmserve.settings import ServerSettings
@@ -162,13 +168,40 @@ class RewardServer:
         self.metrics.model_info.labels(
             name=manifest.name, version=manifest.version, provider=engine.provider
         ).set(1)
-        self.core = RewardCore(engine, artifact, CoreConfig.from_settings(s), self.metrics)
+        inflight_bytes = self._inflight_budget(artifact)
+        self.core = RewardCore(
+            engine, artifact, CoreConfig.from_settings(s, inflight_bytes), self.metrics
+        )
         await self.core.astart()
         if self._stop.is_set():
             return
         for name in HEALTH_SERVICES:
             await self._health.set(name, SERVING)
         log.info("SERVING %s %s on %s", manifest.name, manifest.version, engine.provider)
+
+    def _inflight_budget(self, artifact: LoadedArtifact) -> int:
+        """``max_inflight_bytes`` as set or derived from the memory limit (README, 'Memory')."""
+        s = self.settings
+        memory_limit = s.memory_limit_bytes or cgroup_memory_limit()
+        model_bytes = folder_bytes(artifact.folder)
+        max_length = artifact.manifest.preprocessing.max_length
+        budget = resolve_inflight_bytes(
+            s.max_inflight_bytes,
+            memory_limit,
+            s.max_message_bytes,
+            model_bytes,
+            s.max_queue_pairs,
+            max_length,
+        )
+        bound = required_memory_bytes(model_bytes, budget, s.max_queue_pairs, max_length)
+        log.info(
+            "memory: %d MiB of requests in flight at most (max_inflight_bytes), bound %d MiB "
+            "for this model and settings (limit: %s)",
+            budget >> 20,
+            bound >> 20,
+            f"{memory_limit >> 20} MiB" if memory_limit else "none known",
+        )
+        return budget
 
     def request_stop(self) -> None:
         """What SIGTERM/SIGINT do: begin a graceful drain (``run`` finishes it)."""

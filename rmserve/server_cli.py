@@ -9,6 +9,7 @@ import sys
 
 from rmserve.artifact import ArtifactError
 from rmserve.cli_args import add_settings_arguments, settings_from_args
+from rmserve.memory_budget import MemoryTooSmall
 from rmserve.security import TlsConfigError
 from rmserve.server import RewardServer
 from rmserve.settings import ServerSettings
@@ -20,7 +21,7 @@ def serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(ServerSettings, args)
     try:
         asyncio.run(RewardServer(settings).run())
-    except (ArtifactError, TlsConfigError) as e:
+    except (ArtifactError, TlsConfigError, MemoryTooSmall) as e:
         print(f"rmserve serve: {e}", file=sys.stderr)
         return 1
     return 0

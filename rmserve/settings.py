@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rmserve.memory_budget import smallest_inflight_bytes
+
 
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RMSERVE_", extra="forbid", frozen=True)
@@ -87,6 +89,23 @@ class ServerSettings(BaseSettings):
         "INVALID_ARGUMENT, refused before it is parsed (gRPC itself refuses one over this "
         "plus 64 KiB with RESOURCE_EXHAUSTED; an HTTP body over it is 413).",
     )
+    max_inflight_bytes: int | None = Field(
+        default=None,
+        ge=1024 + 1024 * 1024,
+        le=1 << 40,
+        description="Most bytes of requests (as sent) admitted and not yet answered; beyond it new "
+        "requests get RESOURCE_EXHAUSTED with a retry hint, like a full queue. Unset: derived from "
+        "memory_limit_bytes (see README, 'Memory'), or 4 x max_message_bytes + 1 MiB when no "
+        "limit is known. At least max_message_bytes + 1 MiB.",
+    )
+    memory_limit_bytes: int | None = Field(
+        default=None,
+        ge=64 * 1024 * 1024,
+        le=1 << 50,
+        description="Memory this server may use, in bytes (unset: the container's cgroup limit, "
+        "if any). With max_inflight_bytes unset it sizes that budget; the server refuses to "
+        "start if it cannot hold the model and one request of max_message_bytes.",
+    )
     grace_seconds: float = Field(
         default=25.0,
         ge=0.0,
@@ -150,6 +169,17 @@ class ServerSettings(BaseSettings):
                 "or a full-size request could never be queued"
             )
         return value
+
+    @model_validator(mode="after")
+    def _one_request_fits(self) -> ServerSettings:
+        budget = self.max_inflight_bytes
+        if budget is not None and budget < smallest_inflight_bytes(self.max_message_bytes):
+            raise ValueError(
+                f"max_inflight_bytes ({budget}) must be at least max_message_bytes + 1 MiB "
+                f"({smallest_inflight_bytes(self.max_message_bytes)}), or a request at the size "
+                "limit could never run beside small calls"
+            )
+        return self
 
     @model_validator(mode="after")
     def _security_fits(self) -> ServerSettings:

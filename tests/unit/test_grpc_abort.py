@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 import grpc
 import pytest
 
-from rmserve.grpc_service import RewardServicer
+from rmserve.grpc_service import RequestBytes, RewardServicer
 from rmserve.metrics import Metrics
 from rmserve.v1 import reward_pb2
 
@@ -41,7 +41,7 @@ def unavailable_servicer() -> RewardServicer:
 
 async def score(servicer: RewardServicer, context: FakeContext) -> None:
     request = reward_pb2.ScoreRequest(prompt="p", response="r")
-    await servicer.Score(request.SerializeToString(), context)  # type: ignore[arg-type]
+    await servicer.Score(RequestBytes(request.SerializeToString()), context)  # type: ignore[arg-type]
 
 
 async def test_an_open_call_is_aborted_with_the_mapped_status() -> None:

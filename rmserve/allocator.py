@@ -1,0 +1,83 @@
+"""Give memory that big requests freed back to the operating system.
+
+glibc's malloc keeps freed memory in its arenas (one per thread that allocated: the event loop,
+tokenizer threads) instead of returning it, so a server that once parsed a few big requests
+stays at its peak RSS although nothing holds that memory. ``malloc_trim(0)`` returns the free
+pages. It runs on a worker thread once requests totalling ``TRIM_AFTER_BYTES`` have finished
+since the last trim, or ``IDLE_TRIM_BYTES`` when nothing else is in flight; elsewhere than glibc
+it does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import gc
+import logging
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+TRIM_AFTER_BYTES = 16 * 1024 * 1024
+IDLE_TRIM_BYTES = 1024 * 1024
+
+
+def _glibc_malloc_trim() -> Callable[[], None] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        malloc_trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    malloc_trim.argtypes = [ctypes.c_size_t]
+    malloc_trim.restype = ctypes.c_int
+    return lambda: malloc_trim(0)
+
+
+MALLOC_TRIM = _glibc_malloc_trim()
+
+
+class FreedMemoryTrimmer:
+    """Counts request bytes that finished and trims once enough have."""
+
+    def __init__(
+        self,
+        trim: Callable[[], None] | None = MALLOC_TRIM,
+        after_bytes: int = TRIM_AFTER_BYTES,
+    ) -> None:
+        self._trim = trim
+        self._after_bytes = after_bytes
+        self._freed = 0
+        self._idle = False
+        self._running: asyncio.Task[None] | None = None
+        self.trims = 0
+
+    def freed(self, nbytes: int, idle: bool) -> None:
+        """Note ``nbytes`` of finished requests (call on the event loop); ``idle``: nothing else
+        is in flight, so a smaller amount is worth returning now."""
+        if self._trim is None:
+            return
+        self._freed += nbytes
+        self._idle = idle
+        if self._running is None and self._due():
+            self._running = asyncio.get_running_loop().create_task(self._run())
+
+    def _due(self) -> bool:
+        return self._freed >= self._after_bytes or (self._idle and self._freed >= IDLE_TRIM_BYTES)
+
+    async def _run(self) -> None:
+        assert self._trim is not None
+        try:
+            while self._due():  # requests that finished during a trim get the next one
+                self._freed = 0
+                gc.collect()  # request objects caught in reference cycles go first
+                await asyncio.to_thread(self._trim)
+                self.trims += 1
+        except Exception:
+            log.exception("returning freed memory to the OS failed")
+        finally:
+            self._running = None
+
+    async def aclose(self) -> None:
+        if self._running is not None:
+            await self._running
