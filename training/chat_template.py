@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, get_args
 
 from rmserve.artifact import ChatTemplate, ReasoningSplit, Strip
@@ -35,6 +35,7 @@ PROBES: tuple[tuple[str, str], ...] = (
     ("q", "\n<think>\n\nx\n\n</think>\n\ny\n"),
     ("q", "a</think>b</think>c"),
     ("q", "<think>a<think>b</think>c"),
+    ("a long prompt, " * 40, "a long response. " * 60),
 )
 
 
@@ -113,6 +114,21 @@ def _probe_texts(hf_tokenizer: Any) -> list[tuple[tuple[str, str], str]]:
     return rendered
 
 
+def check_renders_like_hf(
+    template: ChatTemplate, hf_tokenizer: Any, texts: Sequence[tuple[str, str]]
+) -> None:
+    """Raise unless rmserve renders each conversation as the tokenizer's template does."""
+    for prompt, response in texts:
+        expected = hf_render(hf_tokenizer, prompt, response)
+        ours = render(template, prompt, response).text
+        if ours != expected:
+            raise ChatTemplateError(
+                f"chat template renders user {prompt!r} / assistant {response!r} as "
+                f"{expected!r}, which depends on the messages in a way rmserve cannot replay "
+                f"(rmserve renders {ours!r})"
+            )
+
+
 def analyse_chat_template(hf_tokenizer: Any) -> ChatTemplate:
     """The ``ChatTemplate`` that renders every probe exactly as the tokenizer's template."""
     text = hf_render(hf_tokenizer, PROMPT_SENTINEL, RESPONSE_SENTINEL)
@@ -141,5 +157,6 @@ def analyse_chat_template(hf_tokenizer: Any) -> ChatTemplate:
     (prompt, response), expected, ours = first_miss
     raise ChatTemplateError(
         f"chat template renders user {prompt!r} / assistant {response!r} as {expected!r}, "
-        f"which depends on the messages in a way rmserve cannot replay (closest: {ours!r})"
+        f"which depends on the messages in a way rmserve cannot replay (rmserve renders "
+        f"{ours!r} with no stripping)"
     )

@@ -25,7 +25,13 @@ from rmserve.preference_data import load_preferences
 from rmserve.preprocess import Preprocessor
 
 from .backbones import architecture_of
-from .chat_template import PROBES, ChatTemplateError, analyse_chat_template, hf_render
+from .chat_template import (
+    PROBES,
+    ChatTemplateError,
+    analyse_chat_template,
+    check_renders_like_hf,
+    hf_render,
+)
 from .export import ExportRequest, export_artifact
 from .model import ClassifierRewardModel, RewardModel, Scorer
 from .train import encode, evaluate
@@ -56,7 +62,14 @@ def template_of(hf_tokenizer: Any) -> ChatTemplate:
 def check_token_ids(
     hf_tokenizer: Any, preprocessor: Preprocessor, texts: Sequence[tuple[str, str]]
 ) -> None:
-    """rmserve's ids for each untruncated pair == HF's tokenisation of the rendered text."""
+    """rmserve renders each pair as HF does, and its ids for each untruncated pair are HF's
+    tokenisation of the rendered text."""
+    template = preprocessor.config.template
+    assert template is not None
+    try:
+        check_renders_like_hf(template, hf_tokenizer, texts)
+    except ChatTemplateError as e:
+        raise HfImportError(str(e)) from e
     for prompt, response in texts:
         ours = preprocessor.prepare(prompt, response)
         if ours.truncated:
