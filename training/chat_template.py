@@ -38,6 +38,11 @@ PROBES: tuple[tuple[str, str], ...] = (
     ("a long prompt, " * 40, "a long response. " * 60),
 )
 
+# Conversations a template may render apart that rmserve renders like any other: warned at import.
+KNOWN_GAPS: tuple[tuple[str, str], ...] = (
+    ("<tool_response>result</tool_response>", "answer"),  # Qwen3: no think block after a tool
+)
+
 
 class ChatTemplateError(Exception):
     """The chat template cannot be replayed exactly; the message says where it differs."""
@@ -129,6 +134,18 @@ def check_renders_like_hf(
             )
 
 
+def _warn_known_gaps(template: ChatTemplate, hf_tokenizer: Any) -> None:
+    for prompt, response in KNOWN_GAPS:
+        expected = hf_render(hf_tokenizer, prompt, response)
+        ours = render(template, prompt, response).text
+        if ours != expected:
+            log.warning(
+                "the chat template renders user %r / assistant %r as %r; rmserve renders such "
+                "pairs as %r (scores for them may differ from the model's training)",
+                prompt, response, expected, ours,
+            )  # fmt: skip
+
+
 def analyse_chat_template(hf_tokenizer: Any) -> ChatTemplate:
     """The ``ChatTemplate`` that renders every probe exactly as the tokenizer's template."""
     text = hf_render(hf_tokenizer, PROMPT_SENTINEL, RESPONSE_SENTINEL)
@@ -151,6 +168,7 @@ def analyse_chat_template(hf_tokenizer: Any) -> ChatTemplate:
             None,
         )
         if miss is None:
+            _warn_known_gaps(candidate, hf_tokenizer)
             return candidate
         first_miss = first_miss or miss
     assert first_miss is not None

@@ -4,6 +4,7 @@ their own chat template and BOS rule, and the ONNX graph scores exactly what HF 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 import torch
 from harness import make_settings, serving
 from hf_families import FAMILIES, Family, build
+from rmserve_training.chat_template import analyse_chat_template
 from rmserve_training.import_hf import import_hf
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -176,6 +178,16 @@ def test_qwen3_think_block_and_lifted_reasoning(imported: Imported) -> None:
     assert "assistant\n<think>\n\n</think>\n\nParis" in decode(imported.prepared[0].input_ids)
     lifted = "<think>\nadd them: 2 + 2\n</think>\n\nThe answer is 4.<|im_end|>"
     assert lifted in decode(imported.prepared[4].input_ids)
+
+
+@_family("qwen3")
+def test_qwen3_tool_response_prompt_is_warned(
+    imported: Imported, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A prompt that is wholly a tool response loses the think block in Qwen3's template."""
+    with caplog.at_level(logging.WARNING, logger="rmserve_training.chat_template"):
+        analyse_chat_template(imported.tokenizer)
+    assert "<tool_response>result</tool_response>" in caplog.text
 
 
 @_family("gemma2")
