@@ -105,8 +105,9 @@ def build_scorer(hf_model: Any, architecture: str) -> Scorer:
     if head is None:
         raise HfImportError(f"{type(hf_model).__name__} has no 'score' head to pool into")
     # HF pools at the last token that is not pad_token_id, even inside the text.
-    pad = hf_model.config.get_text_config().pad_token_id
-    return RewardModel(hf_model.base_model, head, "last", "decoder", skip_token_id=pad)
+    pad = getattr(hf_model.config.get_text_config(), "pad_token_id", None)
+    skip = pad if isinstance(pad, int) else None
+    return RewardModel(hf_model.base_model, head, "last", "decoder", skip_token_id=skip)
 
 
 def hf_parity(
