@@ -10,7 +10,7 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.onnx"
@@ -55,6 +55,12 @@ class ChatTemplate(_Strict):
     response_lstrip: Strip = "none"
     response_rstrip: Strip = "none"
     reasoning: ReasoningSplit | None = None
+
+    @model_validator(mode="after")
+    def _separator_holds_empty_reasoning(self) -> ChatTemplate:
+        if self.reasoning is not None and not self.separator.endswith(self.reasoning.close):
+            raise ValueError("separator must end with reasoning.close (an empty reasoning block)")
+        return self
 
 
 class Preprocessing(_Strict):

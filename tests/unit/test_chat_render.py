@@ -84,3 +84,8 @@ def test_qwen3_reasoning_is_lifted_into_the_think_block() -> None:
     rendered = render(QWEN3, "q", "<think>\nplan\n</think>\n\nanswer")
     assert rendered.text.endswith("assistant\n<think>\nplan\n</think>\n\nanswer<|im_end|>\n")
     assert rendered.text[slice(*rendered.response)] == "plan\n</think>\n\nanswer"
+
+
+def test_reasoning_close_must_end_the_separator() -> None:
+    with pytest.raises(ValueError, match=r"separator must end with reasoning\.close"):
+        CHATML.model_validate({**CHATML.model_dump(), "reasoning": THINK.model_dump()})
