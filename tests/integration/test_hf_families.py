@@ -4,7 +4,9 @@ their own chat template and BOS rule, and the ONNX graph scores exactly what HF 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from rmserve.engine import OrtEngine, load_artifact
 from rmserve.preprocess import PreparedPair
 from rmserve.v1 import reward_pb2
 
+Cli = Callable[[list[str]], tuple[int, list[str]]]
 MAX_LENGTH = 128
 PAIRS = [
     ("What is the capital of France?", "Paris is the capital of France."),
@@ -67,12 +70,16 @@ def hf_rewards(model: Any, sequences: list[list[int]]) -> np.ndarray:
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
-def imported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Imported:
+def imported(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, rmserve_cli: Cli
+) -> Imported:
     family = FAMILIES[request.param]
     folder = tmp_path_factory.mktemp(family.name)
     hf_dir = build(family, folder / "hf")
     artifact = folder / "artifact"
-    import_hf(hf_dir, artifact, max_length=MAX_LENGTH)
+    argv = ["import-hf", "--model", str(hf_dir), "--out", str(artifact)]
+    code, lines = rmserve_cli([*argv, "--max-length", str(MAX_LENGTH)])
+    assert code == 0 and json.loads(lines[-1])["join"] == "template"
     tokenizer = AutoTokenizer.from_pretrained(hf_dir)
     model = AutoModelForSequenceClassification.from_pretrained(hf_dir, attn_implementation="eager")
     model.eval()
