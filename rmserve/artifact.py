@@ -10,7 +10,7 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.onnx"
@@ -27,12 +27,40 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Strip = Literal["none", "whitespace", "newlines"]
+"""What a chat template strips from one end of a message: nothing, all whitespace (Jinja's
+``trim``, Python's ``str.strip()``) or newlines only (``lstrip('\\n')``)."""
+
+
+class ReasoningSplit(_Strict):
+    """A template that lifts reasoning out of the response (Qwen3): when the response holds
+    ``end``, the text before the first ``end`` (after its last ``start``), stripped of newlines,
+    is rendered just before ``close`` and the text after the last ``end`` follows ``close``.
+    ``close`` is the tail of ``separator``: an empty reasoning renders as the separator itself."""
+
+    start: str = Field(min_length=1)
+    end: str = Field(min_length=1)
+    close: str = Field(min_length=1)
+
+
 class ChatTemplate(_Strict):
-    """Rendered once at export: text = prefix + prompt + separator + response + suffix."""
+    """Rendered once at export: text = prefix + prompt + separator + response + suffix, each
+    message first stripped as the template strips it (see ``rmserve.chat_render``)."""
 
     prefix: str = ""
     separator: str = ""
     suffix: str = ""
+    prompt_lstrip: Strip = "none"
+    prompt_rstrip: Strip = "none"
+    response_lstrip: Strip = "none"
+    response_rstrip: Strip = "none"
+    reasoning: ReasoningSplit | None = None
+
+    @model_validator(mode="after")
+    def _separator_holds_empty_reasoning(self) -> ChatTemplate:
+        if self.reasoning is not None and not self.separator.endswith(self.reasoning.close):
+            raise ValueError("separator must end with reasoning.close (an empty reasoning block)")
+        return self
 
 
 class Preprocessing(_Strict):

@@ -4,6 +4,10 @@ serve time sees exactly the tokens it saw in training.
 Truncation: over ``max_length`` the prompt is cut from the left and the response kept whole.
 If the response alone does not fit, the prompt is dropped and the response is cut from the
 right; both cases set ``truncated`` and the second also sets ``response_truncated``.
+
+Chat-template models ('template' join) get the whole rendered conversation tokenised in one
+piece, exactly as ``tokenizer(apply_chat_template(conv, tokenize=False))`` does (with a leading
+BOS the tokenizer adds itself taken out of the template text, so it is never doubled).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from rmserve.artifact import Preprocessing
+from rmserve.artifact import ChatTemplate, Preprocessing
+from rmserve.chat_render import Rendered, render
 
 # Texts are tokenised in chunks of about this many characters: the tokenizer's intermediate
 # encodings (offsets, token strings) take tens of bytes per token until they are assembled into
@@ -51,16 +56,12 @@ class Preprocessor:
         self.config = config
         if config.join == "template" and config.template is None:
             raise ValueError("preprocessing.join is 'template' but preprocessing.template is unset")
-        template = config.template
-        pieces = (
-            (template.prefix, template.separator, template.suffix) if template else ("", "", "")
-        )
-        self._prefix, self._separator, self._suffix = (self._encode(p) for p in pieces)
-        if config.join == "pair":
-            self._overhead = tokenizer.num_special_tokens_to_add(True)
+        self._template = config.template
+        if self._template is not None:
+            empty = render(self._template, "", "").text
+            self._overhead = len(tokenizer.encode(empty, add_special_tokens=True).ids)
         else:
-            fixed = len(self._prefix.ids) + len(self._separator.ids) + len(self._suffix.ids)
-            self._overhead = fixed + tokenizer.num_special_tokens_to_add(False)
+            self._overhead = tokenizer.num_special_tokens_to_add(True)
         if self._overhead >= config.max_length:
             raise ValueError(
                 f"preprocessing.max_length={config.max_length} leaves no room for text "
@@ -71,11 +72,8 @@ class Preprocessor:
     def pad_token_id(self) -> int:
         return self.config.pad_token_id
 
-    def _encode(self, text: str) -> Encoding:
-        return self.tokenizer.encode(text, add_special_tokens=False)
-
     def prepare(self, prompt: str, response: str) -> PreparedPair:
-        return self._assemble(self._encode(prompt), self._encode(response))
+        return self.prepare_many([prompt], [response])[0]
 
     def prepare_many(self, prompts: Sequence[str], responses: Sequence[str]) -> list[PreparedPair]:
         if len(prompts) != len(responses):
@@ -87,14 +85,21 @@ class Preprocessor:
             while end < len(prompts) and (end == start or chars < TOKENIZE_CHUNK_CHARS):
                 chars += len(prompts[end]) + len(responses[end])
                 end += 1
-            texts = [*prompts[start:end], *responses[start:end]]
-            encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
-            n = end - start
-            prepared += [self._assemble(encodings[i], encodings[n + i]) for i in range(n)]
+            prepared += self._prepare_chunk(prompts[start:end], responses[start:end])
             start = end
         return prepared
 
-    def _assemble(self, prompt: Encoding, response: Encoding) -> PreparedPair:
+    def _prepare_chunk(
+        self, prompts: Sequence[str], responses: Sequence[str]
+    ) -> list[PreparedPair]:
+        if self._template is not None:
+            return self._prepare_rendered(prompts, responses, self._template)
+        texts = list(prompts) + list(responses)
+        encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+        n = len(prompts)
+        return [self._assemble_pair(encodings[i], encodings[n + i]) for i in range(n)]
+
+    def _assemble_pair(self, prompt: Encoding, response: Encoding) -> PreparedPair:
         budget = self.config.max_length - self._overhead
         truncated = response_truncated = False
         if len(response.ids) > budget:
@@ -104,13 +109,66 @@ class Preprocessor:
         elif len(prompt.ids) + len(response.ids) > budget:
             prompt.truncate(budget - len(response.ids), direction="left")
             truncated = True
-        if self.config.join == "pair":
-            merged = self.tokenizer.post_process(prompt, response, add_special_tokens=True)
-        else:
-            pieces = [self._prefix, prompt, self._separator, response, self._suffix]
-            joined = Encoding.merge(pieces, growing_offsets=True)
-            merged = self.tokenizer.post_process(joined, None, add_special_tokens=True)
+        merged = self.tokenizer.post_process(prompt, response, add_special_tokens=True)
         return PreparedPair(list(merged.ids), list(merged.type_ids), truncated, response_truncated)
+
+    def _prepare_rendered(
+        self, prompts: Sequence[str], responses: Sequence[str], template: ChatTemplate
+    ) -> list[PreparedPair]:
+        """The whole rendered conversation is tokenised in one piece, as the model's own
+        training code tokenised it (pieces tokenised apart can merge differently at their
+        edges). Only texts over max_length are tokenised again, with offsets, to be cut."""
+        rendered = [render(template, p, r) for p, r in zip(prompts, responses, strict=True)]
+        encodings = self.tokenizer.encode_batch_fast(
+            [r.text for r in rendered], add_special_tokens=True
+        )
+        pairs = []
+        for text, encoding in zip(rendered, encodings, strict=True):
+            if len(encoding.ids) <= self.config.max_length:
+                pairs.append(
+                    PreparedPair(list(encoding.ids), list(encoding.type_ids), False, False)
+                )
+            else:
+                pairs.append(self._truncate_rendered(text))
+        return pairs
+
+    def _truncate_rendered(self, rendered: Rendered) -> PreparedPair:
+        """Cut the prompt's tokens from the left; if the response alone does not fit, drop the
+        prompt and cut the response's tokens from the right. A token belongs to a message when
+        its characters overlap the message's span; template and special tokens always stay."""
+        encoding = self.tokenizer.encode(rendered.text, add_special_tokens=True)
+        prompt_tokens: list[int] = []
+        response_tokens: list[int] = []
+        for index, (sequence, (start, end)) in enumerate(
+            zip(encoding.sequence_ids, encoding.offsets, strict=True)
+        ):
+            if sequence is None:
+                continue
+            if _overlaps(start, end, rendered.prompt):
+                prompt_tokens.append(index)
+            elif _overlaps(start, end, rendered.response):
+                response_tokens.append(index)
+        fixed = len(encoding.ids) - len(prompt_tokens) - len(response_tokens)
+        budget = self.config.max_length - fixed
+        response_truncated = len(response_tokens) > budget
+        if response_truncated:
+            dropped = set(prompt_tokens) | set(response_tokens[max(budget, 0) :])
+        else:
+            dropped = set(prompt_tokens[: len(prompt_tokens) + len(response_tokens) - budget])
+        kept = [i for i in range(len(encoding.ids)) if i not in dropped]
+        if len(kept) > self.config.max_length:
+            raise ValueError(
+                f"{len(kept)} tokens remain after cutting prompt and response to fit "
+                f"max_length={self.config.max_length}: the template alone does not fit"
+            )
+        ids, types = encoding.ids, encoding.type_ids
+        return PreparedPair(
+            [ids[i] for i in kept], [types[i] for i in kept], True, response_truncated
+        )
+
+
+def _overlaps(start: int, end: int, span: tuple[int, int]) -> bool:
+    return start < span[1] and end > span[0]
 
 
 def pad_batch(

@@ -3,9 +3,10 @@
 
 Encoders (BERT, DeBERTa, ...) keep their own pooler and classifier and use the tokenizer's pair
 encoding. Decoders (Llama, Qwen, ...) are re-wired as base model -> last real token -> their
-``score`` head, with position ids from the mask, so the graph is right under any padding; when
-the tokenizer has a chat template it is rendered once into text pieces around prompt and
-response.
+``score`` head, with position ids from the mask, so the graph is right under any padding, and
+pool where HF pools (the last real token that is not ``pad_token_id``). When the tokenizer has
+a chat template it is modelled once as text around prompt and response
+(``training/chat_template.py``), proven to render and tokenise like HF on probe conversations.
 """
 
 from __future__ import annotations
@@ -24,15 +25,21 @@ from rmserve.preference_data import load_preferences
 from rmserve.preprocess import Preprocessor
 
 from .backbones import architecture_of
+from .chat_template import (
+    PROBES,
+    ChatTemplateError,
+    analyse_chat_template,
+    check_renders_like_hf,
+    hf_render,
+)
 from .export import ExportRequest, export_artifact
 from .model import ClassifierRewardModel, RewardModel, Scorer
 from .train import encode, evaluate
 
 log = logging.getLogger(__name__)
 
-PROMPT_SENTINEL = "RMSERVEPROMPTSENTINEL"
-RESPONSE_SENTINEL = "RMSERVERESPONSESENTINEL"
 DEFAULT_MAX_LENGTH_CAP = 2048
+HF_PARITY_ATOL = 1e-4
 SAMPLE_TEXTS = (
     ("What is the capital of France?", "Paris."),
     ("Explain photosynthesis in one sentence.", "Plants turn light, water and CO2 into sugar."),
@@ -45,23 +52,35 @@ class HfImportError(Exception):
     """The folder is not a model rmserve can import; the message says why."""
 
 
-def render_template_pieces(hf_tokenizer: Any, tokenizer: Tokenizer) -> ChatTemplate:
-    """Render the chat template once with sentinel texts and cut it into the pieces around
-    them: text = prefix + prompt + separator + response + suffix."""
-    messages = [
-        {"role": "user", "content": PROMPT_SENTINEL},
-        {"role": "assistant", "content": RESPONSE_SENTINEL},
-    ]
-    text: str = hf_tokenizer.apply_chat_template(messages, tokenize=False)
-    if text.count(PROMPT_SENTINEL) != 1 or text.count(RESPONSE_SENTINEL) != 1:
-        raise HfImportError(f"chat template does not render each message exactly once: {text!r}")
-    prefix, rest = text.split(PROMPT_SENTINEL)
-    separator, suffix = rest.split(RESPONSE_SENTINEL)
-    bos = hf_tokenizer.bos_token
-    adds_bos = bos is not None and tokenizer.token_to_id(bos) in tokenizer.encode("").ids
-    if adds_bos and prefix.startswith(bos):
-        prefix = prefix[len(bos) :]  # the post-processor adds BOS itself; do not double it
-    return ChatTemplate(prefix=prefix, separator=separator, suffix=suffix)
+def template_of(hf_tokenizer: Any) -> ChatTemplate:
+    try:
+        return analyse_chat_template(hf_tokenizer)
+    except ChatTemplateError as e:
+        raise HfImportError(str(e)) from e
+
+
+def check_token_ids(
+    hf_tokenizer: Any, preprocessor: Preprocessor, texts: Sequence[tuple[str, str]]
+) -> None:
+    """rmserve renders each pair as HF does, and its ids for each untruncated pair are HF's
+    tokenisation of the rendered text."""
+    template = preprocessor.config.template
+    assert template is not None
+    try:
+        check_renders_like_hf(template, hf_tokenizer, texts)
+    except ChatTemplateError as e:
+        raise HfImportError(str(e)) from e
+    for prompt, response in texts:
+        ours = preprocessor.prepare(prompt, response)
+        if ours.truncated:
+            continue
+        text = hf_render(hf_tokenizer, prompt, response)
+        theirs = hf_tokenizer(text, add_special_tokens=True)["input_ids"]
+        if ours.input_ids != theirs:
+            raise HfImportError(
+                f"rmserve tokenises the rendered conversation {text!r} as {ours.input_ids}, "
+                f"the model's tokenizer as {theirs}"
+            )
 
 
 def _pad_token_id(config: Any, hf_tokenizer: Any) -> int:
@@ -85,7 +104,10 @@ def build_scorer(hf_model: Any, architecture: str) -> Scorer:
     head = getattr(hf_model, "score", None)
     if head is None:
         raise HfImportError(f"{type(hf_model).__name__} has no 'score' head to pool into")
-    return RewardModel(hf_model.base_model, head, "last", "decoder")
+    # HF pools at the last token that is not pad_token_id, even inside the text.
+    pad = getattr(hf_model.config.get_text_config(), "pad_token_id", None)
+    skip = pad if isinstance(pad, int) else None
+    return RewardModel(hf_model.base_model, head, "last", "decoder", skip_token_id=skip)
 
 
 def hf_parity(
@@ -134,7 +156,7 @@ def import_hf(
     scorer = build_scorer(hf_model, architecture)
     template = None
     if architecture == "decoder" and getattr(hf_tokenizer, "chat_template", None):
-        template = render_template_pieces(hf_tokenizer, tokenizer)
+        template = template_of(hf_tokenizer)
     preprocessing = Preprocessing(
         join="template" if template else "pair",
         template=template,
@@ -158,13 +180,14 @@ def import_hf(
         normalization = Normalization(mean=float(rewards.mean()), std=std)
         metrics.update({f"eval_{k}": v for k, v in eval_metrics.items()})
         texts += [(p.prompt, p.chosen) for p in pairs[:12]]
+    if template is not None:
+        check_token_ids(hf_tokenizer, preprocessor, [*texts, *PROBES])
     metrics["hf_parity_max_abs_diff"] = hf_parity(scorer, hf_model, preprocessor, texts[:4])
-    if metrics["hf_parity_max_abs_diff"] > 1e-4:
-        log.warning(
-            "rewards differ from the HF model's own forward by %.2e on unpadded inputs "
-            "(its pooling looks for pad_token_id inside the text; rmserve pools at the last "
-            "real token by the attention mask)",
-            metrics["hf_parity_max_abs_diff"],
+    if metrics["hf_parity_max_abs_diff"] > HF_PARITY_ATOL:
+        raise HfImportError(
+            f"rewards differ from the HF model's own forward by "
+            f"{metrics['hf_parity_max_abs_diff']:.2e} on unpadded inputs "
+            f"(limit {HF_PARITY_ATOL:.0e}); nothing written to {out}"
         )
     request = ExportRequest(
         scorer=scorer,

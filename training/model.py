@@ -14,11 +14,21 @@ Pooling = Literal["cls", "mean", "last"]
 Architecture = Literal["encoder", "decoder"]
 
 
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+def last_token_index(
+    attention_mask: torch.Tensor,
+    input_ids: torch.Tensor | None = None,
+    skip_token_id: int | None = None,
+) -> torch.Tensor:
     """Index of the last non-padding token of each row, right for left AND right padding
-    (the largest position whose mask is 1). Rows without any token give 0."""
+    (the largest position whose mask is 1). With ``skip_token_id`` that token is passed over
+    too, as Hugging Face's ``...ForSequenceClassification`` passes over ``pad_token_id`` even
+    inside the text (a template that ends with EOS when pad == EOS pools one token earlier).
+    Rows without any such token give 0."""
+    keep = attention_mask.long()
+    if skip_token_id is not None and input_ids is not None:
+        keep = keep * (input_ids != skip_token_id).long()
     positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    return (positions * attention_mask.long()).argmax(dim=-1)
+    return (positions * keep).argmax(dim=-1)
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -27,15 +37,21 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(dim=-1) - 1).clamp(min=0) * mask
 
 
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
-    """[B, T, H] token states -> [B, H]."""
+def pool(
+    hidden: torch.Tensor,
+    attention_mask: torch.Tensor,
+    pooling: Pooling,
+    last_index: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """[B, T, H] token states -> [B, H]. ``last_index`` overrides where 'last' pools."""
     if pooling == "cls":
         return hidden[:, 0]
     if pooling == "mean":
         mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
     rows = torch.arange(hidden.shape[0], device=hidden.device)
-    return hidden[rows, last_token_index(attention_mask)]
+    index = last_token_index(attention_mask) if last_index is None else last_index
+    return hidden[rows, index]
 
 
 def accepts(module: nn.Module, argument: str) -> bool:
@@ -65,7 +81,9 @@ class RewardModel(nn.Module):
         head: nn.Module,
         pooling: Pooling,
         architecture: Architecture,
+        skip_token_id: int | None = None,
     ) -> None:
+        """``skip_token_id``: a token 'last' pooling passes over (see ``last_token_index``)."""
         super().__init__()
         if architecture == "decoder" and pooling != "last":
             raise ValueError("decoders attend causally: only 'last' pooling sees the whole text")
@@ -73,6 +91,7 @@ class RewardModel(nn.Module):
         self.head = head
         self.pooling: Pooling = pooling
         self.architecture: Architecture = architecture
+        self.skip_token_id = skip_token_id
         self.uses_token_type_ids = architecture == "encoder" and accepts(backbone, "token_type_ids")
 
     @classmethod
@@ -98,7 +117,10 @@ class RewardModel(nn.Module):
         if self.architecture == "decoder":
             kwargs["position_ids"] = position_ids_from_mask(attention_mask)
         hidden = self.backbone(input_ids=input_ids, **kwargs).last_hidden_state
-        pooled = pool(hidden, attention_mask, self.pooling)
+        last = None
+        if self.pooling == "last":
+            last = last_token_index(attention_mask, input_ids, self.skip_token_id)
+        pooled = pool(hidden, attention_mask, self.pooling, last)
         rewards: torch.Tensor = self.head(pooled).squeeze(-1).float()
         return rewards
 

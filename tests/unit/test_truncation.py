@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 from rmserve_training.backbones import minilm_folder
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-from rmserve.artifact import Preprocessing
+from rmserve.artifact import ChatTemplate, Preprocessing
 from rmserve.preprocess import Preprocessor, load_tokenizer
 
 CLS, SEP = 101, 102
@@ -61,3 +62,41 @@ def test_prepare_many_matches_prepare(pre: Preprocessor) -> None:
     assert pre.prepare_many(prompts, responses) == [
         pre.prepare(p, r) for p, r in zip(prompts, responses, strict=True)
     ]
+
+
+@pytest.fixture(scope="module")
+def templated() -> Preprocessor:
+    """A chat template around the messages; BOS comes from the tokenizer's post-processor."""
+    special = ["<s>", "<u>", "<a>", "</s>"]
+    vocab = {t: i for i, t in enumerate([*special, "x", "y", "z", *(f"w{i}" for i in range(40))])}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="x"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.add_special_tokens(special)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", 0)]
+    )
+    template = ChatTemplate(prefix="<u> ", separator=" <a> ", suffix=" </s>")
+    config = Preprocessing(join="template", template=template, max_length=12, pad_token_id=3)
+    return Preprocessor(tokenizer, config)
+
+
+def tokens(pre: Preprocessor, ids: list[int]) -> str:
+    return " ".join(pre.tokenizer.id_to_token(i) for i in ids)
+
+
+def test_template_pair_that_fits_is_the_rendered_text_tokenised(templated: Preprocessor) -> None:
+    pair = templated.prepare("w1 w2", "x y")
+    assert tokens(templated, pair.input_ids) == "<s> <u> w1 w2 <a> x y </s>"
+    assert not pair.truncated
+
+
+def test_template_prompt_is_cut_from_the_left(templated: Preprocessor) -> None:
+    pair = templated.prepare(" ".join(f"w{i}" for i in range(10)), "x y")
+    assert tokens(templated, pair.input_ids) == "<s> <u> w4 w5 w6 w7 w8 w9 <a> x y </s>"
+    assert pair.truncated and not pair.response_truncated
+
+
+def test_template_long_response_drops_prompt_and_is_cut_right(templated: Preprocessor) -> None:
+    pair = templated.prepare("w1 w2", "x y z " * 4)
+    assert tokens(templated, pair.input_ids) == "<s> <u> <a> x y z x y z x y </s>"
+    assert pair.truncated and pair.response_truncated
