@@ -30,12 +30,21 @@ from rmserve.pending import PairScore, PendingRequest, Preference, sigmoid
 from rmserve.preprocess import PreparedPair
 from rmserve.scheduler import Batcher
 from rmserve.settings import ServerSettings
+from rmserve.text_window import UncuttableText
 
 log = logging.getLogger(__name__)
 
 # Requests with more pairs are tokenised on a worker thread (the Rust batch encoder releases
 # the GIL) so one big ScoreBatch does not stall the event loop.
 INLINE_TOKENIZE_PAIRS = 16
+
+
+def _uncuttable_message(error: UncuttableText, field: str, rows_per_item: int) -> str:
+    """Name the text: ``pairs[3].response``, or ``items[1].response_b`` for Prefer."""
+    part = error.part
+    if rows_per_item == 2 and part == "response":
+        part = ("response_a", "response_b")[error.row % 2]
+    return f"{field}[{error.row // rows_per_item}].{part}: {error.reason}"
 
 
 class CoreState(Enum):
@@ -243,7 +252,10 @@ class RewardCore:
         self._enter()
         request: PendingRequest | None = None
         try:
-            prepared = await self._tokenize(prompts, responses)
+            try:
+                prepared = await self._tokenize(prompts, responses)
+            except UncuttableText as e:
+                raise InvalidRequest(_uncuttable_message(e, field, rows_per_item)) from None
             request = PendingRequest(prepared, deadline)
             if not prepared:
                 return request

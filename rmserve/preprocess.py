@@ -12,7 +12,8 @@ BOS the tokenizer adds itself taken out of the template text, so it is never dou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,18 @@ from tokenizers import Encoding, Tokenizer
 
 from rmserve.artifact import ChatTemplate, Preprocessing
 from rmserve.chat_render import Rendered, render
+from rmserve.text_window import (
+    CUT_MARGIN_TOKENS,
+    UncuttableText,
+    Window,
+    check_margin,
+    head,
+    sample_text,
+    tail,
+    window_chars,
+)
+
+log = logging.getLogger(__name__)
 
 # Texts are tokenised in chunks of about this many characters: the tokenizer's intermediate
 # encodings (offsets, token strings) take tens of bytes per token until they are assembled into
@@ -38,6 +51,26 @@ class PreparedPair:
     @property
     def num_tokens(self) -> int:
         return len(self.input_ids)
+
+
+def _cuts_exactly(tokenizer: Tokenizer) -> bool:
+    """Whether windows of a text keep the tokens of the whole text (start-up self-check)."""
+    text = sample_text(200)
+    whole = tokenizer.encode(text, add_special_tokens=False).ids
+    for chars in (300, 701, 1302):
+        for cut, keep_end in ((tail, True), (head, False)):
+            window = cut(text, chars)
+            ids = tokenizer.encode(window.text, add_special_tokens=False).ids
+            kept = len(ids) - CUT_MARGIN_TOKENS
+            same = ids[-kept:] == whole[-kept:] if keep_end else ids[:kept] == whole[:kept]
+            if not window.cut or kept <= 0 or not same:
+                log.warning(
+                    "this tokenizer does not keep its tokens when a text is cut at a space: "
+                    "long texts are tokenised whole (memory per request byte is then higher "
+                    "than the README's bound)"
+                )
+                return False
+    return True
 
 
 def load_tokenizer(path: Path | str) -> Tokenizer:
@@ -67,6 +100,9 @@ class Preprocessor:
                 f"preprocessing.max_length={config.max_length} leaves no room for text "
                 f"({self._overhead} tokens go to special tokens and the template)"
             )
+        # Pair join tokenises prompt and response apart, so very long ones can be windowed
+        # (rmserve.text_window); a chat template is tokenised as one rendered text, whole.
+        self._windows = self._template is None and _cuts_exactly(tokenizer)
 
     @property
     def pad_token_id(self) -> int:
@@ -94,14 +130,38 @@ class Preprocessor:
     ) -> list[PreparedPair]:
         if self._template is not None:
             return self._prepare_rendered(prompts, responses, self._template)
-        texts = list(prompts) + list(responses)
+        chars = window_chars(self.config.max_length) if self._windows else None
+        prompt_windows, response_windows = [], []
+        for row, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+            prompt_windows.append(_cut(tail, prompt, chars, row, "prompt"))
+            response_windows.append(_cut(head, response, chars, row, "response"))
+        texts = [w.text for w in prompt_windows] + [w.text for w in response_windows]
         encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
         n = len(prompts)
-        return [self._assemble_pair(encodings[i], encodings[n + i]) for i in range(n)]
+        pairs = []
+        for row in range(n):
+            windows = (prompt_windows[row], response_windows[row])
+            try:
+                pairs.append(self._assemble_pair(encodings[row], encodings[n + row], windows))
+            except UncuttableText as e:
+                raise e.located(row, e.part) from None
+        return pairs
 
-    def _assemble_pair(self, prompt: Encoding, response: Encoding) -> PreparedPair:
+    def _assemble_pair(
+        self, prompt: Encoding, response: Encoding, windows: tuple[Window, Window] | None = None
+    ) -> PreparedPair:
         budget = self.config.max_length - self._overhead
+        prompt_window, response_window = windows or (Window("", False), Window("", False))
+        try:
+            check_margin(response_window, len(response.ids), budget)
+        except UncuttableText as e:
+            raise e.located(-1, "response") from None
         truncated = response_truncated = False
+        if len(response.ids) <= budget:
+            try:
+                check_margin(prompt_window, len(prompt.ids), budget - len(response.ids))
+            except UncuttableText as e:
+                raise e.located(-1, "prompt") from None
         if len(response.ids) > budget:
             response.truncate(budget, direction="right")
             prompt.truncate(0)
@@ -165,6 +225,17 @@ class Preprocessor:
         return PreparedPair(
             [ids[i] for i in kept], [types[i] for i in kept], True, response_truncated
         )
+
+
+def _cut(
+    cut: Callable[[str, int], Window], text: str, chars: int | None, row: int, part: str
+) -> Window:
+    if chars is None:
+        return Window(text, False)
+    try:
+        return cut(text, chars)
+    except UncuttableText as e:
+        raise e.located(row, part) from None
 
 
 def _overlaps(start: int, end: int, span: tuple[int, int]) -> bool:
