@@ -22,8 +22,10 @@ from tokenizers import Encoding, Tokenizer
 
 from rmserve.artifact import ChatTemplate, Preprocessing
 from rmserve.chat_render import Rendered, render
+from rmserve.pair_layout import PairLayout
 from rmserve.text_window import (
     CUT_MARGIN_TOKENS,
+    WHOLE_TEXT_MAX_CHARS,
     UncuttableText,
     Window,
     check_margin,
@@ -82,7 +84,9 @@ def load_tokenizer(path: Path | str) -> Tokenizer:
 
 
 class Preprocessor:
-    def __init__(self, tokenizer: Tokenizer, config: Preprocessing) -> None:
+    def __init__(self, tokenizer: Tokenizer, config: Preprocessing, windows: bool = True) -> None:
+        """``windows=False`` tokenises every text whole (the reference the windows are tested
+        against)."""
         tokenizer.no_padding()
         tokenizer.no_truncation()
         self.tokenizer = tokenizer
@@ -102,7 +106,8 @@ class Preprocessor:
             )
         # Pair join tokenises prompt and response apart, so very long ones can be windowed
         # (rmserve.text_window); a chat template is tokenised as one rendered text, whole.
-        self._windows = self._template is None and _cuts_exactly(tokenizer)
+        self._windows = windows and self._template is None and _cuts_exactly(tokenizer)
+        self._layout = PairLayout.read(tokenizer) if self._template is None else None
 
     @property
     def pad_token_id(self) -> int:
@@ -144,8 +149,34 @@ class Preprocessor:
             try:
                 pairs.append(self._assemble_pair(encodings[row], encodings[n + row], windows))
             except UncuttableText as e:
-                raise e.located(row, e.part) from None
+                text = (prompts if e.part == "prompt" else responses)[row]
+                if len(text) > WHOLE_TEXT_MAX_CHARS:
+                    raise e.located(row, e.part) from None
+                pairs.append(self._prepare_whole(prompts[row], responses[row], row))
         return pairs
+
+    def _prepare_whole(self, prompt: str, response: str, row: int) -> PreparedPair:
+        """A pair with a window too thin to cut: texts up to WHOLE_TEXT_MAX_CHARS whole."""
+        chars = window_chars(self.config.max_length)
+        windows = (
+            _cut(
+                tail, prompt, chars if len(prompt) > WHOLE_TEXT_MAX_CHARS else None, row, "prompt"
+            ),
+            _cut(
+                head,
+                response,
+                chars if len(response) > WHOLE_TEXT_MAX_CHARS else None,
+                row,
+                "response",
+            ),
+        )
+        encoded = self.tokenizer.encode_batch_fast(
+            [w.text for w in windows], add_special_tokens=False
+        )
+        try:
+            return self._assemble_pair(encoded[0], encoded[1], windows)
+        except UncuttableText as e:
+            raise e.located(row, e.part) from None
 
     def _assemble_pair(
         self, prompt: Encoding, response: Encoding, windows: tuple[Window, Window] | None = None
@@ -156,19 +187,28 @@ class Preprocessor:
             check_margin(response_window, len(response.ids), budget)
         except UncuttableText as e:
             raise e.located(-1, "response") from None
-        truncated = response_truncated = False
-        if len(response.ids) <= budget:
+        prompt_ids, response_ids = prompt.ids, response.ids
+        if len(response_ids) <= budget:
             try:
-                check_margin(prompt_window, len(prompt.ids), budget - len(response.ids))
+                check_margin(prompt_window, len(prompt_ids), budget - len(response_ids))
             except UncuttableText as e:
                 raise e.located(-1, "prompt") from None
-        if len(response.ids) > budget:
+        truncated = response_truncated = False
+        if len(response_ids) > budget:
+            prompt_ids, response_ids = [], response_ids[:budget]
+            truncated = response_truncated = True
+        elif len(prompt_ids) + len(response_ids) > budget:
+            prompt_ids = prompt_ids[len(prompt_ids) + len(response_ids) - budget :]
+            truncated = True
+        if self._layout is not None:
+            ids, types = self._layout.assemble(prompt_ids, response_ids)
+            return PreparedPair(ids, types, truncated, response_truncated)
+        # A post-processor that is no fixed template: cut the encodings themselves.
+        if response_truncated:
             response.truncate(budget, direction="right")
             prompt.truncate(0)
-            truncated = response_truncated = True
-        elif len(prompt.ids) + len(response.ids) > budget:
-            prompt.truncate(budget - len(response.ids), direction="left")
-            truncated = True
+        elif truncated:
+            prompt.truncate(len(prompt_ids), direction="left")
         merged = self.tokenizer.post_process(prompt, response, add_special_tokens=True)
         return PreparedPair(list(merged.ids), list(merged.type_ids), truncated, response_truncated)
 
@@ -235,6 +275,8 @@ def _cut(
     try:
         return cut(text, chars)
     except UncuttableText as e:
+        if len(text) <= WHOLE_TEXT_MAX_CHARS:
+            return Window(text, False)
         raise e.located(row, part) from None
 
 

@@ -9,9 +9,11 @@ head, cut at a space.
 Exact, not approximate: tokenizers split text at spaces before they map it to tokens, so a cut
 at a space changes at most the few tokens beside it. The window must yield at least
 ``CUT_MARGIN_TOKENS`` more tokens than truncation keeps, so the tokens beside the cut are
-always among those cut off; a window that does not (no space near the cut, or under one token
-per ``WINDOW_CHARS_PER_TOKEN`` characters) makes the text ``UncuttableText``. ``Preprocessor``
-checks at start-up that its tokenizer cuts this way and tokenises whole texts where it does not.
+always among those cut off. A text whose window does not (no space near the cut, or under one
+token per ``WINDOW_CHARS_PER_TOKEN`` characters: mostly whitespace, say) is tokenised whole if
+it has at most ``WHOLE_TEXT_MAX_CHARS`` characters, and is ``UncuttableText`` beyond that.
+``Preprocessor`` checks at start-up that its tokenizer cuts this way and tokenises whole texts
+where it does not.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ WINDOW_CHARS_PER_TOKEN = 64
 CUT_MARGIN_TOKENS = 8
 # How far before the window's nominal edge a space is looked for.
 SPACE_SEARCH_CHARS = 4096
+# Texts that cannot be windowed are tokenised whole up to this length.
+WHOLE_TEXT_MAX_CHARS = 1024 * 1024
 
 
 class UncuttableText(ValueError):
