@@ -1,0 +1,48 @@
+"""Freed request memory is handed back once enough has finished (trim injected)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from rmserve.allocator import IDLE_TRIM_BYTES, FreedMemoryTrimmer
+
+
+async def test_trims_after_enough_bytes_finished_or_when_idle() -> None:
+    calls: list[int] = []
+    trimmer = FreedMemoryTrimmer(lambda: calls.append(1), after_bytes=100 * IDLE_TRIM_BYTES)
+    trimmer.freed(IDLE_TRIM_BYTES, idle=False)  # small and busy: not yet
+    await trimmer.aclose()
+    assert calls == []
+    trimmer.freed(99 * IDLE_TRIM_BYTES, idle=False)  # the threshold
+    await trimmer.aclose()
+    assert trimmer.trims == 1
+    trimmer.freed(IDLE_TRIM_BYTES, idle=True)  # idle after a megabyte
+    await trimmer.aclose()
+    assert trimmer.trims == 2
+    trimmer.freed(IDLE_TRIM_BYTES - 1, idle=True)  # idle but too little to bother
+    await trimmer.aclose()
+    assert trimmer.trims == 2 and len(calls) == 2
+
+
+async def test_requests_finishing_during_a_trim_get_another() -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def trim() -> None:
+        loop.call_soon_threadsafe(started.set)
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result()
+
+    trimmer = FreedMemoryTrimmer(trim, after_bytes=10)
+    trimmer.freed(10, idle=False)
+    await started.wait()
+    trimmer.freed(10, idle=False)  # a trim is running: this one waits for the next
+    release.set()
+    await trimmer.aclose()
+    assert trimmer.trims == 2
+
+
+async def test_without_glibc_nothing_happens() -> None:
+    trimmer = FreedMemoryTrimmer(None, after_bytes=1)
+    trimmer.freed(1 << 30, idle=True)
+    await trimmer.aclose()
+    assert trimmer.trims == 0
