@@ -136,6 +136,16 @@ class HttpFront:
             {"status": "SERVING" if serving else "NOT_SERVING"}, status=200 if serving else 503
         )
 
+    @staticmethod
+    async def _score(core: RewardCore, raw: bytes) -> web.Response:
+        pairs, normalize = parse_get_reward(raw)
+        scores = await core.score(pairs, None, field="query")
+        manifest = core.artifact.manifest
+        rewards = [manifest.normalize(s.reward) if normalize else s.reward for s in scores]
+        return web.json_response(
+            {"rewards": rewards, "scores": rewards, "model_version": core.model_version}
+        )
+
     async def get_reward(self, request: web.Request) -> web.Response:
         start = time.perf_counter()
         code = "OK"
@@ -151,14 +161,14 @@ class HttpFront:
                     text=f"request body: {length} bytes is over "
                     f"max_message_bytes={self._max_body_bytes}",
                 )
-            pairs, normalize = parse_get_reward(await request.read())
-            scores = await core.score(pairs, None, field="query")
-            manifest = core.artifact.manifest
-            rewards = [manifest.normalize(s.reward) if normalize else s.reward for s in scores]
-            return web.json_response(
-                {"rewards": rewards, "scores": rewards, "model_version": core.model_version}
-            )
+            if length is None:  # chunked: bounded by client_max_size, admitted once read
+                body = await request.read()
+                with core.admit_bytes(len(body)):
+                    return await self._score(core, body)
+            with core.admit_bytes(length):  # before a byte of the body is read
+                return await self._score(core, await request.read())
         except RewardError as e:
+            e.__traceback__ = None  # its frames held the request body
             response, code = error_response(e)
             return response
         except web.HTTPException as e:  # e.g. 413 for a body over max_message_bytes
