@@ -4,8 +4,10 @@ glibc's malloc keeps freed memory in its arenas (one per thread that allocated: 
 tokenizer threads) instead of returning it, so a server that once parsed a few big requests
 stays at its peak RSS although nothing holds that memory. ``malloc_trim(0)`` returns the free
 pages. It runs on a worker thread once requests totalling ``TRIM_AFTER_BYTES`` have finished
-since the last trim, or ``IDLE_TRIM_BYTES`` when nothing else is in flight; elsewhere than glibc
-it does nothing.
+since the last trim, or ``IDLE_TRIM_BYTES`` when nothing else is in flight, and, for memory
+freed where no request is counted (gRPC refusing an oversized message), whenever a periodic
+look finds the RSS ``TRIM_AFTER_BYTES`` above what it was after the last trim. Elsewhere than
+glibc it does nothing.
 """
 
 from __future__ import annotations
@@ -15,12 +17,23 @@ import ctypes
 import ctypes.util
 import gc
 import logging
+import os
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
 TRIM_AFTER_BYTES = 16 * 1024 * 1024
 IDLE_TRIM_BYTES = 1024 * 1024
+WATCH_INTERVAL_S = 5.0
+
+
+def own_rss_bytes() -> int:
+    """This process's resident memory (0 where /proc is not there)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _glibc_malloc_trim() -> Callable[[], None] | None:
@@ -44,12 +57,15 @@ class FreedMemoryTrimmer:
         self,
         trim: Callable[[], None] | None = MALLOC_TRIM,
         after_bytes: int = TRIM_AFTER_BYTES,
+        rss: Callable[[], int] = own_rss_bytes,
     ) -> None:
+        self._rss = rss
         self._trim = trim
         self._after_bytes = after_bytes
         self._freed = 0
         self._idle = False
         self._running: asyncio.Task[None] | None = None
+        self._rss_after_trim = rss()
         self.trims = 0
 
     def freed(self, nbytes: int, idle: bool) -> None:
@@ -73,10 +89,20 @@ class FreedMemoryTrimmer:
                 gc.collect()  # request objects caught in reference cycles go first
                 await asyncio.to_thread(self._trim)
                 self.trims += 1
+                self._rss_after_trim = self._rss()
         except Exception:
             log.exception("returning freed memory to the OS failed")
         finally:
             self._running = None
+
+    async def watch(self, interval_s: float = WATCH_INTERVAL_S) -> None:
+        """Run until cancelled: trim when the RSS grew by ``TRIM_AFTER_BYTES`` since the last."""
+        while self._trim is not None:
+            await asyncio.sleep(interval_s)
+            grown = self._rss() > self._rss_after_trim + self._after_bytes
+            if grown and self._running is None:
+                self._freed = self._after_bytes  # due now
+                self._running = asyncio.get_running_loop().create_task(self._run())
 
     async def aclose(self) -> None:
         if self._running is not None:

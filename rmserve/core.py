@@ -107,6 +107,7 @@ class RewardCore:
         self._inflight = 0
         self._idle: asyncio.Event | None = None
         self._trimmer = FreedMemoryTrimmer()
+        self._trim_watch: asyncio.Task[None] | None = None
         self._request_bytes = RequestBytesBudget(
             config.max_inflight_bytes, metrics.inflight_request_bytes.set
         )
@@ -151,6 +152,7 @@ class RewardCore:
             self.metrics,
         )
         self._batcher_task = asyncio.create_task(self._batcher.run(), name="rmserve-batcher")
+        self._trim_watch = asyncio.create_task(self._trimmer.watch(), name="rmserve-trim")
         self.state = CoreState.SERVING
         log.info("serving %s %s", self.artifact.manifest.name, self.model_version)
 
@@ -175,6 +177,9 @@ class RewardCore:
             self._batcher_task.cancel()
             await asyncio.gather(self._batcher_task, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._trim_watch is not None:
+            self._trim_watch.cancel()
+            await asyncio.gather(self._trim_watch, return_exceptions=True)
         await self._trimmer.aclose()
         self.state = CoreState.STOPPED
 

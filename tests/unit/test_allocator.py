@@ -46,3 +46,23 @@ async def test_without_glibc_nothing_happens() -> None:
     trimmer.freed(1 << 30, idle=True)
     await trimmer.aclose()
     assert trimmer.trims == 0
+
+
+async def test_the_watch_trims_when_the_rss_grew_with_no_request_counted() -> None:
+    rss = [100]
+    trimmer = FreedMemoryTrimmer(
+        lambda: rss.__setitem__(0, 100), after_bytes=10, rss=lambda: rss[0]
+    )
+    watch = asyncio.ensure_future(trimmer.watch(interval_s=0.0))
+    try:
+        for _ in range(50):  # the watch looks at every turn of the loop
+            await asyncio.sleep(0)
+        assert trimmer.trims == 0  # no growth: nothing to do
+        rss[0] = 111  # e.g. gRPC freed an oversized message
+        end = asyncio.get_running_loop().time() + 60.0  # "must not hang" bound
+        while not trimmer.trims and asyncio.get_running_loop().time() < end:
+            await asyncio.sleep(0.01)
+        assert trimmer.trims == 1 and rss[0] == 100
+    finally:
+        watch.cancel()
+        await asyncio.gather(watch, return_exceptions=True)
