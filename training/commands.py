@@ -40,7 +40,7 @@ def user_errors(command: str) -> Iterator[None]:
     if command != "demo-data":
         from rmserve.artifact import ArtifactError
 
-        from .export import ExportError
+        from .export_check import ExportError
         from .import_hf import HfImportError
         from .train import TrainError
 

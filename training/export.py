@@ -42,6 +42,7 @@ from .export_check import (
     OUTPUT_NAME,
     TOLERANCES,
     CheckResult,
+    ExportError,
     check_artifact,
     reference_scores,
     torch_feed,
@@ -57,10 +58,6 @@ OPSET = 17
 BERT_FAMILY = frozenset({"bert"})
 # Odd cases that every validation set includes: empty texts and a pair that must be truncated.
 EDGE_CASE_TEXTS = (("", ""), ("", "ok"), ("context " * 600, "the response stays whole"))
-
-
-class ExportError(Exception):
-    """The exported graph does not score like the torch model; nothing was written."""
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,10 @@ RUN_ERRORS = (
 )
 
 
+class ExportError(Exception):
+    """The exported graph does not score like the torch model; nothing was written."""
+
+
 @dataclass(frozen=True)
 class Tolerance:
     atol: float
@@ -152,9 +156,9 @@ def check_artifact(
     try:
         ours, invariance, provider = _artifact_scores(onnx_path, pairs, pad_token_id)
     except RUN_ERRORS as e:
-        if dtype == "fp32":
-            raise
         reason = f"onnxruntime cannot run the {dtype} graph on {CPU}: {str(e).splitlines()[0]}"
+        if dtype == "fp32":
+            raise ExportError(reason) from e
         log.warning("export check: %s; the manifest says 'unchecked'", reason)
         report = ParityReport(
             status="unchecked", reference=REFERENCE, provider=None, pairs=len(pairs),

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import onnx
-from onnx.external_data_helper import ExternalDataInfo, set_external_data, uses_external_data
+from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from rmserve.artifact import MODEL_FILE, WEIGHTS_FILE
 
@@ -85,7 +85,9 @@ def _externalize(model: onnx.ModelProto, source_dir: Path, folder: Path) -> None
                 length = len(tensor.raw_data)
                 out.write(tensor.raw_data)
                 tensor.ClearField("raw_data")
-            set_external_data(tensor, WEIGHTS_FILE, offset, length)
+            for key, value in (("location", WEIGHTS_FILE), ("offset", offset), ("length", length)):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, str(value)
             tensor.data_location = onnx.TensorProto.EXTERNAL
 
 
