@@ -1,22 +1,33 @@
 """The artifact: the only thing that crosses from training to serving.
 
-An artifact folder holds ``model.onnx``, ``tokenizer.json`` and ``manifest.json``. The manifest
-is defined here, once, and training imports it.
+An artifact folder holds ``model.onnx``, ``tokenizer.json``, ``manifest.json`` and, for models
+whose weights are kept outside the protobuf, one ONNX external-data file ``model.onnx.data``. The
+manifest is defined here, once, and training imports it.
+
+Format 2 records each file's size and sha256, the weights' dtype, the parameter count and the
+export's parity report. Format 1 manifests (a bare sha256 per file, fp32, no parity report) are
+still read.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-FORMAT_VERSION = 1
+from rmserve.onnx_refs import OnnxFormatError, external_data_locations
+
+FORMAT_VERSION: Final = 2
+READABLE_FORMATS = (1, 2)
 MODEL_FILE = "model.onnx"
+WEIGHTS_FILE = "model.onnx.data"
 TOKENIZER_FILE = "tokenizer.json"
 MANIFEST_FILE = "manifest.json"
 SERVED_FILES = (MODEL_FILE, TOKENIZER_FILE)
+ARTIFACT_FILES = (MODEL_FILE, WEIGHTS_FILE, TOKENIZER_FILE, MANIFEST_FILE)
 
 
 class ArtifactError(Exception):
@@ -89,8 +100,33 @@ class Normalization(_Strict):
     std: float = Field(gt=0.0)
 
 
+class FileEntry(_Strict):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int | None = Field(
+        default=None, ge=0, description="File size; absent only in format 1 manifests."
+    )
+
+
+class ParityReport(_Strict):
+    """How the written artifact scored the export's sample pairs against the fp32 torch model.
+
+    ``rank_agreement``: over every two sample pairs whose reference rewards differ, the fraction
+    the artifact puts in the same order (a tie in the artifact counts as disagreement).
+    """
+
+    status: Literal["checked", "unchecked"]
+    reference: str = Field(description="What the artifact was compared with.")
+    provider: str | None = Field(description="onnxruntime provider that ran the check.")
+    pairs: int = Field(ge=0, description="Sample pairs scored.")
+    max_abs_diff: float | None = None
+    rank_agreement: float | None = Field(default=None, ge=0.0, le=1.0)
+    batch_invariance_max_abs_diff: float | None = None
+    tolerance: str = Field(description="What the export accepted, in words.")
+    reason: str = Field(default="", description="Why the check did not run, when unchecked.")
+
+
 class Manifest(_Strict):
-    format_version: int = FORMAT_VERSION
+    format_version: Literal[1, 2] = FORMAT_VERSION
     name: str = Field(min_length=1)
     version: str = Field(min_length=1, description="Changes whenever the weights change.")
     backbone: str
@@ -102,7 +138,37 @@ class Manifest(_Strict):
     normalization: Normalization
     optimization: str = Field(description="Graph optimisation applied at export, e.g. 'ort-bert'.")
     metrics: dict[str, float] = Field(default_factory=dict)
-    files: dict[str, str] = Field(description="sha256 hex digest of each served file.")
+    files: dict[str, FileEntry] = Field(
+        description="Every file of the artifact but the manifest: size and sha256."
+    )
+    dtype: Literal["fp32", "fp16"] = Field(
+        default="fp32", description="Weights and compute; inputs and rewards are fp32 always."
+    )
+    parameters: int | None = Field(default=None, ge=0, description="Model parameter count.")
+    parity: ParityReport | None = Field(
+        default=None, description="The export check's report; absent only in format 1."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format_1_digests(cls, data: Any) -> Any:
+        """Format 1 recorded a bare sha256 per file."""
+        if isinstance(data, dict) and data.get("format_version") == 1:
+            files = data.get("files")
+            if isinstance(files, dict):
+                entries = {n: {"sha256": v} if isinstance(v, str) else v for n, v in files.items()}
+                data = {**data, "files": entries}
+        return data
+
+    @model_validator(mode="after")
+    def _format_2_complete(self) -> Manifest:
+        if self.format_version >= 2:
+            unsized = sorted(name for name, entry in self.files.items() if entry.bytes is None)
+            if unsized:
+                raise ValueError(f"no size recorded for {', '.join(unsized)}")
+            if self.parity is None:
+                raise ValueError("format 2 records the export's parity report")
+        return self
 
     def normalize(self, reward: float) -> float:
         return (reward - self.normalization.mean) / self.normalization.std
@@ -116,8 +182,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def file_digests(folder: Path) -> dict[str, str]:
-    return {name: sha256_file(folder / name) for name in SERVED_FILES}
+def file_entries(folder: Path, names: tuple[str, ...] | list[str]) -> dict[str, FileEntry]:
+    return {
+        name: FileEntry(sha256=sha256_file(folder / name), bytes=(folder / name).stat().st_size)
+        for name in names
+    }
+
+
+def artifact_files(folder: Path) -> list[str]:
+    """The artifact's files in ``folder`` (the manifest aside): what the manifest must list."""
+    return [name for name in (MODEL_FILE, WEIGHTS_FILE, TOKENIZER_FILE) if (folder / name).exists()]
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> Path:
@@ -127,33 +201,70 @@ def write_manifest(folder: Path, manifest: Manifest) -> Path:
 
 
 def read_manifest(folder: Path) -> Manifest:
-    """Read and verify an artifact folder: every file present and matching its sha256."""
+    """Read and verify an artifact folder: every listed file present with its recorded size and
+    sha256 (sizes first, so a truncated weights file is refused before anything is hashed), and
+    every external-data file ``model.onnx`` would load listed."""
     folder = Path(folder)
     path = folder / MANIFEST_FILE
     if not path.is_file():
         raise ArtifactError(f"{folder}: no {MANIFEST_FILE} (is this an rmserve artifact folder?)")
     try:
-        manifest = Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ArtifactError(f"{path}: not valid JSON ({e})") from e
+    version = raw.get("format_version") if isinstance(raw, dict) else None
+    if version not in READABLE_FORMATS:
+        raise ArtifactError(
+            f"{path}: format_version {version} is not supported "
+            f"(this rmserve reads {', '.join(map(str, READABLE_FORMATS))})"
+        )
+    try:
+        manifest = Manifest.model_validate(raw)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ArtifactError(f"{path}: invalid manifest field '{where}': {first['msg']}") from e
-    if manifest.format_version != FORMAT_VERSION:
-        raise ArtifactError(
-            f"{path}: format_version {manifest.format_version} is not supported "
-            f"(this rmserve reads {FORMAT_VERSION})"
-        )
     for name in SERVED_FILES:
+        if name not in manifest.files:
+            raise ArtifactError(f"{path}: no sha256 recorded for {name}")
+    _check_files(folder, manifest.files)
+    _check_external_data(folder, manifest.files)
+    return manifest
+
+
+def _check_files(folder: Path, files: dict[str, FileEntry]) -> None:
+    for name, entry in files.items():
         file = folder / name
+        if Path(name).name != name or name in (".", ".."):
+            raise ArtifactError(
+                f"{folder / MANIFEST_FILE}: file name {name!r} is not in the folder"
+            )
         if not file.is_file():
             raise ArtifactError(f"{folder}: missing file {name}")
-        expected = manifest.files.get(name)
-        if expected is None:
-            raise ArtifactError(f"{path}: no sha256 recorded for {name}")
-        actual = sha256_file(file)
-        if actual != expected:
+        size = file.stat().st_size
+        if entry.bytes is not None and size != entry.bytes:
             raise ArtifactError(
-                f"{file}: sha256 {actual[:12]}… does not match the manifest's {expected[:12]}… "
-                "(file changed after export?)"
+                f"{file}: {size} bytes, the manifest says {entry.bytes} "
+                "(truncated or replaced after export?)"
             )
-    return manifest
+    for name, entry in files.items():
+        actual = sha256_file(folder / name)
+        if actual != entry.sha256:
+            raise ArtifactError(
+                f"{folder / name}: sha256 {actual[:12]}… does not match the manifest's "
+                f"{entry.sha256[:12]}… (file changed after export?)"
+            )
+
+
+def _check_external_data(folder: Path, files: dict[str, FileEntry]) -> None:
+    try:
+        locations = external_data_locations(folder / MODEL_FILE)
+    except OnnxFormatError as e:
+        raise ArtifactError(f"{folder / MODEL_FILE}: not a readable ONNX file ({e})") from e
+    unlisted = sorted(loc for loc in locations if loc not in files)
+    if unlisted:
+        more = f" and {len(unlisted) - 1} more" if len(unlisted) > 1 else ""
+        raise ArtifactError(
+            f"{folder / MODEL_FILE} loads external data from {unlisted[0]}{more}, which the "
+            "manifest does not list (incomplete export?)"
+        )

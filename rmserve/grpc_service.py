@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 from grpc.aio import ServicerContext
 
+from rmserve.artifact import ParityReport
 from rmserve.core import RewardCore
 from rmserve.errors import (
     DeadlineExpired,
@@ -68,6 +69,22 @@ def _score_result(score: PairScore, reward: float) -> reward_pb2.ScoreResult:
         truncated=score.truncated,
         response_truncated=score.response_truncated,
         num_tokens=score.num_tokens,
+    )
+
+
+def parity_pb(report: ParityReport | None) -> reward_pb2.ParityReport | None:
+    if report is None:
+        return None
+    return reward_pb2.ParityReport(
+        status=report.status,
+        reference=report.reference,
+        provider=report.provider or "",
+        pairs=report.pairs,
+        max_abs_diff=report.max_abs_diff,
+        rank_agreement=report.rank_agreement,
+        batch_invariance_max_abs_diff=report.batch_invariance_max_abs_diff,
+        tolerance=report.tolerance,
+        reason=report.reason,
     )
 
 
@@ -326,6 +343,9 @@ class RewardServicer:
                 max_queue_delay_ms=limits.max_queue_delay_s * 1000.0,
                 backbone=manifest.backbone,
                 pooling=manifest.pooling,
+                dtype=manifest.dtype,
+                parameters=manifest.parameters or 0,
+                parity=parity_pb(manifest.parity),
             )
 
         return await self._handle(

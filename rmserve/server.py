@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from rmserve.artifact import Manifest
 from rmserve.core import CoreConfig, RewardCore
 from rmserve.engine import Engine, LoadedArtifact, OrtEngine, load_artifact
 from rmserve.grpc_service import RewardServicer, add_reward_service
@@ -76,6 +77,25 @@ def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
             ),
         ]
     return options
+
+
+def log_parity(manifest: Manifest) -> None:
+    """Say at start-up what the artifact's export check showed, never less than it showed."""
+    report = manifest.parity
+    if report is None:
+        log.info("%s weights; the artifact records no parity report (format 1)", manifest.dtype)
+    elif report.status == "unchecked":
+        log.warning(
+            "%s weights UNCHECKED against the %s model: %s", manifest.dtype, report.reference,
+            report.reason,
+        )  # fmt: skip
+    else:
+        log.info(
+            "%s weights checked against the %s model on %s: max|Δ| %.2e, rank agreement %.4f "
+            "over %d pairs",
+            manifest.dtype, report.reference, report.provider, report.max_abs_diff or 0.0,
+            report.rank_agreement or 0.0, report.pairs,
+        )  # fmt: skip
 
 
 class RewardServer:
@@ -163,6 +183,7 @@ class RewardServer:
         """Load the artifact and engine off the loop, warm up, then report SERVING."""
         s = self.settings
         artifact = await asyncio.to_thread(load_artifact, s.artifact)
+        log_parity(artifact.manifest)
         engine = await asyncio.to_thread(self._engine_factory, artifact, s)
         manifest = artifact.manifest
         self.metrics.model_info.labels(

@@ -18,7 +18,8 @@ class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RMSERVE_", extra="forbid", frozen=True)
 
     artifact: Path = Field(
-        description="Artifact folder to serve (model.onnx, tokenizer.json, manifest.json)."
+        description="Artifact folder to serve (model.onnx [+ model.onnx.data], tokenizer.json, "
+        "manifest.json)."
     )
     host: str = Field(default="0.0.0.0", min_length=1, description="Address gRPC listens on.")
     port: int = Field(default=50051, ge=0, le=65535, description="gRPC port (0: any free port).")

@@ -92,6 +92,19 @@ def tiny_run(demo_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> T
 
 
 @pytest.fixture(scope="session")
+def tiny_external_artifact(tiny_run: TinyRun, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model re-exported (``rmserve export --external-data``) with its weights in
+    model.onnx.data beside model.onnx."""
+    out = tmp_path_factory.mktemp("tiny-external") / "artifact"
+    code, lines = run_command(
+        ["export", "--checkpoint", str(tiny_run.work_dir / "checkpoint.pt"), "--out", str(out),
+         "--external-data"]
+    )  # fmt: skip
+    assert code == 0, lines
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_artifact(tiny_run: TinyRun) -> Path:
     """Folder of a tiny trained reward model artifact (model.onnx, tokenizer.json, manifest)."""
     return tiny_run.artifact

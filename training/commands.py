@@ -40,7 +40,7 @@ def user_errors(command: str) -> Iterator[None]:
     if command != "demo-data":
         from rmserve.artifact import ArtifactError
 
-        from .export import ExportError
+        from .export_check import ExportError
         from .import_hf import HfImportError
         from .train import TrainError
 
@@ -89,12 +89,15 @@ def run_export(args: argparse.Namespace) -> int:
             Path(args.out),
             eval_data=Path(args.eval_data) if args.eval_data else None,
             version=args.version,
+            dtype=args.dtype,
+            external_data=args.external_data,
         )
     print_result(
         {
             "artifact": str(Path(args.out).resolve()),
             "version": manifest.version,
             "optimization": manifest.optimization,
+            "dtype": manifest.dtype,
         }
     )
     return 0
@@ -112,6 +115,8 @@ def run_import_hf(args: argparse.Namespace) -> int:
             max_length=args.max_length,
             name=args.name,
             version=args.version,
+            dtype=args.dtype,
+            external_data=args.external_data,
         )
     print_result(
         {
@@ -120,10 +125,22 @@ def run_import_hf(args: argparse.Namespace) -> int:
             "architecture": manifest.architecture,
             "join": manifest.preprocessing.join,
             "optimization": manifest.optimization,
+            "dtype": manifest.dtype,
             **{k: v for k, v in manifest.metrics.items() if k.startswith("eval_")},
         }
     )
     return 0
+
+
+def add_artifact_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--dtype`` and ``--external-data``, documented once in TrainSettings."""
+    fields = TrainSettings.model_fields
+    parser.add_argument(
+        "--dtype", choices=["fp32", "fp16"], default="fp32", help=fields["dtype"].description
+    )
+    parser.add_argument(
+        "--external-data", action="store_true", help=fields["external_data"].description
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -148,7 +165,8 @@ def register(subparsers: Any) -> None:
     export.add_argument(
         "--eval-data", help="Preference JSONL whose texts validate the export (default: the run's)."
     )
-    export.add_argument("--version", help="Model version (default: model.onnx sha256 prefix).")
+    export.add_argument("--version", help="Model version (default: model files' sha256 prefix).")
+    add_artifact_arguments(export)
     export.set_defaults(handler=run_export)
 
     hf = subparsers.add_parser(
@@ -166,5 +184,6 @@ def register(subparsers: Any) -> None:
         "--max-length", type=int, help="Most tokens per sequence (default: the model's limit)."
     )
     hf.add_argument("--name", help="Model name in the manifest (default: the folder name).")
-    hf.add_argument("--version", help="Model version (default: model.onnx sha256 prefix).")
+    hf.add_argument("--version", help="Model version (default: model files' sha256 prefix).")
+    add_artifact_arguments(hf)
     hf.set_defaults(handler=run_import_hf)

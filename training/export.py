@@ -1,14 +1,18 @@
 """Torch scorer -> ONNX -> validated artifact folder.
 
 The graph is traced (``dynamo=False``) from an eager-attention backbone; for BERT-family
-encoders onnxruntime's transformer optimizer then fuses attention, layer norm and GELU. The
-graph is validated against torch (parity) and against itself (batch invariance) BEFORE anything
-is written to the artifact folder.
+encoders onnxruntime's transformer optimizer then fuses attention, layer norm and GELU. Each
+candidate graph is written into a staging folder next to ``out`` with the artifact's own file
+names (``model.onnx``, and ``model.onnx.data`` when the weights are external), checked there
+against torch (parity, batch invariance; see ``export_check``), hashed, and only then renamed
+into place. Nothing is written to ``out`` when the check fails.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import shutil
 import tempfile
 import warnings
@@ -16,41 +20,44 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import onnxruntime as ort
 import torch
 from tokenizers import Tokenizer
 
 from rmserve.artifact import (
-    MANIFEST_FILE,
+    ARTIFACT_FILES,
     MODEL_FILE,
-    SERVED_FILES,
     TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    FileEntry,
     Manifest,
     Normalization,
+    ParityReport,
     Preprocessing,
-    file_digests,
+    file_entries,
     write_manifest,
 )
-from rmserve.preprocess import PreparedPair, Preprocessor, pad_batch
+from rmserve.preprocess import PreparedPair, Preprocessor
 
+from .export_check import (
+    OUTPUT_NAME,
+    TOLERANCES,
+    CheckResult,
+    ExportError,
+    check_artifact,
+    reference_scores,
+    torch_feed,
+)
 from .model import Scorer
+from .onnx_layout import Dtype, write_model
 
 log = logging.getLogger(__name__)
 
-PARITY_ATOL = 1e-4
-INVARIANCE_ATOL = 1e-5
 INVARIANCE_BATCH = 16
 OPSET = 17
-OUTPUT_NAME = "rewards"
 # Model types whose graphs onnxruntime's 'bert' optimizer recognises and fuses.
 BERT_FAMILY = frozenset({"bert"})
 # Odd cases that every validation set includes: empty texts and a pair that must be truncated.
 EDGE_CASE_TEXTS = (("", ""), ("", "ok"), ("context " * 600, "the response stays whole"))
-
-
-class ExportError(Exception):
-    """The exported graph does not score like the torch model; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -67,66 +74,8 @@ class ExportRequest:
     num_heads: int = 0
     hidden_size: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Validation:
-    parity_max_abs_diff: float
-    invariance_max_abs_diff: float
-
-    @property
-    def ok(self) -> bool:
-        return (
-            self.parity_max_abs_diff <= PARITY_ATOL
-            and self.invariance_max_abs_diff <= INVARIANCE_ATOL
-        )
-
-
-def torch_feed(
-    pairs: Sequence[PreparedPair], pad_token_id: int, names: Sequence[str]
-) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(v) for k, v in pad_batch(pairs, pad_token_id, names).items()}
-
-
-def torch_scores(scorer: Scorer, pairs: Sequence[PreparedPair], pad_token_id: int) -> np.ndarray:
-    scorer.eval()
-    with torch.no_grad():
-        rewards = scorer(**torch_feed(pairs, pad_token_id, scorer.input_names))
-    scores: np.ndarray = rewards.numpy().astype(np.float32)
-    return scores
-
-
-def cpu_session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def ort_scores(
-    session: ort.InferenceSession, pairs: Sequence[PreparedPair], pad_token_id: int
-) -> np.ndarray:
-    names = [i.name for i in session.get_inputs()]
-    (rewards,) = session.run([OUTPUT_NAME], pad_batch(pairs, pad_token_id, names))
-    return np.asarray(rewards, dtype=np.float32)
-
-
-def validate(
-    scorer: Scorer, onnx_path: Path, pairs: Sequence[PreparedPair], pad_token_id: int
-) -> Validation:
-    """Parity: ORT vs torch on padded batches of mixed lengths. Invariance: each pair scored
-    alone vs inside a padded batch of 16."""
-    session = cpu_session(onnx_path)
-    parity = 0.0
-    for start in range(0, len(pairs), INVARIANCE_BATCH):
-        chunk = pairs[start : start + INVARIANCE_BATCH]
-        expected = torch_scores(scorer, chunk, pad_token_id)
-        parity = max(
-            parity, float(np.abs(ort_scores(session, chunk, pad_token_id) - expected).max())
-        )
-    batch = list(pairs[:INVARIANCE_BATCH])
-    together = ort_scores(session, batch, pad_token_id)
-    alone = np.concatenate([ort_scores(session, [pair], pad_token_id) for pair in batch])
-    return Validation(parity, float(np.abs(together - alone).max()))
+    dtype: Dtype = "fp32"
+    external_data: bool = False  # weights in model.onnx.data even when they would fit inline
 
 
 def validation_pairs(
@@ -174,7 +123,8 @@ def optimize_bert(raw: Path, out: Path, num_heads: int, hidden_size: int) -> str
     optimized = optimize_model(
         str(raw), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, use_gpu=False
     )
-    optimized.save_model_to_file(str(out))
+    external = any(p.name != raw.name for p in raw.parent.iterdir())  # the trace's weight files
+    optimized.save_model_to_file(str(out), use_external_data_format=external)
     fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
     log.info("onnxruntime bert optimizer fused: %s", fused)
     return "ort-bert:" + ",".join(sorted(fused)) if fused else "ort-bert"
@@ -182,9 +132,7 @@ def optimize_bert(raw: Path, out: Path, num_heads: int, hidden_size: int) -> str
 
 def _check_out_folder(out: Path) -> None:
     if out.exists():
-        extra = sorted(
-            p.name for p in out.iterdir() if p.name not in (*SERVED_FILES, MANIFEST_FILE)
-        )
+        extra = sorted(p.name for p in out.iterdir() if p.name not in ARTIFACT_FILES)
         if extra:
             raise ExportError(
                 f"{out} holds files that are not part of an artifact ({', '.join(extra[:5])}); "
@@ -192,8 +140,76 @@ def _check_out_folder(out: Path) -> None:
             )
 
 
+def default_version(entries: dict[str, FileEntry]) -> str:
+    """model.onnx's sha256 prefix; with external weights, that of both files' digests (the
+    graph alone does not change when only the weights do)."""
+    if WEIGHTS_FILE not in entries:
+        return entries[MODEL_FILE].sha256[:12]
+    both = f"{entries[MODEL_FILE].sha256}\n{entries[WEIGHTS_FILE].sha256}\n"
+    return hashlib.sha256(both.encode()).hexdigest()[:12]
+
+
+def _move_into_place(staging: Path, out: Path, scratch: Path) -> None:
+    """Rename the checked staging folder to ``out``; an old artifact there is moved aside first
+    and removed after (``out`` holds only artifact files: ``_check_out_folder``)."""
+    if out.exists():
+        os.replace(out, scratch / "previous")
+    os.replace(staging, out)
+
+
+def _stage_candidates(
+    request: ExportRequest,
+    candidates: list[tuple[str, Path]],
+    staging: Path,
+    preprocessor: Preprocessor,
+    pairs: Sequence[PreparedPair],
+) -> tuple[str, list[str], ParityReport]:
+    """Write each candidate into ``staging`` and check it there; the first that passes stays.
+    An fp16 graph onnxruntime cannot run here is kept, as 'unchecked', only when no candidate
+    was checked and passed."""
+    pad_id = request.preprocessing.pad_token_id
+    reference = reference_scores(request.scorer, pairs, pad_id)
+    tolerance = TOLERANCES[request.dtype].describe()
+
+    def stage(label: str, path: Path) -> tuple[list[str], CheckResult]:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        written = write_model(path, staging, request.dtype, request.external_data)
+        (staging / TOKENIZER_FILE).write_text(preprocessor.tokenizer.to_str(), encoding="utf-8")
+        result = check_artifact(staging / MODEL_FILE, request.dtype, reference, pairs, pad_id)
+        report = result.report
+        log.info(
+            "export check [%s, %s, %s]: %s, max|Δ| %s, rank agreement %s, batch invariance %s "
+            "(accepting %s)",
+            label, request.dtype, "+".join(written), report.status, report.max_abs_diff,
+            report.rank_agreement, report.batch_invariance_max_abs_diff, tolerance,
+        )  # fmt: skip
+        return written, result
+
+    failed: list[ParityReport] = []
+    unchecked: list[tuple[str, Path]] = []
+    for label, path in candidates:
+        written, result = stage(label, path)
+        if result.report.status == "unchecked":
+            unchecked.append((label, path))
+        elif result.ok:
+            return label, written, result.report
+        else:
+            failed.append(result.report)
+    if unchecked:
+        label, path = unchecked[0]
+        written, result = stage(label, path)
+        return label, written, result.report
+    worst = failed[-1]
+    raise ExportError(
+        f"exported {request.dtype} graph fails validation: max|Δ| {worst.max_abs_diff:.2e}, "
+        f"batch invariance {worst.batch_invariance_max_abs_diff:.2e} (accepting {tolerance})"
+    )
+
+
 def export_artifact(request: ExportRequest, out: Path) -> Manifest:
-    """Export, validate, then write model.onnx, tokenizer.json and manifest.json into ``out``."""
+    """Export, check in a staging folder, then rename into ``out``: model.onnx (+ the weights
+    file), tokenizer.json and manifest.json."""
     out = Path(out).resolve()
     _check_out_folder(out)
     tokenizer = Tokenizer.from_str(request.tokenizer_json)
@@ -203,48 +219,32 @@ def export_artifact(request: ExportRequest, out: Path) -> Manifest:
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
     try:
-        raw = scratch / "raw.onnx"
+        trace_dir = scratch / "trace"  # torch writes one file per tensor beside a >2 GiB graph
+        trace_dir.mkdir()
+        raw = trace_dir / "raw.onnx"
         trace_to_onnx(request.scorer, [pairs[0], pairs[1]], pad_id, raw)
         candidates: list[tuple[str, Path]] = []
         if request.model_type in BERT_FAMILY and request.num_heads and request.hidden_size:
-            optimized = scratch / "optimized.onnx"
+            optimized_dir = scratch / "optimized"
+            optimized_dir.mkdir()
+            optimized = optimized_dir / "optimized.onnx"
             label = optimize_bert(raw, optimized, request.num_heads, request.hidden_size)
             candidates.append((label, optimized))
         candidates.append(("none", raw))
-        chosen: tuple[str, Path, Validation] | None = None
-        for label, path in candidates:
-            result = validate(request.scorer, path, pairs, pad_id)
-            log.info(
-                "export check [%s]: parity max|diff| %.2e (limit %.0e), batch invariance %.2e "
-                "(limit %.0e)",
-                label,
-                result.parity_max_abs_diff,
-                PARITY_ATOL,
-                result.invariance_max_abs_diff,
-                INVARIANCE_ATOL,
-            )
-            if result.ok:
-                chosen = (label, path, result)
-                break
-        if chosen is None:
-            raise ExportError(
-                f"exported graph fails validation: parity {result.parity_max_abs_diff:.2e} "
-                f"(limit {PARITY_ATOL:.0e}), batch invariance {result.invariance_max_abs_diff:.2e} "
-                f"(limit {INVARIANCE_ATOL:.0e}); nothing written to {out}"
-            )
-        label, path, result = chosen
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, out / MODEL_FILE)
-        (out / TOKENIZER_FILE).write_text(preprocessor.tokenizer.to_str(), encoding="utf-8")
-        digests = file_digests(out)
-        metrics = {
-            **request.metrics,
-            "export_parity_max_abs_diff": result.parity_max_abs_diff,
-            "export_batch_invariance_max_abs_diff": result.invariance_max_abs_diff,
-        }
+        staging = scratch / "artifact"
+        label, written, report = _stage_candidates(
+            request, candidates, staging, preprocessor, pairs
+        )
+        shutil.rmtree(trace_dir)
+        entries = file_entries(staging, [*written, TOKENIZER_FILE])
+        metrics = dict(request.metrics)
+        if report.max_abs_diff is not None:
+            metrics["export_parity_max_abs_diff"] = report.max_abs_diff
+        if report.batch_invariance_max_abs_diff is not None:
+            metrics["export_batch_invariance_max_abs_diff"] = report.batch_invariance_max_abs_diff
         manifest = Manifest(
             name=request.name,
-            version=request.version or digests[MODEL_FILE][:12],
+            version=request.version or default_version(entries),
             backbone=request.backbone,
             architecture=request.scorer.architecture,
             input_names=request.scorer.input_names,
@@ -254,9 +254,13 @@ def export_artifact(request: ExportRequest, out: Path) -> Manifest:
             normalization=request.normalization,
             optimization=label,
             metrics=metrics,
-            files=digests,
+            files=entries,
+            dtype=request.dtype,
+            parameters=sum(p.numel() for p in request.scorer.parameters()),
+            parity=report,
         )
-        write_manifest(out, manifest)
+        write_manifest(staging, manifest)
+        _move_into_place(staging, out, scratch)
         return manifest
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -34,6 +34,7 @@ from .chat_template import (
 )
 from .export import ExportRequest, export_artifact
 from .model import ClassifierRewardModel, RewardModel, Scorer
+from .onnx_layout import Dtype
 from .train import encode, evaluate
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,8 @@ def import_hf(
     max_length: int | None = None,
     name: str | None = None,
     version: str | None = None,
+    dtype: Dtype = "fp32",
+    external_data: bool = False,
 ) -> Manifest:
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
@@ -202,5 +205,7 @@ def import_hf(
         num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
         hidden_size=int(getattr(config, "hidden_size", 0) or 0),
         metrics=metrics,
+        dtype=dtype,
+        external_data=external_data,
     )
     return export_artifact(request, out)

@@ -8,11 +8,17 @@ from rmserve.artifact import Manifest
 from rmserve.preference_data import load_preferences
 
 from .export import export_artifact
+from .onnx_layout import Dtype
 from .train import export_request, load_checkpoint, model_from_checkpoint, validation_texts
 
 
 def reexport(
-    checkpoint_path: Path, out: Path, eval_data: Path | None = None, version: str | None = None
+    checkpoint_path: Path,
+    out: Path,
+    eval_data: Path | None = None,
+    version: str | None = None,
+    dtype: Dtype = "fp32",
+    external_data: bool = False,
 ) -> Manifest:
     """Validation texts come from ``eval_data``, else the run's eval file if it still exists,
     else only the built-in edge cases."""
@@ -20,4 +26,5 @@ def reexport(
     model = model_from_checkpoint(checkpoint)
     source = eval_data or Path(checkpoint["settings"]["eval_data"])
     texts = validation_texts(load_preferences(source).pairs) if source.is_file() else []
-    return export_artifact(export_request(model, checkpoint, texts, version), out)
+    request = export_request(model, checkpoint, texts, version, dtype, external_data)
+    return export_artifact(request, out)

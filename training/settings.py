@@ -96,7 +96,16 @@ class TrainSettings(BaseSettings):
         default="reward-model", min_length=1, description="Model name in the manifest."
     )
     version: str | None = Field(
-        default=None, description="Model version (default: first 12 hex of model.onnx's sha256)."
+        default=None, description="Model version (default: sha256 prefix of the model files)."
+    )
+    dtype: Literal["fp32", "fp16"] = Field(
+        default="fp32",
+        description="Artifact weights: fp16 halves them and keeps fp32 inputs and rewards.",
+    )
+    external_data: bool = Field(
+        default=False,
+        description="Weights in model.onnx.data beside model.onnx even when they would fit "
+        "inside it (always so above 1 GiB).",
     )
 
     @model_validator(mode="after")

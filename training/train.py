@@ -21,9 +21,11 @@ from rmserve.preference_data import PreferencePair, load_preferences
 from rmserve.preprocess import PreparedPair, Preprocessor
 
 from .backbones import architecture_of, backbone_from_config, build_backbone, resolve_backbone
-from .export import ExportRequest, export_artifact, torch_feed
+from .export import ExportRequest, export_artifact
+from .export_check import torch_feed
 from .loss import bradley_terry_loss, preference_metrics
 from .model import Pooling, RewardModel, Scorer
+from .onnx_layout import Dtype
 from .progress import StepProgress
 from .settings import TrainSettings
 
@@ -191,6 +193,8 @@ def export_request(
     checkpoint: dict[str, Any],
     validation_texts: Sequence[tuple[str, str]],
     version: str | None = None,
+    dtype: Dtype = "fp32",
+    external_data: bool = False,
 ) -> ExportRequest:
     config = checkpoint["backbone_config"]
     normalization = checkpoint.get("normalization")
@@ -209,6 +213,8 @@ def export_request(
         num_heads=int(config.get("num_attention_heads", 0)),
         hidden_size=int(config.get("hidden_size", 0)),
         metrics={f"eval_{k}": v for k, v in checkpoint.get("eval_metrics", {}).items()},
+        dtype=dtype,
+        external_data=external_data,
     )
 
 
@@ -419,7 +425,14 @@ def train(settings: TrainSettings) -> TrainResult:
     save_checkpoint(normalization)
     train_seconds = time.perf_counter() - started
     checkpoint = load_checkpoint(checkpoint_path)
-    request = export_request(model, checkpoint, validation_texts(eval_set.pairs), settings.version)
+    request = export_request(
+        model,
+        checkpoint,
+        validation_texts(eval_set.pairs),
+        settings.version,
+        settings.dtype,
+        settings.external_data,
+    )
     manifest = export_artifact(request, settings.out)
     log.info("artifact %s version %s (%s)", settings.out, manifest.version, manifest.optimization)
     return TrainResult(

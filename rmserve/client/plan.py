@@ -46,10 +46,18 @@ class ModelInfo:
     max_queue_delay_ms: float
     backbone: str
     pooling: str
+    dtype: str
+    parameters: int
+    # The export's parity report (status, provider, max_abs_diff, rank_agreement, ...);
+    # empty when the artifact records none.
+    parity: dict[str, Any]
 
     @classmethod
     def from_pb(cls, message: Any) -> ModelInfo:
-        return cls(**{f.name: getattr(message, f.name) for f in fields(cls)})
+        values = {f.name: getattr(message, f.name) for f in fields(cls) if f.name != "parity"}
+        parity = message.parity
+        report = {f.name: v for f, v in parity.ListFields()} if message.HasField("parity") else {}
+        return cls(**values, parity=report)
 
 
 @dataclass(frozen=True)

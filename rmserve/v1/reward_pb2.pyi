@@ -415,6 +415,9 @@ class ModelInfo(_message.Message):
     MAX_QUEUE_DELAY_MS_FIELD_NUMBER: _builtins.int
     BACKBONE_FIELD_NUMBER: _builtins.int
     POOLING_FIELD_NUMBER: _builtins.int
+    DTYPE_FIELD_NUMBER: _builtins.int
+    PARAMETERS_FIELD_NUMBER: _builtins.int
+    PARITY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.str
     max_length: _builtins.int
@@ -435,6 +438,16 @@ class ModelInfo(_message.Message):
     """How long the batcher may wait for more work before running a batch, in milliseconds."""
     backbone: _builtins.str
     pooling: _builtins.str
+    dtype: _builtins.str
+    """Weights and compute: "fp32" or "fp16". Inputs and rewards are fp32 either way."""
+    parameters: _builtins.int
+    """Model parameter count; 0 when the artifact does not record it (manifest format 1)."""
+    @_builtins.property
+    def parity(self) -> Global___ParityReport:
+        """The export's check of this artifact against the fp32 source model; unset when the
+        artifact records none (manifest format 1).
+        """
+
     def __init__(
         self,
         *,
@@ -451,11 +464,80 @@ class ModelInfo(_message.Message):
         max_queue_delay_ms: _builtins.float = ...,
         backbone: _builtins.str = ...,
         pooling: _builtins.str = ...,
+        dtype: _builtins.str = ...,
+        parameters: _builtins.int = ...,
+        parity: Global___ParityReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["parity", b"parity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone", b"backbone", "max_batch_size", b"max_batch_size", "max_batch_tokens", b"max_batch_tokens", "max_length", b"max_length", "max_queue_delay_ms", b"max_queue_delay_ms", "max_queue_pairs", b"max_queue_pairs", "max_request_pairs", b"max_request_pairs", "name", b"name", "normalization_mean", b"normalization_mean", "normalization_std", b"normalization_std", "pooling", b"pooling", "provider", b"provider", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone", b"backbone", "dtype", b"dtype", "max_batch_size", b"max_batch_size", "max_batch_tokens", b"max_batch_tokens", "max_length", b"max_length", "max_queue_delay_ms", b"max_queue_delay_ms", "max_queue_pairs", b"max_queue_pairs", "max_request_pairs", b"max_request_pairs", "name", b"name", "normalization_mean", b"normalization_mean", "normalization_std", b"normalization_std", "parameters", b"parameters", "parity", b"parity", "pooling", b"pooling", "provider", b"provider", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelInfo: _TypeAlias = ModelInfo  # noqa: Y015
+
+@_typing.final
+class ParityReport(_message.Message):
+    """How the artifact scored the export's sample pairs against the fp32 source model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    PAIRS_FIELD_NUMBER: _builtins.int
+    MAX_ABS_DIFF_FIELD_NUMBER: _builtins.int
+    RANK_AGREEMENT_FIELD_NUMBER: _builtins.int
+    BATCH_INVARIANCE_MAX_ABS_DIFF_FIELD_NUMBER: _builtins.int
+    TOLERANCE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    """"checked", or "unchecked" when onnxruntime could not run the graph at export."""
+    reference: _builtins.str
+    """What the artifact was compared with, e.g. "torch fp32"."""
+    provider: _builtins.str
+    """The onnxruntime execution provider that ran the check ("" when unchecked)."""
+    pairs: _builtins.int
+    max_abs_diff: _builtins.float
+    """max |artifact reward - reference reward| over the sample pairs."""
+    rank_agreement: _builtins.float
+    """Over every two sample pairs whose reference rewards differ, the fraction the artifact puts
+    in the same order.
+    """
+    batch_invariance_max_abs_diff: _builtins.float
+    """max |reward alone - reward inside a padded batch of 16|."""
+    tolerance: _builtins.str
+    """What the export accepted, in words."""
+    reason: _builtins.str
+    """Why the check did not run, when unchecked."""
+    def __init__(
+        self,
+        *,
+        status: _builtins.str = ...,
+        reference: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        pairs: _builtins.int = ...,
+        max_abs_diff: _builtins.float | None = ...,
+        rank_agreement: _builtins.float | None = ...,
+        batch_invariance_max_abs_diff: _builtins.float | None = ...,
+        tolerance: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_invariance_max_abs_diff", b"_batch_invariance_max_abs_diff", "_max_abs_diff", b"_max_abs_diff", "_rank_agreement", b"_rank_agreement", "batch_invariance_max_abs_diff", b"batch_invariance_max_abs_diff", "max_abs_diff", b"max_abs_diff", "rank_agreement", b"rank_agreement"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_invariance_max_abs_diff", b"_batch_invariance_max_abs_diff", "_max_abs_diff", b"_max_abs_diff", "_rank_agreement", b"_rank_agreement", "batch_invariance_max_abs_diff", b"batch_invariance_max_abs_diff", "max_abs_diff", b"max_abs_diff", "pairs", b"pairs", "provider", b"provider", "rank_agreement", b"rank_agreement", "reason", b"reason", "reference", b"reference", "status", b"status", "tolerance", b"tolerance"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__batch_invariance_max_abs_diff: _TypeAlias = _typing.Literal["batch_invariance_max_abs_diff"]  # noqa: Y015
+    _WhichOneofArgType__batch_invariance_max_abs_diff: _TypeAlias = _typing.Literal["_batch_invariance_max_abs_diff", b"_batch_invariance_max_abs_diff"]  # noqa: Y015
+    _WhichOneofReturnType__max_abs_diff: _TypeAlias = _typing.Literal["max_abs_diff"]  # noqa: Y015
+    _WhichOneofArgType__max_abs_diff: _TypeAlias = _typing.Literal["_max_abs_diff", b"_max_abs_diff"]  # noqa: Y015
+    _WhichOneofReturnType__rank_agreement: _TypeAlias = _typing.Literal["rank_agreement"]  # noqa: Y015
+    _WhichOneofArgType__rank_agreement: _TypeAlias = _typing.Literal["_rank_agreement", b"_rank_agreement"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__batch_invariance_max_abs_diff) -> _WhichOneofReturnType__batch_invariance_max_abs_diff | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_abs_diff) -> _WhichOneofReturnType__max_abs_diff | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rank_agreement) -> _WhichOneofReturnType__rank_agreement | None: ...
+
+Global___ParityReport: _TypeAlias = ParityReport  # noqa: Y015

@@ -38,7 +38,12 @@ def test_train_reports_and_writes_only_the_artifact(tiny_run: Any) -> None:
     assert manifest.metrics["eval_accuracy"] == pytest.approx(summary["eval_accuracy"])
     assert manifest.normalization.std > 0
     assert manifest.optimization.startswith("ort-bert")
-    assert manifest.version == manifest.files[MODEL_FILE][:12]
+    assert manifest.version == manifest.files[MODEL_FILE].sha256[:12]
+    assert manifest.dtype == "fp32" and manifest.parity is not None
+    assert manifest.parity.status == "checked"
+    assert manifest.parity.max_abs_diff is not None and manifest.parity.max_abs_diff <= 1e-4
+    for name in (MODEL_FILE, TOKENIZER_FILE):
+        assert manifest.files[name].bytes == (tiny_run.artifact / name).stat().st_size
 
 
 def test_onnx_eval_matches_torch_eval(tiny_run: Any, rmserve_cli: Cli) -> None:
@@ -61,7 +66,7 @@ def _eval_pairs(path: Path, n: int) -> tuple[list[str], list[str]]:
 
 def test_artifact_matches_torch_on_padded_batches(tiny_run: Any) -> None:
     import torch
-    from rmserve_training.export import torch_feed
+    from rmserve_training.export_check import torch_feed
     from rmserve_training.train import load_checkpoint, model_from_checkpoint
 
     model = model_from_checkpoint(load_checkpoint(tiny_run.work_dir / "checkpoint.pt"))

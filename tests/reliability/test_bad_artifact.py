@@ -1,6 +1,7 @@
 """A broken artifact never serves: `rmserve serve` refuses to start with a clear one-line reason
-and a non-zero exit. Each broken artifact is a copy of the tiny one with exactly one defect (the
-manifest's sha256s are re-written after a graph edit, so only the intended defect remains)."""
+and a non-zero exit. Each broken artifact is a copy of the tiny one (weights inside model.onnx,
+or in model.onnx.data for the weight-file defects) with exactly one defect (the manifest's sizes
+and sha256s are re-written after a graph edit, so only the intended defect remains)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from rmserve.artifact import MODEL_FILE, TOKENIZER_FILE, file_digests
+from rmserve.artifact import MODEL_FILE, TOKENIZER_FILE, WEIGHTS_FILE, artifact_files, file_entries
 from rmserve.engine import OrtEngine, load_artifact
 
 BOUND_S = 120.0
@@ -24,7 +25,8 @@ BOUND_S = 120.0
 def rewrite_digests(folder: Path) -> None:
     path = folder / "manifest.json"
     manifest = json.loads(path.read_text())
-    manifest["files"] = file_digests(folder)
+    entries = file_entries(folder, artifact_files(folder))
+    manifest["files"] = {name: entry.model_dump() for name, entry in entries.items()}
     path.write_text(json.dumps(manifest, indent=2))
 
 
@@ -36,6 +38,23 @@ def tamper_model(folder: Path) -> None:
     data = bytearray((folder / MODEL_FILE).read_bytes())
     data[len(data) // 2] ^= 0x01  # one flipped bit in the weights
     (folder / MODEL_FILE).write_bytes(bytes(data))
+
+
+def tamper_weights(folder: Path) -> None:
+    with (folder / WEIGHTS_FILE).open("r+b") as f:
+        f.seek(f.seek(0, 2) // 2)
+        byte = f.read(1)[0]
+        f.seek(-1, 1)
+        f.write(bytes([byte ^ 0x01]))
+
+
+def truncate_weights(folder: Path) -> None:
+    with (folder / WEIGHTS_FILE).open("r+b") as f:
+        f.truncate(f.seek(0, 2) - 4096)
+
+
+def remove_weights(folder: Path) -> None:
+    (folder / WEIGHTS_FILE).unlink()
 
 
 def rename_input(folder: Path) -> None:
@@ -71,15 +90,22 @@ DEFECTS: dict[str, tuple[Callable[[Path], None], str]] = {
     "tampered sha256": (tamper_model, "does not match the manifest"),
     "wrong input name": (rename_input, "do not match manifest input_names"),
     "output not [B]": (output_b_by_1, "rewards must be [B]"),
+    "tampered weights": (tamper_weights, f"{WEIGHTS_FILE}: sha256"),
+    "truncated weights": (truncate_weights, "bytes, the manifest says"),
+    "missing weights": (remove_weights, f"missing file {WEIGHTS_FILE}"),
 }
+WEIGHT_FILE_DEFECTS = {"tampered weights", "truncated weights", "missing weights"}
 
 
 @pytest.fixture(scope="module")
-def broken(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def broken(
+    tiny_artifact: Path, tiny_external_artifact: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
     folders = {}
     for name, (defect, _) in DEFECTS.items():
         folder = tmp_path_factory.mktemp("broken") / "artifact"
-        shutil.copytree(tiny_artifact, folder)
+        source = tiny_external_artifact if name in WEIGHT_FILE_DEFECTS else tiny_artifact
+        shutil.copytree(source, folder)
         defect(folder)
         folders[name] = folder
     return folders

@@ -1,29 +1,54 @@
-"""Manifest round trip and tamper detection."""
+"""Manifest round trip, format 1 still read, and refusal of missing, truncated or tampered files
+and of external data the manifest does not list."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
+from onnx import helper, numpy_helper
 
 from rmserve.artifact import (
     MANIFEST_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
+    WEIGHTS_FILE,
     ArtifactError,
     Manifest,
     Normalization,
+    ParityReport,
     Preprocessing,
-    file_digests,
+    file_entries,
     read_manifest,
     write_manifest,
 )
 
+PARITY = ParityReport(
+    status="checked", reference="torch fp32", provider="CPUExecutionProvider", pairs=16,
+    max_abs_diff=3e-6, rank_agreement=1.0, batch_invariance_max_abs_diff=0.0,
+    tolerance="every |Δ| ≤ 1e-04; batch invariance ≤ 1e-05",
+)  # fmt: skip
 
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    (tmp_path / MODEL_FILE).write_bytes(b"\x08\x07onnx-bytes" * 10)
-    (tmp_path / TOKENIZER_FILE).write_text('{"version": "1.0"}', encoding="utf-8")
+
+def external_model(folder: Path, location: str = WEIGHTS_FILE) -> None:
+    """A one-node ONNX model whose only initializer lives in ``location``."""
+    weight = numpy_helper.from_array(np.full(256, 0.5, dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [256])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [256])], [weight],
+    )  # fmt: skip
+    onnx.save_model(
+        helper.make_model(graph), str(folder / MODEL_FILE), save_as_external_data=True,
+        location=location, size_threshold=0,
+    )  # fmt: skip
+
+
+def write_artifact(folder: Path, names: list[str]) -> Manifest:
+    (folder / TOKENIZER_FILE).write_text('{"version": "1.0"}', encoding="utf-8")
     manifest = Manifest(
         name="rm",
         version="v1",
@@ -35,9 +60,25 @@ def folder(tmp_path: Path) -> Path:
         normalization=Normalization(mean=0.5, std=2.0),
         optimization="none",
         metrics={"eval_accuracy": 0.93},
-        files=file_digests(tmp_path),
+        files=file_entries(folder, names),
+        parameters=256,
+        parity=PARITY,
     )
-    write_manifest(tmp_path, manifest)
+    write_manifest(folder, manifest)
+    return manifest
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    (tmp_path / MODEL_FILE).write_bytes(b"\x08\x07")  # ModelProto: ir_version 7, nothing else
+    write_artifact(tmp_path, [MODEL_FILE, TOKENIZER_FILE])
+    return tmp_path
+
+
+@pytest.fixture
+def external(tmp_path: Path) -> Path:
+    external_model(tmp_path)
+    write_artifact(tmp_path, [MODEL_FILE, WEIGHTS_FILE, TOKENIZER_FILE])
     return tmp_path
 
 
@@ -46,15 +87,58 @@ def test_round_trip(folder: Path) -> None:
     assert manifest == Manifest.model_validate_json((folder / MANIFEST_FILE).read_text())
     assert manifest.metrics == {"eval_accuracy": 0.93}
     assert manifest.normalize(4.5) == 2.0
+    assert manifest.files[MODEL_FILE].bytes == 2
+    assert manifest.dtype == "fp32" and manifest.parity == PARITY
+
+
+def test_external_weights_are_verified(external: Path) -> None:
+    manifest = read_manifest(external)
+    assert manifest.files[WEIGHTS_FILE].bytes == 256 * 4
 
 
 @pytest.mark.parametrize("name", [MODEL_FILE, TOKENIZER_FILE])
 def test_one_changed_byte_is_detected(folder: Path, name: str) -> None:
     data = bytearray((folder / name).read_bytes())
-    data[3] ^= 0x01
+    data[1] ^= 0x01
     (folder / name).write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match=f"{name}: sha256 .* does not match"):
         read_manifest(folder)
+
+
+def test_tampered_weights_are_refused(external: Path) -> None:
+    data = bytearray((external / WEIGHTS_FILE).read_bytes())
+    data[100] ^= 0x01
+    (external / WEIGHTS_FILE).write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=f"{WEIGHTS_FILE}: sha256 .* does not match"):
+        read_manifest(external)
+
+
+def test_truncated_weights_are_refused_by_size(
+    external: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with (external / WEIGHTS_FILE).open("r+b") as f:
+        f.truncate(1000)
+
+    def no_hashing(path: Path) -> str:
+        raise AssertionError(f"hashed {path} although its size is wrong")
+
+    monkeypatch.setattr("rmserve.artifact.sha256_file", no_hashing)
+    with pytest.raises(ArtifactError, match=f"{WEIGHTS_FILE}: 1000 bytes, the manifest says 1024"):
+        read_manifest(external)
+
+
+def test_missing_weights_are_named(external: Path) -> None:
+    (external / WEIGHTS_FILE).unlink()
+    with pytest.raises(ArtifactError, match=f"missing file {WEIGHTS_FILE}"):
+        read_manifest(external)
+
+
+def test_unlisted_external_data_is_refused(tmp_path: Path) -> None:
+    """What the old exporter wrote: model.onnx pointing at weights the manifest never listed."""
+    external_model(tmp_path, location="backbone.embed_tokens.weight")
+    write_artifact(tmp_path, [MODEL_FILE, TOKENIZER_FILE])
+    with pytest.raises(ArtifactError, match=r"loads external data from backbone\.embed_tokens"):
+        read_manifest(tmp_path)
 
 
 def test_missing_file_is_named(folder: Path) -> None:
@@ -67,4 +151,33 @@ def test_invalid_field_is_named(folder: Path) -> None:
     path = folder / MANIFEST_FILE
     path.write_text(path.read_text().replace('"std": 2.0', '"std": 0.0'))
     with pytest.raises(ArtifactError, match=r"normalization\.std"):
+        read_manifest(folder)
+
+
+def test_format_2_needs_sizes(folder: Path) -> None:
+    path = folder / MANIFEST_FILE
+    raw = json.loads(path.read_text())
+    del raw["files"][TOKENIZER_FILE]["bytes"]
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ArtifactError, match=f"no size recorded for {TOKENIZER_FILE}"):
+        read_manifest(folder)
+
+
+def test_format_1_is_still_read(folder: Path) -> None:
+    path = folder / MANIFEST_FILE
+    raw = json.loads(path.read_text())
+    raw["format_version"] = 1
+    raw["files"] = {name: entry["sha256"] for name, entry in raw["files"].items()}
+    for field in ("dtype", "parameters", "parity"):
+        del raw[field]
+    path.write_text(json.dumps(raw))
+    manifest = read_manifest(folder)
+    assert manifest.files[MODEL_FILE].bytes is None
+    assert manifest.dtype == "fp32" and manifest.parity is None
+
+
+def test_unknown_format_is_named(folder: Path) -> None:
+    path = folder / MANIFEST_FILE
+    path.write_text(path.read_text().replace('"format_version": 2', '"format_version": 3'))
+    with pytest.raises(ArtifactError, match="format_version 3 is not supported"):
         read_manifest(folder)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rmserve.artifact import Manifest, Normalization, Preprocessing
+from rmserve.artifact import Manifest, Normalization, ParityReport, Preprocessing
 from rmserve.batching import BatchLimits
 from rmserve.core import INLINE_TOKENIZE_PAIRS, CoreConfig, RewardCore
 from rmserve.engine import LoadedArtifact
@@ -57,7 +57,11 @@ def artifact() -> LoadedArtifact:
         normalization=Normalization(mean=0.0, std=1.0),
         optimization="none",
         files={},
-    )
+        parity=ParityReport(
+            status="unchecked", reference="none", provider=None, pairs=0, tolerance="none",
+            reason="a fake engine",
+        ),
+    )  # fmt: skip
     tokenizer = load_tokenizer(folder / "tokenizer.json")
     return LoadedArtifact(folder, manifest, Preprocessor(tokenizer, preprocessing))
 
