@@ -4,10 +4,10 @@ glibc's malloc keeps freed memory in its arenas (one per thread that allocated: 
 tokenizer threads) instead of returning it, so a server that once parsed a few big requests
 stays at its peak RSS although nothing holds that memory. ``malloc_trim(0)`` returns the free
 pages. It runs on a worker thread once requests totalling ``TRIM_AFTER_BYTES`` have finished
-since the last trim, or ``IDLE_TRIM_BYTES`` when nothing else is in flight, and, for memory
-freed where no request is counted (gRPC refusing an oversized message), whenever a periodic
-look finds the RSS ``TRIM_AFTER_BYTES`` above what it was after the last trim. Elsewhere than
-glibc it does nothing.
+since the last trim, or ``IDLE_TRIM_BYTES`` when nothing else is in flight, and, every
+``WATCH_INTERVAL_S``, when any request finished since the last trim or the RSS grew by
+``TRIM_AFTER_BYTES`` (memory freed where no request is counted: gRPC refusing an oversized
+message). Elsewhere than glibc it does nothing.
 """
 
 from __future__ import annotations
@@ -96,11 +96,12 @@ class FreedMemoryTrimmer:
             self._running = None
 
     async def watch(self, interval_s: float = WATCH_INTERVAL_S) -> None:
-        """Run until cancelled: trim when the RSS grew by ``TRIM_AFTER_BYTES`` since the last."""
+        """Run until cancelled: trim when requests finished since the last trim, or the RSS grew
+        by ``TRIM_AFTER_BYTES`` since then."""
         while self._trim is not None:
             await asyncio.sleep(interval_s)
             grown = self._rss() > self._rss_after_trim + self._after_bytes
-            if grown and self._running is None:
+            if (grown or self._freed) and self._running is None:
                 self._freed = self._after_bytes  # due now
                 self._running = asyncio.get_running_loop().create_task(self._run())
 

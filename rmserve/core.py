@@ -24,7 +24,7 @@ from rmserve.allocator import FreedMemoryTrimmer
 from rmserve.batching import BatchLimits, QueuedItem
 from rmserve.engine import Engine, LoadedArtifact
 from rmserve.errors import InvalidRequest, Unavailable
-from rmserve.memory_budget import RequestBytesBudget, default_inflight_bytes
+from rmserve.memory_budget import TOKENIZE_WORKERS, RequestBytesBudget, default_inflight_bytes
 from rmserve.metrics import Metrics
 from rmserve.pending import PairScore, PendingRequest, Preference, sigmoid
 from rmserve.preprocess import PreparedPair
@@ -102,6 +102,10 @@ class RewardCore:
         self.metrics = metrics
         self.state = CoreState.NEW
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rmserve-engine")
+        # Few, so the tokenizer's working memory stays bounded (README, 'Memory').
+        self._tokenizers = ThreadPoolExecutor(
+            max_workers=TOKENIZE_WORKERS, thread_name_prefix="rmserve-tokenize"
+        )
         self._batcher: Batcher | None = None
         self._batcher_task: asyncio.Task[None] | None = None
         self._inflight = 0
@@ -177,6 +181,7 @@ class RewardCore:
             self._batcher_task.cancel()
             await asyncio.gather(self._batcher_task, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._tokenizers.shutdown(wait=False, cancel_futures=True)
         if self._trim_watch is not None:
             self._trim_watch.cancel()
             await asyncio.gather(self._trim_watch, return_exceptions=True)
@@ -294,7 +299,10 @@ class RewardCore:
         start = time.perf_counter()
         preprocessor = self.artifact.preprocessor
         if len(prompts) > INLINE_TOKENIZE_PAIRS:
-            prepared = await asyncio.to_thread(preprocessor.prepare_many, prompts, responses)
+            loop = asyncio.get_running_loop()
+            prepared = await loop.run_in_executor(
+                self._tokenizers, preprocessor.prepare_many, prompts, responses
+            )
         else:
             prepared = preprocessor.prepare_many(prompts, responses)
         self.metrics.tokenize_duration.observe(time.perf_counter() - start)

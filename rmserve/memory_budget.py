@@ -11,7 +11,11 @@ The memory a server needs (``required_memory_bytes``) is the documented formula 
 overlays are checked against:
 
     base runtime + MODEL_LOAD_FACTOR x model files + REQUEST_BYTES_FACTOR x max_inflight_bytes
-    + max_queue_pairs x max_length x QUEUED_TOKEN_BYTES
+    + max_queue_pairs x max_length x QUEUED_TOKEN_BYTES + tokenizer workspace
+
+The tokenizer workspace is what tokenising one text costs, at most WHOLE_TEXT_MAX_CHARS x
+TOKENIZER_BYTES_PER_CHAR (longer texts are windowed or refused, ``rmserve.text_window``), on
+each of the TOKENIZE_WORKERS threads and the event loop.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rmserve.errors import Overloaded
+from rmserve.text_window import WHOLE_TEXT_MAX_CHARS
 
 MIB = 1024 * 1024
 SMALL_REQUEST_BYTES = 64 * 1024
@@ -34,6 +39,12 @@ MODEL_LOAD_FACTOR = 2.0
 REQUEST_BYTES_FACTOR = 8.0
 # A queued pair's token ids and type ids as Python lists (pointer + int object per token).
 QUEUED_TOKEN_BYTES = 48
+# Threads that tokenise big requests (small ones are tokenised on the event loop).
+TOKENIZE_WORKERS = 2
+# The tokenizer's peak per character of one text it is given whole (alignments, offsets, token
+# strings): measured up to ~290 with a byte-level BPE on 1 Mi characters of short words.
+TOKENIZER_BYTES_PER_CHAR = 320
+TOKENIZER_WORKSPACE_BYTES = (TOKENIZE_WORKERS + 1) * WHOLE_TEXT_MAX_CHARS * TOKENIZER_BYTES_PER_CHAR
 CGROUP_MEMORY_FILES = (
     Path("/sys/fs/cgroup/memory.max"),  # cgroup v2
     Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),  # cgroup v1
@@ -42,11 +53,13 @@ NO_CGROUP_LIMIT = 1 << 60  # cgroup v1 reports "unlimited" as a huge number
 
 
 def fixed_memory_bytes(model_bytes: int, max_queue_pairs: int, max_length: int) -> int:
-    """What the server holds apart from requests in flight: runtime, model, queued tokens."""
+    """What the server holds apart from requests in flight: runtime, model, queued tokens,
+    tokenizer workspace."""
     return int(
         BASE_RUNTIME_BYTES
         + MODEL_LOAD_FACTOR * model_bytes
         + max_queue_pairs * max_length * QUEUED_TOKEN_BYTES
+        + TOKENIZER_WORKSPACE_BYTES
     )
 
 

@@ -217,7 +217,17 @@ class Preprocessor:
     ) -> list[PreparedPair]:
         """The whole rendered conversation is tokenised in one piece, as the model's own
         training code tokenised it (pieces tokenised apart can merge differently at their
-        edges). Only texts over max_length are tokenised again, with offsets, to be cut."""
+        edges). Only texts over max_length are tokenised again, with offsets, to be cut.
+        Texts are not windowed here, so each may have at most WHOLE_TEXT_MAX_CHARS."""
+        for row, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+            for part, content in (("prompt", prompt), ("response", response)):
+                if len(content) > WHOLE_TEXT_MAX_CHARS:
+                    raise UncuttableText(
+                        f"{len(content)} characters; a chat-template model's conversation is "
+                        f"tokenised whole, with at most {WHOLE_TEXT_MAX_CHARS} per text",
+                        row,
+                        part,
+                    )
         rendered = [render(template, p, r) for p, r in zip(prompts, responses, strict=True)]
         encodings = self.tokenizer.encode_batch_fast(
             [r.text for r in rendered], add_special_tokens=True

@@ -25,7 +25,7 @@ CUT_MARGIN_TOKENS = 8
 # How far before the window's nominal edge a space is looked for.
 SPACE_SEARCH_CHARS = 4096
 # Texts that cannot be windowed are tokenised whole up to this length.
-WHOLE_TEXT_MAX_CHARS = 1024 * 1024
+WHOLE_TEXT_MAX_CHARS = 256 * 1024
 
 
 class UncuttableText(ValueError):
