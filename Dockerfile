@@ -55,7 +55,8 @@ ENV PATH=/opt/venv/bin:${PATH} \
     RMSERVE_PORT=50051 \
     RMSERVE_HEALTH_PORT=50052 \
     RMSERVE_METRICS_PORT=9400
-# The artifact folder (model.onnx, tokenizer.json, manifest.json) is mounted here read-only.
+# The artifact folder (model.onnx [+ model.onnx.data], tokenizer.json, manifest.json) is mounted
+# here read-only.
 VOLUME ["/models/rmserve"]
 USER 10001:10001
 WORKDIR /home/rmserve

@@ -77,9 +77,10 @@ def imported(
     folder = tmp_path_factory.mktemp(family.name)
     hf_dir = build(family, folder / "hf")
     artifact = folder / "artifact"
-    argv = ["import-hf", "--model", str(hf_dir), "--out", str(artifact)]
+    argv = ["import-hf", "--model", str(hf_dir), "--out", str(artifact), "--external-data"]
     code, lines = rmserve_cli([*argv, "--max-length", str(MAX_LENGTH)])
     assert code == 0 and json.loads(lines[-1])["join"] == "template"
+    assert (artifact / "model.onnx.data").is_file()  # weights beside the graph, as big RMs have
     tokenizer = AutoTokenizer.from_pretrained(hf_dir)
     model = AutoModelForSequenceClassification.from_pretrained(hf_dir, attn_implementation="eager")
     model.eval()
