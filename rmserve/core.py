@@ -5,7 +5,8 @@
 
 Admission happens before anything is queued: a request over ``max_request_pairs`` is
 ``InvalidRequest``, a full queue is ``Overloaded``, a core that is not serving (warming up,
-draining, stopped) is ``Unavailable``.
+draining, stopped) is ``Unavailable``. Protocol adapters first hold the request's bytes with
+``admit_bytes`` (``Overloaded`` over ``max_inflight_bytes``) before they parse it.
 """
 
 from __future__ import annotations
