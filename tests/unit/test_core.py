@@ -12,6 +12,7 @@ import pytest
 from rmserve.artifact import Manifest, Normalization, ParityReport, Preprocessing
 from rmserve.batching import BatchLimits
 from rmserve.core import INLINE_TOKENIZE_PAIRS, CoreConfig, RewardCore
+from rmserve.cost_model import AnalyticCost
 from rmserve.engine import LoadedArtifact
 from rmserve.errors import EngineFailure, InvalidRequest, Unavailable
 from rmserve.metrics import Metrics
@@ -158,3 +159,25 @@ async def test_cancellation_while_tokenising_is_counted_and_frees_its_slots(
         assert core.metrics.registry.get_sample_value("rmserve_cancelled_total") == 1
         assert core.metrics.registry.get_sample_value("rmserve_queue_pairs") == 0
         assert core.inflight == 0 and engine.batches == []
+
+
+def cost_gauge(core: RewardCore, rows: int, length: int) -> float | None:
+    labels = {"rows": str(rows), "padded_length": str(length)}
+    return core.metrics.registry.get_sample_value("rmserve_batch_cost_seconds", labels)
+
+
+async def test_warm_up_measures_the_cost_table_it_publishes(artifact: LoadedArtifact) -> None:
+    """With warm-up on, the engine runs every grid shape (up to max_batch_size rows and
+    max_length tokens) and the table lands in the metrics; without, the analytic model does."""
+    max_length = artifact.preprocessor.config.max_length
+    engine = CountingEngine()
+    async with make_core(artifact, engine, warmup_runs=1) as core:
+        assert {(r, n) for r in (1, 2, 4) for n in (16, 32, max_length)} <= engine.shapes
+        seconds = [cost_gauge(core, r, max_length) for r in (1, 2, 4)]
+        assert all(s is not None and s > 0 for s in seconds)
+        assert seconds == sorted(seconds)  # monotone in rows
+        await core.score([("q", "a")])
+    cold = CountingEngine()
+    async with make_core(artifact, cold, warmup_runs=0) as core:
+        assert cold.shapes == set()
+        assert cost_gauge(core, 4, max_length) == AnalyticCost().seconds(4, max_length)

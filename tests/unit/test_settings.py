@@ -88,3 +88,18 @@ def test_core_config_carries_the_batching_settings() -> None:
     assert (config.limits.max_batch_size, config.limits.max_batch_tokens) == (12, 999)
     assert config.limits.max_queue_delay_s == pytest.approx(0.005)
     assert (config.max_queue_pairs, config.max_request_pairs) == (16384, 4096)
+
+
+def test_batch_caps_are_optional_and_the_cost_policy_is_the_default() -> None:
+    config = CoreConfig.from_settings(ServerSettings(artifact=Path("/a")))
+    assert (config.limits.max_batch_tokens, config.limits.max_padding_ratio) == (None, None)
+    assert config.batch_policy == "measured"
+    old = serve_settings(
+        ["--artifact", "/a", "--batch-policy", "caps", "--max-batch-tokens", "1024",
+         "--max-padding-ratio", "1.05"]
+    )  # fmt: skip
+    config = CoreConfig.from_settings(old)
+    assert config.batch_policy == "caps"
+    assert (config.limits.max_batch_tokens, config.limits.max_padding_ratio) == (1024, 1.05)
+    with pytest.raises(SystemExit):
+        serve_settings(["--artifact", "/a", "--batch-policy", "fastest"])
