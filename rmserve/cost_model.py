@@ -10,8 +10,9 @@ plus a per-token cost that grows with length (attention).
 
 Warm-up cost is bounded: a shape is measured only while its predicted time (the previous row
 count's, scaled) is under ``shape_budget_s``; larger shapes of that length are extrapolated
-linearly in rows. Each measured shape runs ``1 + repeats`` times, so the measurement takes about
-``len(lengths) x 2 x shape_budget_s x (1 + repeats)`` seconds at most, plus the fast shapes.
+linearly in rows. Each measured shape runs ``passes x (1 + repeats)`` times, so the measurement
+takes about ``len(lengths) x 2 x shape_budget_s x passes x (1 + repeats)`` seconds at most (the
+last measured shape of each length, plus the faster ones below it).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 MIN_GRID_LENGTH = 16
 SHAPE_BUDGET_S = 0.1
 REPEATS = 2
+PASSES = 2
 
 
 class CostModel(Protocol):
@@ -110,10 +112,13 @@ class CostTable:
         return at(j - 1) * (1.0 - t) + at(j) * t
 
     def monotone(self) -> CostTable:
-        """The same table made non-decreasing in rows and in length (timing noise can make a
-        bigger batch look cheaper than a smaller one; it never is)."""
-        array = np.maximum.accumulate(np.asarray(self.grid, dtype=np.float64), axis=0)
-        array = np.maximum.accumulate(array, axis=1)
+        """The same table made non-decreasing in rows and in length. Timing noise only ever
+        adds time, so a shape is given the cheapest time measured for any shape at least as big
+        (in rows and in length): a noisy cell is corrected by the cells above it, never
+        spread to them."""
+        array = np.asarray(self.grid, dtype=np.float64)
+        array = np.minimum.accumulate(array[::-1, :], axis=0)[::-1, :]
+        array = np.minimum.accumulate(array[:, ::-1], axis=1)[:, ::-1]
         grid = tuple(tuple(float(s) for s in row) for row in array)
         return CostTable(self.rows, self.lengths, grid, self.source)
 
@@ -156,37 +161,41 @@ def measure_cost_table(
     lengths: Sequence[int],
     max_batch_tokens: int | None = None,
     repeats: int = REPEATS,
+    passes: int = PASSES,
     shape_budget_s: float = SHAPE_BUDGET_S,
     timer: Callable[[], float] = time.perf_counter,
 ) -> CostTable:
-    """Time ``score`` on each rows x length shape: one untimed run, then the fastest of
-    ``repeats``. Batches are ``longest_pair`` cut to each length. A shape over
-    ``max_batch_tokens`` padded tokens (the batcher never forms it) or predicted (from the
-    previous row count, scaled) to take over ``shape_budget_s`` is not run: it and the larger
-    row counts of that length are extrapolated linearly in rows."""
+    """Time ``score`` on each rows x length shape, ``passes`` times over the whole grid (so a
+    burst of load from elsewhere does not hit one shape every time): one untimed run per shape
+    and pass, then ``repeats`` timed ones; a shape's time is the fastest of all. Batches are
+    ``longest_pair`` cut to each length.
+
+    A shape over ``max_batch_tokens`` padded tokens (the batcher never forms it) or predicted
+    (from the previous row count, scaled) to take over ``shape_budget_s`` is not run: it and the
+    larger row counts of that length get the lowest per-row time measured at that length."""
     if longest_pair.num_tokens < max(lengths):
         raise ValueError(f"a pair of {longest_pair.num_tokens} tokens cannot be cut to {lengths}")
-    columns: list[list[float]] = []
-    for length in lengths:
-        pair = PreparedPair(
-            longest_pair.input_ids[:length], longest_pair.token_type_ids[:length], False, False
-        )
-        column: list[float] = []
-        for i, count in enumerate(rows):
-            over_cap = max_batch_tokens is not None and count * length > max_batch_tokens
-            if column and (over_cap or column[-1] * count / rows[i - 1] > shape_budget_s):
-                column += [column[-1] * n / rows[i - 1] for n in rows[i:]]
-                break
-            batch = [pair] * count
-            score(batch)
-            runs = []
-            for _ in range(repeats):
-                start = timer()
+    best: list[list[float]] = [[float("inf")] * len(rows) for _ in lengths]
+    for _ in range(passes):
+        for j, length in enumerate(lengths):
+            pair = PreparedPair(
+                longest_pair.input_ids[:length], longest_pair.token_type_ids[:length], False, False
+            )
+            column = best[j]
+            for i, count in enumerate(rows):
+                over_cap = max_batch_tokens is not None and count * length > max_batch_tokens
+                predicted = column[i - 1] * count / rows[i - 1] if i else 0.0
+                if i and (over_cap or predicted > shape_budget_s):
+                    per_row = min(column[k] / rows[k] for k in range(i))
+                    column[i:] = [per_row * n for n in rows[i:]]
+                    break
+                batch = [pair] * count
                 score(batch)
-                runs.append(timer() - start)
-            column.append(max(min(runs), 1e-9))
-        columns.append(column)
-    grid = tuple(tuple(columns[j][i] for j in range(len(lengths))) for i in range(len(rows)))
+                for _ in range(repeats):
+                    start = timer()
+                    score(batch)
+                    column[i] = min(column[i], max(timer() - start, 1e-9))
+    grid = tuple(tuple(best[j][i] for j in range(len(lengths))) for i in range(len(rows)))
     return CostTable(tuple(rows), tuple(lengths), grid).monotone()
 
 
