@@ -18,6 +18,7 @@ last measured shape of each length, plus the faster ones below it).
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -133,6 +134,18 @@ class CostTable:
             )
             lines.append(f"{r:>8} {cells}")
         return "\n".join(lines)
+
+
+class CachedCost:
+    """``cost`` with its answers remembered: the batcher asks about the same few shapes for
+    every batch, and a table lookup interpolates each time."""
+
+    def __init__(self, cost: CostModel, max_entries: int = 1 << 16) -> None:
+        self.cost = cost
+        self._seconds = functools.lru_cache(maxsize=max_entries)(cost.seconds)
+
+    def seconds(self, rows: int, padded_length: int) -> float:
+        return self._seconds(rows, padded_length)
 
 
 def grid_rows(max_batch_size: int) -> tuple[int, ...]:

@@ -28,7 +28,7 @@ from itertools import islice
 import numpy as np
 
 from rmserve.batching import BatchLimits, Collected, QueuedItem, collect_batch
-from rmserve.cost_model import CostModel
+from rmserve.cost_model import CachedCost, CostModel
 from rmserve.engine import Engine
 from rmserve.errors import DeadlineExpired, EngineFailure, Overloaded, Unavailable
 from rmserve.metrics import Metrics
@@ -64,7 +64,7 @@ class Batcher:
     ) -> None:
         """``cost``: cut batches by this engine cost model; None: grow to the caps in ``limits``."""
         self._engine = engine
-        self._cost = cost
+        self._cost = None if cost is None else CachedCost(cost)
         self._executor = executor
         self._limits = limits
         self._max_queue_pairs = max_queue_pairs

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from rmserve.cost_model import (
     AnalyticCost,
+    CachedCost,
     CostTable,
     cost_for_policy,
     grid_lengths,
@@ -169,3 +170,11 @@ def test_publish_writes_the_grid_into_the_gauge() -> None:
     value = registry.get_sample_value("cost_seconds", {"rows": "4", "padded_length": "32"})
     assert value == 8.0
     assert registry.get_sample_value("cost_seconds", {"rows": "2", "padded_length": "16"}) == 2.0
+
+
+def test_cached_cost_answers_like_the_model_it_wraps() -> None:
+    cached = CachedCost(TABLE)
+    shapes = [(r, n) for r in (1, 3, 8) for n in (4, 24, 64)]
+    assert [cached.seconds(r, n) for r, n in shapes * 2] == [
+        TABLE.seconds(r, n) for r, n in shapes * 2
+    ]
