@@ -13,9 +13,9 @@ Policy, in order:
    The anchor always runs, even alone over a cap.
 4. Where to stop: with a cost model (``cost_model.py``: engine seconds by rows x padded
    length, measured at warm-up) the batch is the step of that growth with the most real tokens
-   per predicted engine-second (ties: the smaller batch), and it never grows past the point
-   where its predicted run would end after one of its items' deadlines. Without one, it grows
-   as far as the caps allow (the hand-tuned policy).
+   per predicted engine-second (within ``RATE_TOLERANCE`` of it: the biggest such step), and it
+   never grows past the point where its predicted run would end after one of its items'
+   deadlines. Without one, it grows as far as the caps allow (the hand-tuned policy).
 
 An item is the unit that must share a batch: one pair for Score, both pairs of a Prefer.
 """
@@ -138,6 +138,12 @@ def _fits(rows: int, longest: int, real: int, limits: BatchLimits) -> bool:
     )
 
 
+# Rates this close to the best are a tie (timing noise on a busy machine is larger), and a tie
+# goes to the bigger batch: it amortises what the engine table cannot see, the per-batch work
+# around the engine (thread hand-offs, the GIL, answering callers).
+RATE_TOLERANCE = 0.05
+
+
 @dataclass(slots=True)
 class _Span:
     """A contiguous run ``[lo, hi]`` of the length-sorted window and its totals."""
@@ -164,21 +170,18 @@ def _grow_around(
     by_length = sorted(window, key=lambda item: (item.longest, item.enqueued_at))
     at = by_length.index(anchor)
     span = _Span(at, at, anchor.rows, anchor.longest, anchor.real_tokens, anchor.deadline)
-    best, best_rate = (span.lo, span.hi), 0.0
-    if cost is not None:
-        best_rate = span.real / cost.seconds(span.rows, span.longest)
-    while True:
-        grown = _grow_once(span, by_length, anchor.longest, limits, cost, now)
-        if grown is None:
-            break
-        span = grown
-        if cost is None:
-            best = (span.lo, span.hi)
-            continue
-        rate = span.real / cost.seconds(span.rows, span.longest)
-        if rate > best_rate:
-            best, best_rate = (span.lo, span.hi), rate
-    return by_length[best[0] : best[1] + 1]
+    steps = [span]
+    while (
+        grown := _grow_once(steps[-1], by_length, anchor.longest, limits, cost, now)
+    ) is not None:
+        steps.append(grown)
+    if cost is None:
+        best = steps[-1]
+    else:
+        rates = [s.real / cost.seconds(s.rows, s.longest) for s in steps]
+        good = (1.0 - RATE_TOLERANCE) * max(rates)
+        best = steps[max(i for i, rate in enumerate(rates) if rate >= good)]
+    return by_length[best.lo : best.hi + 1]
 
 
 def _grow_once(

@@ -10,9 +10,10 @@ plus a per-token cost that grows with length (attention).
 
 Warm-up cost is bounded: a shape is measured only while its predicted time (the previous row
 count's, scaled) is under ``shape_budget_s``; larger shapes of that length are extrapolated
-linearly in rows. Each measured shape runs ``passes x (1 + repeats)`` times, so the measurement
-takes about ``len(lengths) x 2 x shape_budget_s x passes x (1 + repeats)`` seconds at most (the
-last measured shape of each length, plus the faster ones below it).
+along the fixed-plus-per-row line through the last two measured row counts. Each measured
+shape runs ``passes x (1 + repeats)`` times, so the measurement takes about
+``len(lengths) x 2 x shape_budget_s x passes x (1 + repeats)`` seconds at most (the last
+measured shape of each length, plus the faster ones below it).
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ def measure_cost_table(
 
     A shape over ``max_batch_tokens`` padded tokens (the batcher never forms it) or predicted
     (from the previous row count, scaled) to take over ``shape_budget_s`` is not run: it and the
-    larger row counts of that length get the lowest per-row time measured at that length."""
+    larger row counts of that length are extrapolated (``_extrapolate``)."""
     if longest_pair.num_tokens < max(lengths):
         raise ValueError(f"a pair of {longest_pair.num_tokens} tokens cannot be cut to {lengths}")
     best: list[list[float]] = [[float("inf")] * len(rows) for _ in lengths]
@@ -199,8 +200,7 @@ def measure_cost_table(
                 over_cap = max_batch_tokens is not None and count * length > max_batch_tokens
                 predicted = column[i - 1] * count / rows[i - 1] if i else 0.0
                 if i and (over_cap or predicted > shape_budget_s):
-                    per_row = min(column[k] / rows[k] for k in range(i))
-                    column[i:] = [per_row * n for n in rows[i:]]
+                    column[i:] = _extrapolate(rows[:i], column[:i], rows[i:])
                     break
                 batch = [pair] * count
                 score(batch)
@@ -210,6 +210,23 @@ def measure_cost_table(
                     column[i] = min(column[i], max(timer() - start, 1e-9))
     grid = tuple(tuple(best[j][i] for j in range(len(lengths))) for i in range(len(rows)))
     return CostTable(tuple(rows), tuple(lengths), grid).monotone()
+
+
+def _extrapolate(
+    measured_rows: Sequence[int], seconds: Sequence[float], rows: Sequence[int]
+) -> list[float]:
+    """Seconds for ``rows`` past the measured ones, on the line through the last two measured
+    points: a fixed cost per call plus a marginal cost per row, which is what batching
+    amortises. The marginal cost is kept between a quarter of and the whole per-row cost of the
+    last measured batch (timing noise can make the line steeper or flatter than it is); with a
+    single measured point, cost is proportional to rows."""
+    last_rows, last = measured_rows[-1], seconds[-1]
+    per_row = last / last_rows
+    marginal = per_row
+    if len(measured_rows) > 1:
+        slope = (last - seconds[-2]) / (last_rows - measured_rows[-2])
+        marginal = min(per_row, max(0.25 * per_row, slope))
+    return [last + (n - last_rows) * marginal for n in rows]
 
 
 BatchPolicy = Literal["measured", "analytic", "caps"]

@@ -178,3 +178,18 @@ def test_cached_cost_answers_like_the_model_it_wraps() -> None:
     assert [cached.seconds(r, n) for r, n in shapes * 2] == [
         TABLE.seconds(r, n) for r, n in shapes * 2
     ]
+
+
+def test_extrapolation_keeps_amortising_the_fixed_cost_per_call() -> None:
+    """50 ms per call + 6.4 ms per row of 64 tokens: rows 1 and 2 are measured, 4 and 8 are
+    over the 0.12 s budget. They are extrapolated on the fixed-plus-per-row line (its slope kept at
+    least a quarter of the per-row cost), so the per-row cost keeps falling, as it does."""
+    engine = TimedEngine(overhead=0.05, per_token=1e-4)
+    got = measure_cost_table(
+        engine.score, long_pair(64), (1, 2, 4, 8), (64,), shape_budget_s=0.12, timer=engine.clock
+    )
+    assert {r for r, _ in engine.shapes} == {1, 2}
+    four, eight = got.seconds(4, 64), got.seconds(8, 64)
+    assert 0.05 + 4 * 0.0064 <= four < 4 * got.seconds(1, 64)  # never cheaper than it is
+    assert four == pytest.approx(0.0628 + 2 * 0.25 * 0.0314)
+    assert eight / 8 < four / 4 < got.seconds(2, 64) / 2
