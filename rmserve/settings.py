@@ -52,8 +52,9 @@ class ServerSettings(BaseSettings):
         default="measured",
         description="Where to cut a batch from the length-sorted queue: 'measured' (the most "
         "real tokens per engine-second, from engine times measured at warm-up by rows x padded "
-        "length; analytic without warm-up), 'analytic' (the same with a fixed analytic cost), "
-        "'caps' (as large as max_batch_size, max_batch_tokens and max_padding_ratio allow).",
+        "length; rates within 5% are a tie won by the bigger batch; analytic without warm-up), "
+        "'analytic' (the same with a fixed analytic cost), 'caps' (as large as max_batch_size, "
+        "max_batch_tokens and max_padding_ratio allow).",
     )
     max_batch_tokens: int | None = Field(
         default=None,
