@@ -11,9 +11,9 @@ plus a per-token cost that grows with length (attention).
 Warm-up cost is bounded: a shape is measured only while its predicted time (the previous row
 count's, scaled) is under ``shape_budget_s``; larger shapes of that length are extrapolated
 along the fixed-plus-per-row line through the last two measured row counts. Each measured
-shape runs ``passes x (1 + repeats)`` times, so the measurement takes about
-``len(lengths) x 2 x shape_budget_s x passes x (1 + repeats)`` seconds at most (the last
-measured shape of each length, plus the faster ones below it).
+shape runs ``1 + rounds`` times, so the measurement takes about
+``len(lengths) x 2 x shape_budget_s x (1 + rounds)`` seconds at most (the last measured shape
+of each length, plus the faster ones below it).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import functools
 import logging
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,8 +36,7 @@ log = logging.getLogger(__name__)
 
 MIN_GRID_LENGTH = 16
 SHAPE_BUDGET_S = 0.1
-REPEATS = 2
-PASSES = 2
+ROUNDS = 5
 
 
 class CostModel(Protocol):
@@ -174,14 +174,15 @@ def measure_cost_table(
     rows: Sequence[int],
     lengths: Sequence[int],
     max_batch_tokens: int | None = None,
-    repeats: int = REPEATS,
-    passes: int = PASSES,
+    rounds: int = ROUNDS,
     shape_budget_s: float = SHAPE_BUDGET_S,
     timer: Callable[[], float] = time.perf_counter,
 ) -> CostTable:
-    """Time ``score`` on each rows x length shape, ``passes`` times over the whole grid (so a
-    burst of load from elsewhere does not hit one shape every time): one untimed run per shape
-    and pass, then ``repeats`` timed ones; a shape's time is the fastest of all. Batches are
+    """Time ``score`` on each rows x length shape: one untimed run, then one timed run per
+    round, the rounds going over the whole grid in turn (so a burst of load from elsewhere
+    falls on every shape alike, not on a few). A shape's time is the median of its rounds: on
+    a busy machine a short call more often runs without being preempted than a long one, so
+    the fastest run would make small shapes look cheaper than they are. Batches are
     ``longest_pair`` cut to each length.
 
     A shape over ``max_batch_tokens`` padded tokens (the batcher never forms it) or predicted
@@ -189,26 +190,39 @@ def measure_cost_table(
     larger row counts of that length are extrapolated (``_extrapolate``)."""
     if longest_pair.num_tokens < max(lengths):
         raise ValueError(f"a pair of {longest_pair.num_tokens} tokens cannot be cut to {lengths}")
-    best: list[list[float]] = [[float("inf")] * len(rows) for _ in lengths]
-    for _ in range(passes):
-        for j, length in enumerate(lengths):
-            pair = PreparedPair(
-                longest_pair.input_ids[:length], longest_pair.token_type_ids[:length], False, False
-            )
-            column = best[j]
-            for i, count in enumerate(rows):
-                over_cap = max_batch_tokens is not None and count * length > max_batch_tokens
-                predicted = column[i - 1] * count / rows[i - 1] if i else 0.0
-                if i and (over_cap or predicted > shape_budget_s):
-                    column[i:] = _extrapolate(rows[:i], column[:i], rows[i:])
-                    break
-                batch = [pair] * count
-                score(batch)
-                for _ in range(repeats):
-                    start = timer()
-                    score(batch)
-                    column[i] = min(column[i], max(timer() - start, 1e-9))
-    grid = tuple(tuple(best[j][i] for j in range(len(lengths))) for i in range(len(rows)))
+    batches = {
+        length: PreparedPair(
+            longest_pair.input_ids[:length], longest_pair.token_type_ids[:length], False, False
+        )
+        for length in lengths
+    }
+
+    def timed(count: int, length: int) -> float:
+        batch = [batches[length]] * count
+        start = timer()
+        score(batch)
+        return max(timer() - start, 1e-9)
+
+    # The first round decides which shapes are measured: row counts in order, while in budget.
+    samples: dict[tuple[int, int], list[float]] = {}
+    for length in lengths:
+        for i, count in enumerate(rows):
+            over_cap = max_batch_tokens is not None and count * length > max_batch_tokens
+            if i and over_cap:
+                break
+            if i and samples[rows[i - 1], length][0] * count / rows[i - 1] > shape_budget_s:
+                break
+            timed(count, length)  # untimed: the first run of a shape allocates
+            samples[count, length] = [timed(count, length)]
+    for _ in range(rounds - 1):
+        for count, length in samples:
+            samples[count, length].append(timed(count, length))
+    columns = []
+    for length in lengths:
+        measured = [n for n in rows if (n, length) in samples]
+        seconds = [statistics.median(samples[n, length]) for n in measured]
+        columns.append(seconds + _extrapolate(measured, seconds, rows[len(measured) :]))
+    grid = tuple(tuple(column[i] for column in columns) for i in range(len(rows)))
     return CostTable(tuple(rows), tuple(lengths), grid).monotone()
 
 
