@@ -6,9 +6,11 @@ For each mix (prompt+response tokens uniform in short 16..64, mixed 16..256, lon
   2. the server with 64 concurrent single-pair Score callers
   3. the server with ScoreBatch requests of 256 pairs
 
-and 2-3 twice: ``before`` is the hand-tuned policy (``--batch-policy caps --max-batch-tokens
-1024 --max-padding-ratio 1.05``), ``after`` the defaults (batches cut by the cost model the
-server measures at warm-up). ``--unbatched`` adds the server with batching off.
+and 2-3 twice: ``before`` is the hand-tuned policy and the server's default (``--batch-policy
+caps --max-batch-tokens 1024 --max-padding-ratio 1.05``), ``after`` batches cut by the cost model
+the server measures at warm-up (``--batch-policy measured``, caps raised to their maxima so the
+cost model decides alone, as when this benchmark's committed results were taken).
+``--unbatched`` adds the server with batching off.
 
 The load generator (``rmserve.loadtest``) runs in its own process and shares the cores with the
 server; its CPU share is reported, and so is the machine's load average before and after. Use
@@ -40,7 +42,11 @@ MIXES = {"short": (16, 64), "mixed": (16, 256), "long": (256, 512)}
 PAIRS = {"short": 1024, "mixed": 512, "long": 192}  # about the same tokens in each mix
 BATCH_DEADLINE_S = 600.0  # a ScoreBatch of 256 long pairs takes tens of seconds on 2 cores
 OLD_CAPS = ["--max-batch-tokens", "1024", "--max-padding-ratio", "1.05"]
-POLICIES = {"before": ["--batch-policy", "caps", *OLD_CAPS], "after": []}
+NO_CAPS = ["--max-batch-tokens", "1048576", "--max-padding-ratio", "100"]
+POLICIES = {
+    "before": ["--batch-policy", "caps", *OLD_CAPS],
+    "after": ["--batch-policy", "measured", *NO_CAPS],
+}
 RAW_BATCH_SIZES = (1, 4, 8, 16, 32)
 _WORD_TEXT = (
     "the reward model scores each answer for helpful correct and polite replies while "

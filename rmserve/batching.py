@@ -15,7 +15,8 @@ Policy, in order:
    length, measured at warm-up) the batch is the step of that growth with the most real tokens
    per predicted engine-second (within ``RATE_TOLERANCE`` of it: the biggest such step), and it
    never grows past the point where its predicted run would end after one of its items'
-   deadlines. Without one, it grows as far as the caps allow (the hand-tuned policy).
+   deadlines. Without one, it grows as far as the caps allow (the hand-tuned policy, and the
+   server's default: ``batch_policy`` 'caps').
 
 An item is the unit that must share a batch: one pair for Score, both pairs of a Prefer.
 """

@@ -63,7 +63,7 @@ class CoreConfig:
     max_request_pairs: int
     warmup_runs: int = 0
     max_inflight_bytes: int = default_inflight_bytes(64 * 1024 * 1024)
-    batch_policy: BatchPolicy = "measured"  # without warm-up runs: analytic
+    batch_policy: BatchPolicy = "caps"  # "measured" without warm-up runs: analytic
 
     @classmethod
     def from_settings(

@@ -8,6 +8,9 @@ powers of two up to ``max_length``); ``CostTable`` interpolates between the grid
 a measurement (warm-up off, test engines) ``AnalyticCost`` stands in: a fixed per-batch overhead
 plus a per-token cost that grows with length (attention).
 
+Only ``batch_policy`` 'measured' and 'analytic' use a cost model; the default, 'caps', does not
+(on a shared 2-core CPU the measured cut did not beat the hand-set caps, README).
+
 Warm-up cost is bounded: a shape is measured only while its predicted time (the previous row
 count's, scaled) is under ``shape_budget_s``; larger shapes of that length are extrapolated
 along the fixed-plus-per-row line through the last two measured row counts. Each measured
