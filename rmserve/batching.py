@@ -8,9 +8,15 @@ Policy, in order:
    item has waited that long.
 3. The oldest live item anchors the batch, so nothing starves. The window is sorted by length
    and the batch grows from the anchor to whichever neighbour in that order is closest in
-   length, while rows <= ``max_batch_size``, padded tokens (longest x rows) <=
-   ``max_batch_tokens`` and padded / real tokens <= ``max_padding_ratio``. The anchor always
-   runs, even alone over a limit.
+   length, while the caps hold: rows <= ``max_batch_size`` and, when set, padded tokens
+   (longest x rows) <= ``max_batch_tokens`` and padded / real tokens <= ``max_padding_ratio``.
+   The anchor always runs, even alone over a cap.
+4. Where to stop: with a cost model (``cost_model.py``: engine seconds by rows x padded
+   length, measured at warm-up) the batch is the step of that growth with the most real tokens
+   per predicted engine-second (within ``RATE_TOLERANCE`` of it: the biggest such step), and it
+   never grows past the point where its predicted run would end after one of its items'
+   deadlines. Without one, it grows as far as the caps allow (the hand-tuned policy, and the
+   server's default: ``batch_policy`` 'caps').
 
 An item is the unit that must share a batch: one pair for Score, both pairs of a Prefer.
 """
@@ -21,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+from rmserve.cost_model import CostModel
 from rmserve.preprocess import PreparedPair
 
 
@@ -58,15 +65,17 @@ class QueuedItem(Generic[OwnerT]):
 @dataclass(frozen=True)
 class BatchLimits:
     max_batch_size: int
-    max_batch_tokens: int
-    max_padding_ratio: float = 1.05
+    max_batch_tokens: int | None = None  # None: no cap
+    max_padding_ratio: float | None = None  # None: no cap
     max_queue_delay_s: float = 0.0
     window: int = 256  # how many of the oldest queued items the caller passes as a snapshot
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 1 or self.max_batch_tokens < 1 or self.window < 1:
+        tokens = 1 if self.max_batch_tokens is None else self.max_batch_tokens
+        if self.max_batch_size < 1 or tokens < 1 or self.window < 1:
             raise ValueError(f"batch limits must be positive: {self}")
-        if self.max_padding_ratio < 1.0 or self.max_queue_delay_s < 0.0:
+        ratio = 1.0 if self.max_padding_ratio is None else self.max_padding_ratio
+        if ratio < 1.0 or self.max_queue_delay_s < 0.0:
             raise ValueError(f"invalid batch limits: {self}")
 
 
@@ -91,9 +100,13 @@ class Collected(Generic[OwnerT]):
 
 
 def collect_batch(
-    snapshot: Sequence[QueuedItem[OwnerT]], now: float, limits: BatchLimits
+    snapshot: Sequence[QueuedItem[OwnerT]],
+    now: float,
+    limits: BatchLimits,
+    cost: CostModel | None = None,
 ) -> Collected[OwnerT]:
-    """Pick the next batch from ``snapshot``, the oldest ``limits.window`` queued items.
+    """Pick the next batch from ``snapshot``, the oldest ``limits.window`` queued items; with
+    ``cost``, cut where real tokens per predicted engine-second is highest.
 
     Pure: reads the items (and whether their owners finished), never mutates anything.
     """
@@ -114,40 +127,93 @@ def collect_batch(
         ready_at = oldest.enqueued_at + limits.max_queue_delay_s
         if ready_at > now:
             return Collected([], expired, dropped, wait_until=ready_at)
-    return Collected(_grow_around(oldest, live, limits), expired, dropped)
+    return Collected(_grow_around(oldest, live, limits, cost, now), expired, dropped)
 
 
 def _fits(rows: int, longest: int, real: int, limits: BatchLimits) -> bool:
     padded = rows * longest
     return (
         rows <= limits.max_batch_size
-        and padded <= limits.max_batch_tokens
-        and padded <= limits.max_padding_ratio * real
+        and (limits.max_batch_tokens is None or padded <= limits.max_batch_tokens)
+        and (limits.max_padding_ratio is None or padded <= limits.max_padding_ratio * real)
     )
 
 
+# Rates this close to the best are a tie (timing noise on a busy machine is larger), and a tie
+# goes to the bigger batch: it amortises what the engine table cannot see, the per-batch work
+# around the engine (thread hand-offs, the GIL, answering callers).
+RATE_TOLERANCE = 0.05
+
+
+@dataclass(slots=True)
+class _Span:
+    """A contiguous run ``[lo, hi]`` of the length-sorted window and its totals."""
+
+    lo: int
+    hi: int
+    rows: int
+    longest: int
+    real: int
+    deadline: float | None  # the earliest deadline among its items
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
 def _grow_around(
-    anchor: QueuedItem[OwnerT], window: list[QueuedItem[OwnerT]], limits: BatchLimits
+    anchor: QueuedItem[OwnerT],
+    window: list[QueuedItem[OwnerT]],
+    limits: BatchLimits,
+    cost: CostModel | None,
+    now: float,
 ) -> list[QueuedItem[OwnerT]]:
     by_length = sorted(window, key=lambda item: (item.longest, item.enqueued_at))
-    lo = hi = by_length.index(anchor)
-    rows, longest, real = anchor.rows, anchor.longest, anchor.real_tokens
-    while True:
-        candidates = []
-        if lo > 0:
-            candidates.append(lo - 1)
-        if hi < len(by_length) - 1:
-            candidates.append(hi + 1)
-        # Closest in length first; ties go to the shorter neighbour (cheaper padding).
-        candidates.sort(key=lambda i: (abs(by_length[i].longest - anchor.longest), i))
-        grown = False
-        for i in candidates:
-            item = by_length[i]
-            new_rows, new_longest = rows + item.rows, max(longest, item.longest)
-            if _fits(new_rows, new_longest, real + item.real_tokens, limits):
-                rows, longest, real = new_rows, new_longest, real + item.real_tokens
-                lo, hi = min(lo, i), max(hi, i)
-                grown = True
-                break
-        if not grown:
-            return by_length[lo : hi + 1]
+    at = by_length.index(anchor)
+    span = _Span(at, at, anchor.rows, anchor.longest, anchor.real_tokens, anchor.deadline)
+    steps = [span]
+    while (
+        grown := _grow_once(steps[-1], by_length, anchor.longest, limits, cost, now)
+    ) is not None:
+        steps.append(grown)
+    if cost is None:
+        best = steps[-1]
+    else:
+        rates = [s.real / cost.seconds(s.rows, s.longest) for s in steps]
+        good = (1.0 - RATE_TOLERANCE) * max(rates)
+        best = steps[max(i for i, rate in enumerate(rates) if rate >= good)]
+    return by_length[best.lo : best.hi + 1]
+
+
+def _grow_once(
+    span: _Span,
+    by_length: list[QueuedItem[OwnerT]],
+    anchor_length: int,
+    limits: BatchLimits,
+    cost: CostModel | None,
+    now: float,
+) -> _Span | None:
+    """``span`` grown by its closest-in-length neighbour that keeps the caps (and, with a cost
+    model, its deadlines), or None when neither neighbour can join."""
+    candidates = []
+    if span.lo > 0:
+        candidates.append(span.lo - 1)
+    if span.hi < len(by_length) - 1:
+        candidates.append(span.hi + 1)
+    # Closest in length first; ties go to the shorter neighbour (cheaper padding).
+    candidates.sort(key=lambda i: (abs(by_length[i].longest - anchor_length), i))
+    for i in candidates:
+        item = by_length[i]
+        rows, longest = span.rows + item.rows, max(span.longest, item.longest)
+        real = span.real + item.real_tokens
+        if not _fits(rows, longest, real, limits):
+            continue
+        deadline = _earliest(span.deadline, item.deadline)
+        if (
+            cost is not None
+            and deadline is not None
+            and now + cost.seconds(rows, longest) > deadline
+        ):
+            continue
+        return _Span(min(span.lo, i), max(span.hi, i), rows, longest, real, deadline)
+    return None

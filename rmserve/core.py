@@ -23,6 +23,7 @@ from types import TracebackType
 
 from rmserve.allocator import FreedMemoryTrimmer
 from rmserve.batching import BatchLimits, QueuedItem
+from rmserve.cost_model import BatchPolicy, CostModel, cost_for_policy, publish
 from rmserve.engine import Engine, LoadedArtifact
 from rmserve.errors import InvalidRequest, Unavailable
 from rmserve.memory_budget import TOKENIZE_WORKERS, RequestBytesBudget, default_inflight_bytes
@@ -63,6 +64,7 @@ class CoreConfig:
     max_request_pairs: int
     warmup_runs: int = 0
     max_inflight_bytes: int = default_inflight_bytes(64 * 1024 * 1024)
+    batch_policy: BatchPolicy = "caps"  # "measured" without warm-up runs: analytic
 
     @classmethod
     def from_settings(
@@ -86,6 +88,7 @@ class CoreConfig:
             settings.max_request_pairs,
             settings.warmup_runs,
             max_inflight_bytes,
+            settings.batch_policy,
         )
 
 
@@ -146,7 +149,7 @@ class RewardCore:
             raise RuntimeError(f"RewardCore.astart() called when {self.state.value}")
         self.state = CoreState.WARMING
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._warm_up)
+        cost = await loop.run_in_executor(self._executor, self._warm_up)
         self._idle = asyncio.Event()
         self._idle.set()
         self._batcher = Batcher(
@@ -155,6 +158,7 @@ class RewardCore:
             self.config.limits,
             self.config.max_queue_pairs,
             self.metrics,
+            cost,
         )
         self._batcher_task = asyncio.create_task(self._batcher.run(), name="rmserve-batcher")
         self._trim_watch = asyncio.create_task(self._trimmer.watch(), name="rmserve-trim")
@@ -201,7 +205,8 @@ class RewardCore:
     ) -> None:
         await self.astop()
 
-    def _warm_up(self) -> None:
+    def _warm_up(self) -> CostModel | None:
+        """Warm-up runs, then the cost model the batcher cuts by (measured here)."""
         preprocessor = self.artifact.preprocessor
         max_length = preprocessor.config.max_length
         short = preprocessor.prepare("warm-up prompt", "warm-up response")
@@ -209,12 +214,24 @@ class RewardCore:
         limits = self.config.limits
         batches: list[list[PreparedPair]] = []
         for pair in (short, long):
-            rows = max(1, min(limits.max_batch_size, limits.max_batch_tokens // pair.num_tokens))
+            cap = limits.max_batch_tokens or limits.max_batch_size * pair.num_tokens
+            rows = max(1, min(limits.max_batch_size, cap // pair.num_tokens))
             batches += [[pair], [pair] * rows]
         for _ in range(self.config.warmup_runs):
             for batch in batches:
                 self.engine.score(batch)
         log.info("warm-up done: %d runs of %d batches", self.config.warmup_runs, len(batches))
+        cost = cost_for_policy(
+            self.config.batch_policy,
+            self.engine.score,
+            long,
+            limits.max_batch_size,
+            limits.max_batch_tokens,
+            measure=self.config.warmup_runs > 0,
+        )
+        if cost is not None:
+            publish(cost, self.metrics.batch_cost, limits.max_batch_size, max_length)
+        return cost
 
     # requests ------------------------------------------------------------------------------
 

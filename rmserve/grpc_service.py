@@ -337,7 +337,7 @@ class RewardServicer:
                 normalization_std=manifest.normalization.std,
                 provider=core.engine.provider,
                 max_batch_size=limits.max_batch_size,
-                max_batch_tokens=limits.max_batch_tokens,
+                max_batch_tokens=limits.max_batch_tokens or 0,  # 0: no cap
                 max_request_pairs=core.config.max_request_pairs,
                 max_queue_pairs=core.config.max_queue_pairs,
                 max_queue_delay_ms=limits.max_queue_delay_s * 1000.0,

@@ -11,7 +11,7 @@ The memory a server needs (``required_memory_bytes``) is the documented formula 
 overlays are checked against:
 
     base runtime + MODEL_LOAD_FACTOR x model files + REQUEST_BYTES_FACTOR x max_inflight_bytes
-    + max_queue_pairs x max_length x QUEUED_TOKEN_BYTES + tokenizer workspace
+    + max_queue_pairs x (max_length x QUEUED_TOKEN_BYTES + QUEUED_PAIR_BYTES) + tokenizer workspace
 
 The tokenizer workspace is what tokenising one text costs, at most WHOLE_TEXT_MAX_CHARS x
 TOKENIZER_BYTES_PER_CHAR (longer texts are windowed or refused, ``rmserve.text_window``), on
@@ -37,8 +37,12 @@ BASE_RUNTIME_BYTES = 192 * MIB
 MODEL_LOAD_FACTOR = 2.0
 # Peak memory one in-flight request holds per byte of it on the wire (measured, README).
 REQUEST_BYTES_FACTOR = 8.0
-# A queued pair's token ids and type ids as Python lists (pointer + int object per token).
-QUEUED_TOKEN_BYTES = 48
+# A queued pair's token ids and type ids: two int64 numpy arrays, 8 bytes per token each.
+QUEUED_TOKEN_BYTES = 16
+# Per queued pair on top of that: the two arrays' objects and allocations and the PreparedPair
+# (tracemalloc: 297 bytes for a pair of any length, numpy 2 on x86_64; with malloc's headers and
+# the queue's pointer to it ~400, rounded up).
+QUEUED_PAIR_BYTES = 512
 # Threads that tokenise big requests (small ones are tokenised on the event loop).
 TOKENIZE_WORKERS = 2
 # The tokenizer's peak per character of one text it is given whole (alignments, offsets, token
@@ -58,7 +62,7 @@ def fixed_memory_bytes(model_bytes: int, max_queue_pairs: int, max_length: int) 
     return int(
         BASE_RUNTIME_BYTES
         + MODEL_LOAD_FACTOR * model_bytes
-        + max_queue_pairs * max_length * QUEUED_TOKEN_BYTES
+        + max_queue_pairs * (max_length * QUEUED_TOKEN_BYTES + QUEUED_PAIR_BYTES)
         + TOKENIZER_WORKSPACE_BYTES
     )
 

@@ -8,6 +8,10 @@ right; both cases set ``truncated`` and the second also sets ``response_truncate
 Chat-template models ('template' join) get the whole rendered conversation tokenised in one
 piece, exactly as ``tokenizer(apply_chat_template(conv, tokenize=False))`` does (with a leading
 BOS the tokenizer adds itself taken out of the template text, so it is never doubled).
+
+Token ids are int64 numpy arrays from tokenisation on, so padding a batch is a few vector
+operations, not a Python loop over rows. A text that appears several times in one call (the
+prompt of a Prefer, a group of responses to one prompt) is tokenised once.
 """
 
 from __future__ import annotations
@@ -42,17 +46,36 @@ log = logging.getLogger(__name__)
 # (truncated) ids, so a big request costs one chunk of them at a time, not its whole size.
 TOKENIZE_CHUNK_CHARS = 256 * 1024
 
+# Up to this many distinct texts are encoded one by one on the calling thread: for a handful
+# the batch encoder's hand-off to its thread pool costs more than it saves.
+SEQUENTIAL_ENCODE_TEXTS = 8
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, eq=False)
 class PreparedPair:
-    input_ids: list[int]
-    token_type_ids: list[int]
+    input_ids: np.ndarray  # int64, [num_tokens]
+    token_type_ids: np.ndarray  # int64, [num_tokens]
     truncated: bool
     response_truncated: bool
 
     @property
     def num_tokens(self) -> int:
         return len(self.input_ids)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PreparedPair):
+            return NotImplemented
+        return (
+            (self.truncated, self.response_truncated) == (other.truncated, other.response_truncated)
+            and np.array_equal(self.input_ids, other.input_ids)
+            and np.array_equal(self.token_type_ids, other.token_type_ids)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable arrays inside: not hashable
+
+
+def _int64(values: Sequence[int]) -> np.ndarray:
+    return np.array(values, dtype=np.int64)
 
 
 def _cuts_exactly(tokenizer: Tokenizer) -> bool:
@@ -141,7 +164,7 @@ class Preprocessor:
             prompt_windows.append(_cut(tail, prompt, chars, row, "prompt"))
             response_windows.append(_cut(head, response, chars, row, "response"))
         texts = [w.text for w in prompt_windows] + [w.text for w in response_windows]
-        encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+        encodings = self._encode_once(texts, add_special_tokens=False)
         n = len(prompts)
         pairs = []
         for row in range(n):
@@ -154,6 +177,22 @@ class Preprocessor:
                     raise e.located(row, e.part) from None
                 pairs.append(self._prepare_whole(prompts[row], responses[row], row))
         return pairs
+
+    def _encode_once(self, texts: Sequence[str], add_special_tokens: bool) -> list[Encoding]:
+        """One encoding per text, each distinct text encoded once (equal texts share the same
+        ``Encoding`` object: it must not be mutated). A few texts are encoded one by one."""
+        slot_of: dict[str, int] = {}
+        slots = [slot_of.setdefault(text, len(slot_of)) for text in texts]
+        unique = list(slot_of)
+        if len(unique) <= SEQUENTIAL_ENCODE_TEXTS:
+            encoded = [
+                self.tokenizer.encode(t, add_special_tokens=add_special_tokens) for t in unique
+            ]
+        else:
+            encoded = self.tokenizer.encode_batch_fast(
+                unique, add_special_tokens=add_special_tokens
+            )
+        return [encoded[slot] for slot in slots]
 
     def _prepare_whole(self, prompt: str, response: str, row: int) -> PreparedPair:
         """A pair with a window too thin to cut: texts up to WHOLE_TEXT_MAX_CHARS whole."""
@@ -181,6 +220,7 @@ class Preprocessor:
     def _assemble_pair(
         self, prompt: Encoding, response: Encoding, windows: tuple[Window, Window] | None = None
     ) -> PreparedPair:
+        """Never mutates ``prompt`` or ``response`` (another pair may share them)."""
         budget = self.config.max_length - self._overhead
         prompt_window, response_window = windows or (Window("", False), Window("", False))
         try:
@@ -202,15 +242,20 @@ class Preprocessor:
             truncated = True
         if self._layout is not None:
             ids, types = self._layout.assemble(prompt_ids, response_ids)
-            return PreparedPair(ids, types, truncated, response_truncated)
-        # A post-processor that is no fixed template: cut the encodings themselves.
+            return PreparedPair(_int64(ids), _int64(types), truncated, response_truncated)
+        # A post-processor that is no fixed template: cut copies of the encodings.
         if response_truncated:
+            response = _copy(response)
             response.truncate(budget, direction="right")
+            prompt = _copy(prompt)
             prompt.truncate(0)
         elif truncated:
+            prompt = _copy(prompt)
             prompt.truncate(len(prompt_ids), direction="left")
         merged = self.tokenizer.post_process(prompt, response, add_special_tokens=True)
-        return PreparedPair(list(merged.ids), list(merged.type_ids), truncated, response_truncated)
+        return PreparedPair(
+            _int64(merged.ids), _int64(merged.type_ids), truncated, response_truncated
+        )
 
     def _prepare_rendered(
         self, prompts: Sequence[str], responses: Sequence[str], template: ChatTemplate
@@ -229,14 +274,12 @@ class Preprocessor:
                         part,
                     )
         rendered = [render(template, p, r) for p, r in zip(prompts, responses, strict=True)]
-        encodings = self.tokenizer.encode_batch_fast(
-            [r.text for r in rendered], add_special_tokens=True
-        )
+        encodings = self._encode_once([r.text for r in rendered], add_special_tokens=True)
         pairs = []
         for text, encoding in zip(rendered, encodings, strict=True):
             if len(encoding.ids) <= self.config.max_length:
                 pairs.append(
-                    PreparedPair(list(encoding.ids), list(encoding.type_ids), False, False)
+                    PreparedPair(_int64(encoding.ids), _int64(encoding.type_ids), False, False)
                 )
             else:
                 pairs.append(self._truncate_rendered(text))
@@ -271,9 +314,9 @@ class Preprocessor:
                 f"{len(kept)} tokens remain after cutting prompt and response to fit "
                 f"max_length={self.config.max_length}: the template alone does not fit"
             )
-        ids, types = encoding.ids, encoding.type_ids
+        rows = np.array(kept, dtype=np.intp)
         return PreparedPair(
-            [ids[i] for i in kept], [types[i] for i in kept], True, response_truncated
+            _int64(encoding.ids)[rows], _int64(encoding.type_ids)[rows], True, response_truncated
         )
 
 
@@ -290,6 +333,10 @@ def _cut(
         raise e.located(row, part) from None
 
 
+def _copy(encoding: Encoding) -> Encoding:
+    return Encoding.merge([encoding], growing_offsets=False)
+
+
 def _overlaps(start: int, end: int, span: tuple[int, int]) -> bool:
     return start < span[1] and end > span[0]
 
@@ -300,15 +347,14 @@ def pad_batch(
     """Right-pad a batch into the ONNX feed. Padded cost is longest x count."""
     if not pairs:
         raise ValueError("cannot pad an empty batch")
-    width = max(p.num_tokens for p in pairs)
-    ids = np.full((len(pairs), width), pad_token_id, dtype=np.int64)
-    types = np.zeros((len(pairs), width), dtype=np.int64)
-    mask = np.zeros((len(pairs), width), dtype=np.int64)
-    for row, pair in enumerate(pairs):
-        n = pair.num_tokens
-        ids[row, :n] = pair.input_ids
-        types[row, :n] = pair.token_type_ids
-        mask[row, :n] = 1
+    lengths = np.fromiter((p.num_tokens for p in pairs), dtype=np.int64, count=len(pairs))
+    real = np.arange(int(lengths.max())) < lengths[:, None]  # [rows, width], row-major
+    ids = np.full(real.shape, pad_token_id, dtype=np.int64)
+    ids[real] = np.concatenate([p.input_ids for p in pairs])
+    types = np.zeros(real.shape, dtype=np.int64)
+    if "token_type_ids" in input_names:
+        types[real] = np.concatenate([p.token_type_ids for p in pairs])
+    mask = real.astype(np.int64)
     available = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
     unknown = [name for name in input_names if name not in available]
     if unknown:

@@ -28,6 +28,7 @@ from itertools import islice
 import numpy as np
 
 from rmserve.batching import BatchLimits, Collected, QueuedItem, collect_batch
+from rmserve.cost_model import CachedCost, CostModel
 from rmserve.engine import Engine
 from rmserve.errors import DeadlineExpired, EngineFailure, Overloaded, Unavailable
 from rmserve.metrics import Metrics
@@ -59,8 +60,11 @@ class Batcher:
         limits: BatchLimits,
         max_queue_pairs: int,
         metrics: Metrics,
+        cost: CostModel | None = None,
     ) -> None:
+        """``cost``: cut batches by this engine cost model; None: grow to the caps in ``limits``."""
         self._engine = engine
+        self._cost = None if cost is None else CachedCost(cost)
         self._executor = executor
         self._limits = limits
         self._max_queue_pairs = max_queue_pairs
@@ -167,7 +171,7 @@ class Batcher:
         while self._running < PIPELINE_DEPTH and self._queue:
             now = self.clock()
             window = list(islice(self._queue, self._limits.window))
-            got = collect_batch(window, now, self._limits)
+            got = collect_batch(window, now, self._limits, self._cost)
             batch = got.batch
             if batch and self._running > 0 and not self._is_full(got, window):
                 batch = []  # the engine is busy: wait for it and take what arrives meanwhile

@@ -48,21 +48,33 @@ class ServerSettings(BaseSettings):
         description="Most pairs per engine batch (1 turns batching off; a Prefer's two "
         "responses always share a batch).",
     )
+    batch_policy: Literal["caps", "measured", "analytic"] = Field(
+        default="caps",
+        description="Where to cut a batch from the length-sorted queue. 'caps' (default): as "
+        "large as max_batch_size, max_batch_tokens and max_padding_ratio allow. 'measured': "
+        "the most real tokens per engine-second, from engine times measured at warm-up by rows "
+        "x padded length (rates within 5% are a tie won by the bigger batch; analytic without "
+        "warm-up). 'analytic': the same with a fixed analytic cost. Both cost policies still "
+        "obey the caps below (raise them to let the cost model decide alone). On a shared "
+        "2-core CPU 'measured' did not beat the caps (README, 'Length mixes and batch "
+        "policy'), so 'caps' stays the default.",
+    )
     max_batch_tokens: int = Field(
         default=1024,
         ge=1,
         le=1_048_576,
-        description="Most padded tokens per engine batch (longest pair x pairs); a single "
-        "longer item still runs alone. MiniLM on CPU peaks at 512-2048 padded tokens per "
-        "batch (bench/throughput.py); raise it on GPUs.",
+        description="Most padded tokens per engine batch (longest pair x pairs), under every "
+        "batch policy; a single longer item still runs alone. MiniLM on CPU peaks at 512-2048 "
+        "padded tokens per batch (bench/throughput.py); raise it on GPUs.",
     )
     max_padding_ratio: float = Field(
         default=1.05,
         ge=1.0,
         le=100.0,
-        description="Grow a batch only while padded tokens / real tokens stays at or under this. "
-        "On CPU small sorted batches beat big padded ones: 1.05 served 8% more tokens/s than "
-        "1.25 with MiniLM on 2 cores (bench/throughput.py). GPUs favour larger batches.",
+        description="Grow a batch only while padded tokens / real tokens stays at or under this, "
+        "under every batch policy. On CPU small sorted batches beat big padded ones: 1.05 "
+        "served 8% more tokens/s than 1.25 with MiniLM on 2 cores (bench/throughput.py). GPUs "
+        "favour larger batches.",
     )
     max_queue_delay_ms: float = Field(
         default=0.0,
@@ -118,7 +130,9 @@ class ServerSettings(BaseSettings):
         default=2,
         ge=0,
         le=100_000,
-        description="Warm-up rounds before SERVING; each runs short and max-length batches.",
+        description="Warm-up rounds before SERVING; each runs short and max-length batches. "
+        "With batch_policy 'measured', warm-up also times the engine by rows x padded length "
+        "(0: no warm-up, so the analytic cost instead).",
     )
     max_connection_age_seconds: float = Field(
         default=300.0,

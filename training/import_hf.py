@@ -77,9 +77,10 @@ def check_token_ids(
             continue
         text = hf_render(hf_tokenizer, prompt, response)
         theirs = hf_tokenizer(text, add_special_tokens=True)["input_ids"]
-        if ours.input_ids != theirs:
+        ids = ours.input_ids.tolist()
+        if ids != list(theirs):
             raise HfImportError(
-                f"rmserve tokenises the rendered conversation {text!r} as {ours.input_ids}, "
+                f"rmserve tokenises the rendered conversation {text!r} as {ids}, "
                 f"the model's tokenizer as {theirs}"
             )
 
@@ -119,9 +120,9 @@ def hf_parity(
     with torch.no_grad():
         for prompt, response in texts:
             pair = preprocessor.prepare(prompt, response)
-            ids = torch.tensor([pair.input_ids])
+            ids = torch.from_numpy(pair.input_ids)[None]
             mask = torch.ones_like(ids)
-            types = torch.tensor([pair.token_type_ids])
+            types = torch.from_numpy(pair.token_type_ids)[None]
             ours = scorer(ids, mask, types)
             extra = {"token_type_ids": types} if scorer.uses_token_type_ids else {}
             theirs = hf_model(input_ids=ids, attention_mask=mask, **extra).logits.squeeze(-1)

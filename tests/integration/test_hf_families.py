@@ -87,7 +87,7 @@ def imported(
     engine = OrtEngine(load_artifact(artifact), provider="cpu", intra_op_threads=1)
     prepared = engine.artifact.preprocessor.prepare_many(*zip(*PAIRS, strict=True))
     hf_ids = [
-        prepared[i].input_ids if i in TRUNCATED else skywork_ids(tokenizer, *pair)
+        prepared[i].input_ids.tolist() if i in TRUNCATED else skywork_ids(tokenizer, *pair)
         for i, pair in enumerate(PAIRS)
     ]
     return Imported(family, hf_dir, artifact, tokenizer, model, engine, prepared, hf_ids)
@@ -103,7 +103,7 @@ def test_token_ids_are_hfs_with_one_bos(imported: Imported) -> None:
     for i, (prompt, response) in enumerate(PAIRS):
         if i in TRUNCATED:
             continue
-        ours = imported.prepared[i].input_ids
+        ours = imported.prepared[i].input_ids.tolist()
         assert ours == imported.hf_ids[i], (prompt, response)
         conv = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
         templated = tokenizer.apply_chat_template(conv, tokenize=True)
@@ -121,11 +121,12 @@ def test_truncation_cuts_prompt_left_then_response_right(imported: Imported) -> 
     assert cut_response.truncated and cut_response.response_truncated
     assert cut_prompt.num_tokens == cut_response.num_tokens == MAX_LENGTH
     tokenizer = imported.tokenizer
-    kept = tokenizer.decode(cut_prompt.input_ids)
+    kept = tokenizer.decode(cut_prompt.input_ids.tolist())
     assert kept.count("Waves fold into foam") == 1  # the response is whole
-    assert tokenizer.decode(cut_response.input_ids).count("Say hello") == 0  # prompt dropped
+    dropped = tokenizer.decode(cut_response.input_ids.tolist())
+    assert dropped.count("Say hello") == 0  # prompt dropped
     untruncated = skywork_ids(tokenizer, "Say hello!", "one")
-    assert cut_prompt.input_ids[:2] == untruncated[:2]  # the template's head stays
+    assert cut_prompt.input_ids[:2].tolist() == untruncated[:2]  # the template's head stays
     assert cut_prompt.input_ids[-1] == untruncated[-1]  # and so does its tail
 
 
@@ -183,9 +184,10 @@ def test_qwen3_think_block_and_lifted_reasoning(imported: Imported) -> None:
     assert template is not None and template.reasoning is not None
     assert template.response_lstrip == "newlines"
     decode = imported.tokenizer.decode
-    assert "assistant\n<think>\n\n</think>\n\nParis" in decode(imported.prepared[0].input_ids)
+    first = decode(imported.prepared[0].input_ids.tolist())
+    assert "assistant\n<think>\n\n</think>\n\nParis" in first
     lifted = "<think>\nadd them: 2 + 2\n</think>\n\nThe answer is 4.<|im_end|>"
-    assert lifted in decode(imported.prepared[4].input_ids)
+    assert lifted in decode(imported.prepared[4].input_ids.tolist())
 
 
 @_family("qwen3")

@@ -114,7 +114,9 @@ def _check_artifact(artifact: Path, model: Path) -> None:
     alone = np.concatenate([engine.score([pair]) for pair in batch])
     assert np.abs(together - alone).max() <= 1e-5  # batch invariance
     reference = _hf_rewards(
-        model, [p.input_ids for p in prepared], [p.token_type_ids for p in prepared]
+        model,
+        [p.input_ids.tolist() for p in prepared],
+        [p.token_type_ids.tolist() for p in prepared],
     )
     assert np.abs(engine.score(prepared) - reference).max() <= 1e-4  # scores what HF scores
 
@@ -151,7 +153,7 @@ def test_import_decoder_with_chat_template(
     assert manifest.metrics["eval_accuracy"] >= 0.0 and manifest.normalization.std > 0
     pair = load_artifact(tmp_path / "dec").preprocessor.prepare("say hello", "hello !")
     vocab = {token: i for i, token in enumerate(SPECIAL + WORDS)}
-    assert pair.input_ids == [
+    assert pair.input_ids.tolist() == [
         vocab[t]
         for t in ["<s>", "<|user|>", "say", "hello", "</s>", "<|assistant|>", "hello", "!", "</s>"]
     ]

@@ -51,7 +51,10 @@ def hf_rewards(model_dir: Path, artifact: Path) -> np.ndarray:
         [p for p, _ in PAIRS], [r for _, r in PAIRS]
     )
     with torch.no_grad():
-        out = [model(input_ids=torch.tensor([p.input_ids])).logits[0, 0].item() for p in prepared]
+        out = [
+            model(input_ids=torch.from_numpy(p.input_ids)[None]).logits[0, 0].item()
+            for p in prepared
+        ]
     return np.array(out, dtype=np.float32)
 
 

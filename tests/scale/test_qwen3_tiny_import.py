@@ -57,7 +57,10 @@ def hf_and_onnx(model_dir: Path, artifact: Path) -> tuple[np.ndarray, np.ndarray
     )
     model.eval()
     with torch.no_grad():
-        hf = [model(input_ids=torch.tensor([p.input_ids])).logits[0, 0].item() for p in prepared]
+        hf = [
+            model(input_ids=torch.from_numpy(p.input_ids)[None]).logits[0, 0].item()
+            for p in prepared
+        ]
     onnx = OrtEngine(loaded, provider="cpu").score(prepared)
     return np.array(hf, dtype=np.float32), onnx
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from rmserve.batching import BatchLimits, QueuedItem
+from rmserve.cost_model import CostModel
 from rmserve.engine import EngineError
 from rmserve.metrics import Metrics
 from rmserve.pending import PendingRequest
@@ -91,7 +92,9 @@ class Spec:
 
 
 class Rig:
-    def __init__(self, limits: BatchLimits, max_queue_pairs: int = 1 << 20) -> None:
+    def __init__(
+        self, limits: BatchLimits, max_queue_pairs: int = 1 << 20, cost: CostModel | None = None
+    ) -> None:
         self.loop = ManualClockLoop()
         self.executor = ManualExecutor()
         self.engine = RecordingEngine(self.loop.time)
@@ -99,7 +102,7 @@ class Rig:
         self._next_tag = 1
 
         async def make() -> Batcher:
-            return Batcher(self.engine, self.executor, limits, max_queue_pairs, self.metrics)
+            return Batcher(self.engine, self.executor, limits, max_queue_pairs, self.metrics, cost)
 
         self.batcher = self.run(make())
         self.task = self.loop.create_task(self.batcher.run())

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from rmserve.batching import BatchLimits
+from rmserve.cost_model import CostModel, CostTable
 from rmserve.errors import DeadlineExpired, EngineFailure, Overloaded
 from rmserve.pending import PendingRequest
 from rmserve.scheduler import PIPELINE_DEPTH
@@ -20,10 +21,17 @@ LIMITS = BatchLimits(
 MAX_QUEUE_PAIRS = 12
 
 
+# Per-token cost lowest at 2 rows, and 1 s per batch: cost cuts leave items behind and the
+# deadline rule (0.5-4 s timeouts) stops batches from growing.
+COST = CostTable((1, 2, 4), (16, 32), ((1.0, 1.5), (1.2, 2.0), (3.0, 5.0)), source="fake")
+
+
 class BatcherMachine(RuleBasedStateMachine):
+    cost: CostModel | None = None
+
     def __init__(self) -> None:
         super().__init__()
-        self.rig = Rig(LIMITS, MAX_QUEUE_PAIRS)
+        self.rig = Rig(LIMITS, MAX_QUEUE_PAIRS, self.cost)
         self.requests: list[PendingRequest] = []
         self.cancelled: set[int] = set()  # ids of requests the test cancelled
 
@@ -135,7 +143,16 @@ class BatcherMachine(RuleBasedStateMachine):
         self.rig.close()
 
 
-BatcherMachine.TestCase.settings = settings(
+class CostBatcherMachine(BatcherMachine):
+    """The same machine with batches cut by a cost table."""
+
+    cost = COST
+
+
+MACHINE_SETTINGS = settings(
     max_examples=150, stateful_step_count=30, deadline=None, derandomize=True
 )
+BatcherMachine.TestCase.settings = MACHINE_SETTINGS
+CostBatcherMachine.TestCase.settings = MACHINE_SETTINGS
 TestBatcherMachine = BatcherMachine.TestCase
+TestCostBatcherMachine = CostBatcherMachine.TestCase

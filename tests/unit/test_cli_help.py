@@ -29,4 +29,4 @@ def test_help_renders(name: str) -> None:
 
 def test_percent_in_a_setting_description_is_shown_literally() -> None:
     help_text = subcommands()["serve"].format_help()
-    assert "8% more" in " ".join(help_text.split())
+    assert "within 5% are a tie" in " ".join(help_text.split())

@@ -25,8 +25,8 @@ def words(pre: Preprocessor, text: str) -> list[int]:
 def test_short_pair_is_untouched(pre: Preprocessor) -> None:
     prompt, response = words(pre, "hello there"), words(pre, "general kenobi")
     pair = pre.prepare("hello there", "general kenobi")
-    assert pair.input_ids == [CLS, *prompt, SEP, *response, SEP]
-    assert pair.token_type_ids == [0] * (len(prompt) + 2) + [1] * (len(response) + 1)
+    assert pair.input_ids.tolist() == [CLS, *prompt, SEP, *response, SEP]
+    assert pair.token_type_ids.tolist() == [0] * (len(prompt) + 2) + [1] * (len(response) + 1)
     assert not pair.truncated and not pair.response_truncated
 
 
@@ -37,9 +37,9 @@ def test_long_prompt_is_cut_from_the_left_and_response_kept(pre: Preprocessor) -
     assert pair.num_tokens == 16
     assert pair.truncated and not pair.response_truncated
     kept_response = words(pre, response)
-    assert pair.input_ids[-len(kept_response) - 1 : -1] == kept_response
+    assert pair.input_ids[-len(kept_response) - 1 : -1].tolist() == kept_response
     prompt_ids = words(pre, prompt)
-    kept_prompt = pair.input_ids[1 : pair.input_ids.index(SEP)]
+    kept_prompt = pair.input_ids[1 : pair.input_ids.tolist().index(SEP)].tolist()
     assert kept_prompt == prompt_ids[-len(kept_prompt) :]  # the end of the prompt survives
 
 
@@ -48,13 +48,13 @@ def test_response_alone_too_long_is_reported(pre: Preprocessor) -> None:
     pair = pre.prepare("question", response)
     assert pair.truncated and pair.response_truncated
     assert pair.num_tokens == 16
-    assert pair.input_ids[:2] == [CLS, SEP]  # prompt dropped
-    assert pair.input_ids[2:-1] == words(pre, response)[:13]  # response cut from the right
+    assert pair.input_ids[:2].tolist() == [CLS, SEP]  # prompt dropped
+    assert pair.input_ids[2:-1].tolist() == words(pre, response)[:13]  # response cut from the right
 
 
 def test_empty_strings_are_valid(pre: Preprocessor) -> None:
-    assert pre.prepare("", "").input_ids == [CLS, SEP, SEP]
-    assert pre.prepare("", "yes").input_ids == [CLS, SEP, *words(pre, "yes"), SEP]
+    assert pre.prepare("", "").input_ids.tolist() == [CLS, SEP, SEP]
+    assert pre.prepare("", "yes").input_ids.tolist() == [CLS, SEP, *words(pre, "yes"), SEP]
 
 
 def test_prepare_many_matches_prepare(pre: Preprocessor) -> None:
