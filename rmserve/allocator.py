@@ -48,6 +48,23 @@ def _glibc_malloc_trim() -> Callable[[], None] | None:
 
 
 MALLOC_TRIM = _glibc_malloc_trim()
+M_MMAP_THRESHOLD = -3  # mallopt parameter number, from glibc's malloc.h
+MMAP_THRESHOLD_BYTES = 32 * 1024
+
+
+def map_big_allocations() -> bool:
+    """glibc: serve allocations of ``MMAP_THRESHOLD_BYTES`` or more (request bytes, texts, batch
+    arrays) from their own pages, unmapped when freed, instead of arena memory that freed small
+    objects fragment. Measured (README, 'Memory'): the burst's peak 331 -> 242 MiB and RSS back
+    at idle after it; throughput unchanged within noise. False where there is no glibc."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 
 class FreedMemoryTrimmer:

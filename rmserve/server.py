@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from rmserve.allocator import map_big_allocations
 from rmserve.artifact import Manifest
 from rmserve.core import CoreConfig, RewardCore
 from rmserve.engine import Engine, LoadedArtifact, OrtEngine, load_artifact
@@ -129,6 +130,7 @@ class RewardServer:
 
     async def start(self) -> None:
         """Bind the ports and answer health checks (NOT_SERVING until ``load`` finishes)."""
+        map_big_allocations()
         s = self.settings
         interceptors = []
         if s.auth_token is not None:

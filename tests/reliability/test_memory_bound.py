@@ -6,7 +6,8 @@ under twice ``max_message_bytes`` (refused by gRPC before Python sees them), val
 the size limit (admitted up to ``max_inflight_bytes``, RESOURCE_EXHAUSTED beyond it), and a
 stream of small ``Score`` calls, every one of which must be answered. The server's RSS, sampled
 from /proc throughout, never exceeds ``required_memory_bytes`` for its settings and model, and
-returns to within 20% of its idle value once the burst is over.
+returns to within 20% of its idle value (serving, after one small call of each kind) once the
+burst is over.
 """
 
 from __future__ import annotations
@@ -128,6 +129,14 @@ def test_rss_stays_within_the_bound_and_returns_after_a_burst(
         while not burst_over.is_set():
             call("normal", SCORE, normal, channel)
 
+    # Idle: serving, after one small call of each kind has started the threads and buffers a
+    # server keeps for its life (the tokenizer threads, gRPC's), before the burst.
+    warm_up = reward_pb2.ScoreBatchRequest(
+        pairs=[reward_pb2.Pair(prompt=f"q{i}", response="a") for i in range(32)]
+    ).SerializeToString()
+    with grpc.insecure_channel(server.target) as channel:
+        for method, raw in ((SCORE, normal), (SCORE_BATCH, warm_up)):
+            channel.unary_unary(method)(raw, timeout=CALL_BOUND_S)
     idle = rss_bytes(server.process.pid)
     with (
         grpc.insecure_channel(server.target, options=options) as big,
