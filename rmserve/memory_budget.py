@@ -1,8 +1,9 @@
 """Admission by memory: the bytes of requests in flight are bounded, as queued pairs are.
 
 A request is charged its size on the wire from before it is parsed until it is answered; the
-memory it can make the server hold (its bytes, the parsed message, its texts, the tokenizer's
-work on them) is at most ``REQUEST_BYTES_FACTOR`` times that (measured, see the README). Over the
+memory it can make the server hold (its bytes, the parsed message, its texts and token ids) is
+taken as ``REQUEST_BYTES_FACTOR`` times that, the tokenizer's own work being bounded apart (the
+whole bound is checked against a real server's RSS in tests/reliability). Over the
 budget a request is refused with ``Overloaded`` (RESOURCE_EXHAUSTED / 429 with a retry hint),
 exactly like a full queue. The last ``SMALL_REQUEST_RESERVE_BYTES`` of the budget are kept for
 requests of at most ``SMALL_REQUEST_BYTES``, so big requests never starve single ``Score`` calls.
@@ -35,7 +36,7 @@ SMALL_REQUEST_RESERVE_BYTES = 1 * MIB
 BASE_RUNTIME_BYTES = 192 * MIB
 # onnxruntime reads the model file and builds its initializers from it.
 MODEL_LOAD_FACTOR = 2.0
-# Peak memory one in-flight request holds per byte of it on the wire (measured, README).
+# Memory one in-flight request holds per byte of it on the wire (bytes, message, texts, ids).
 REQUEST_BYTES_FACTOR = 8.0
 # A queued pair's token ids and type ids: two int64 numpy arrays, 8 bytes per token each.
 QUEUED_TOKEN_BYTES = 16
