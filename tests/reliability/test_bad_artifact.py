@@ -147,3 +147,20 @@ def test_serve_refuses_each_broken_artifact(broken: dict[str, Path]) -> None:
         reason = err.strip().splitlines()[-1]
         assert reason.startswith("rmserve serve: "), (name, reason)
         assert DEFECTS[name][1] in reason, (name, reason)
+
+
+def test_serve_refuses_a_memory_limit_too_small_for_one_request(tiny_artifact: Path) -> None:
+    """64 MiB cannot hold the runtime, the model and one request of max_message_bytes."""
+    argv = [*serve_argv(tiny_artifact), "--memory-limit-bytes", str(64 * 1024 * 1024)]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = process.communicate(timeout=BOUND_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 1, err
+    assert "Traceback" not in err and "SERVING" not in err, err
+    reason = err.strip().splitlines()[-1]
+    assert reason.startswith("rmserve serve: memory limit 67108864 bytes is under"), reason
+    assert "raise the limit or lower those settings" in reason, reason
