@@ -86,8 +86,9 @@ class RollingCorrelation:
             first = min(n, self.window - start)  # up to the end of the buffer, then wrap
             self._x[start : start + first] = x[:first]
             self._y[start : start + first] = y[:first]
-            self._x[: n - first] = x[first:]
-            self._y[: n - first] = y[first:]
+            if first < n:
+                self._x[: n - first] = x[first:]
+                self._y[: n - first] = y[first:]
             self._next = (start + n) % self.window
             self._count = min(self.window, self._count + n)
 
