@@ -30,6 +30,7 @@ from rmserve.memory_budget import TOKENIZE_WORKERS, RequestBytesBudget, default_
 from rmserve.metrics import Metrics
 from rmserve.pending import PairScore, PendingRequest, Preference, sigmoid
 from rmserve.preprocess import PreparedPair
+from rmserve.reward_watch import response_lengths
 from rmserve.scheduler import Batcher
 from rmserve.settings import ServerSettings
 from rmserve.text_window import UncuttableText
@@ -297,6 +298,7 @@ class RewardCore:
             )
             reserved = 0
             await request.future
+            self.metrics.reward_watch.observe(response_lengths(responses), request.rewards)
             return request
         except asyncio.CancelledError:
             # Counted here unless the batcher answered first (then the future is not the one

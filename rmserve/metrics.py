@@ -11,6 +11,8 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from rmserve.reward_watch import DEFAULT_LENGTH_WINDOW, RewardWatch
+
 LATENCY_BUCKETS = (
     0.0005,
     0.001,
@@ -51,7 +53,11 @@ REWARD_BUCKETS = (
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        length_correlation_window: int = DEFAULT_LENGTH_WINDOW,
+    ) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -135,6 +141,8 @@ class Metrics:
         )  # fmt: skip
         for part in ("prompt", "response"):
             self.truncated.labels(part=part)
+        # rmserve_reward_length_correlation and rmserve_ensemble_std (reward hacking signs)
+        self.reward_watch = RewardWatch(r, length_correlation_window)
 
 
 class MetricsServer:

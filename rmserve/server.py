@@ -106,7 +106,7 @@ class RewardServer:
         self, settings: ServerSettings, engine_factory: EngineFactory = ort_engine
     ) -> None:
         self.settings = settings
-        self.metrics = Metrics()
+        self.metrics = Metrics(length_correlation_window=settings.length_correlation_window)
         self.core: RewardCore | None = None
         self.port = 0
         self.health_port = 0  # the plaintext health-only port (0 when it is off)

@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rmserve.memory_budget import smallest_inflight_bytes
+from rmserve.reward_watch import DEFAULT_LENGTH_WINDOW
 
 
 class ServerSettings(BaseSettings):
@@ -167,6 +168,14 @@ class ServerSettings(BaseSettings):
         le=65535,
         description="Also serve grpc.health.v1, and nothing else, in plaintext on this port "
         "(Kubernetes gRPC probes cannot speak TLS; 0: any free port; unset: off).",
+    )
+    length_correlation_window: int = Field(
+        default=DEFAULT_LENGTH_WINDOW,
+        ge=2,
+        le=1_048_576,
+        description="Scored pairs (the most recent) over which rmserve_reward_length_correlation "
+        "correlates response length with reward. 1024 puts its standard error near 0.03, well "
+        "under the alert's margin (README, 'Watching for reward hacking').",
     )
     log_request_content: bool = Field(
         default=False,

@@ -69,3 +69,16 @@ def test_promtool_check_metrics_after_load(live_server: LiveServer) -> None:
     assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), (
         result.stdout + result.stderr
     )
+
+
+def test_reward_hacking_metrics_are_in_a_live_scrape(live_server: LiveServer) -> None:
+    """The length correlation is defined after load (lengths and rewards vary); the ensemble
+    histogram is exposed, empty, by a single-model artifact."""
+    drive_load(live_server.target, rounds=2)
+    samples = {
+        (name, labels): float(value) for name, labels, value in SAMPLE.findall(live_server.scrape())
+    }
+    correlation = samples[("rmserve_reward_length_correlation", "")]
+    assert -1.0 <= correlation <= 1.0, correlation
+    assert samples[("rmserve_ensemble_std_count", "")] == 0
+    assert samples[("rmserve_ensemble_std_bucket", 'le="+Inf"')] == 0

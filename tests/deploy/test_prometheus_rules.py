@@ -18,6 +18,8 @@ PANELS = {
     "Batch size",
     "Padding waste",
     "Reward distribution",
+    "Reward-length correlation",
+    "Ensemble disagreement",
 }
 
 
@@ -56,6 +58,8 @@ def test_every_alert_has_a_unit_test_and_a_summary() -> None:
         "RmserveQueueSaturated",
         "RmserveHighErrorRate",
         "RmserveCpuFallback",
+        "RmserveRewardTracksLength",
+        "RmserveEnsembleDisagreementRising",
     }
     for alert in alerts:
         assert f"alertname: {alert['alert']}\n" in cases, alert["alert"]

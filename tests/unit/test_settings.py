@@ -35,6 +35,7 @@ def test_documented_defaults() -> None:
     s = ServerSettings(artifact=Path("/models/rm"))
     assert (s.host, s.port, s.metrics_port, s.provider) == ("0.0.0.0", 50051, 9400, "auto")
     assert s.max_queue_delay_ms == 0.0
+    assert s.length_correlation_window == 1024
     assert s.max_request_pairs >= 1000 and s.max_queue_pairs >= s.max_request_pairs
     assert all(field.description for field in ServerSettings.model_fields.values())
 
@@ -60,6 +61,8 @@ def test_env_then_flags_override_defaults(monkeypatch: pytest.MonkeyPatch) -> No
         ("--max-message-bytes", "10", "RMSERVE_MAX_MESSAGE_BYTES"),
         ("--warmup-runs", "-1", "RMSERVE_WARMUP_RUNS"),
         ("--max-request-pairs", "20000", "RMSERVE_MAX_REQUEST_PAIRS"),  # over max_queue_pairs
+        ("--length-correlation-window", "1", "RMSERVE_LENGTH_CORRELATION_WINDOW"),
+        ("--length-correlation-window", "2000000", "RMSERVE_LENGTH_CORRELATION_WINDOW"),
     ],
 )
 def test_range_errors_name_the_flag_and_env_var(flag: str, value: str, env: str) -> None:
