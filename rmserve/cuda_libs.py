@@ -12,6 +12,7 @@ import ctypes
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import onnxruntime as ort
 
@@ -48,16 +49,22 @@ def wheel_folders() -> list[Path]:
     return sorted(nvidia.glob("*/lib")) if nvidia.is_dir() else []
 
 
-def load_library(name: str, folders: Sequence[Path], cdll: Callable[[str], object]) -> bool:
-    """Load ``name`` from the first folder holding it, else by name; True when it loaded."""
+def open_library(
+    name: str, folders: Sequence[Path], cdll: Callable[[str], object]
+) -> object | None:
+    """``name`` loaded from the first folder holding it, else by name; None when it cannot."""
     candidates = [str(folder / name) for folder in folders if (folder / name).is_file()]
     for candidate in [*candidates, name]:
         try:
-            cdll(candidate)
+            return cdll(candidate)
         except OSError:
             continue
-        return True
-    return False
+    return None
+
+
+def load_library(name: str, folders: Sequence[Path], cdll: Callable[[str], object]) -> bool:
+    """Load ``name`` from the first folder holding it, else by name; True when it loaded."""
+    return open_library(name, folders, cdll) is not None
 
 
 def missing_cuda_libraries(
@@ -74,3 +81,26 @@ def missing_cuda_libraries(
     if not missing:
         load_library(CUDNN_LIBRARY, search, cdll)  # optional: preloaded so the provider finds it
     return missing
+
+
+def cuda_device_count(
+    cuda_major: str | None = None,
+    folders: Sequence[Path] | None = None,
+    cdll: Callable[[str], object] = ctypes.CDLL,
+) -> int | None:
+    """CUDA devices this process can see (after ``CUDA_VISIBLE_DEVICES``), asked of the CUDA
+    runtime the provider links against; 0 when the runtime reports an error (no device, driver
+    too old); None when the runtime cannot be loaded to ask."""
+    major = cuda_major if cuda_major is not None else build_cuda_major()
+    if major is None:
+        return None
+    search = list(folders) if folders is not None else wheel_folders()
+    runtime: Any = open_library(f"libcudart.so.{major}", search, cdll)
+    if runtime is None:
+        return None
+    count = ctypes.c_int(0)
+    status = runtime.cudaGetDeviceCount(ctypes.pointer(count))
+    if status != 0:
+        log.info("cudaGetDeviceCount failed with CUDA error %s: no usable CUDA device", status)
+        return 0
+    return count.value
