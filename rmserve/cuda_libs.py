@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,17 @@ def required_libraries(cuda_major: str) -> list[str]:
 
 
 def wheel_folders() -> list[Path]:
-    """``lib`` folders of the nvidia-* pip packages installed beside onnxruntime."""
-    nvidia = Path(ort.__file__).resolve().parent.parent / "nvidia"
-    return sorted(nvidia.glob("*/lib")) if nvidia.is_dir() else []
+    """``lib`` folders of the nvidia-* pip packages: beside onnxruntime first, then in every
+    other ``sys.path`` folder (onnxruntime-gpu installed with ``--target`` next to a torch that
+    brought the CUDA wheels)."""
+    roots = [Path(ort.__file__).resolve().parent.parent]
+    roots += [Path(entry).resolve() for entry in sys.path if entry]
+    folders: list[Path] = []
+    for root in dict.fromkeys(roots):
+        nvidia = root / "nvidia"
+        if nvidia.is_dir():
+            folders += [f for f in sorted(nvidia.glob("*/lib")) if f not in folders]
+    return folders
 
 
 def open_library(
