@@ -105,12 +105,20 @@ def build_encoder(minilm_config: Path, work: Path, max_length: int) -> tuple[Pat
     return out, {"train_and_export_seconds": round(seconds, 1)}
 
 
-def build_decoder(size: str, work: Path, max_length: int) -> tuple[dict[str, Path], dict[str, Any]]:
+def build_decoder(
+    size: str, layers: int | None, work: Path, max_length: int
+) -> tuple[dict[str, Path], dict[str, Any]]:
     """The Qwen3-shaped RM written once, then imported as fp32 and fp16 side by side."""
     model = work / "qwen3-rm"
     start = time.perf_counter()
-    write_qwen3_rm(model, **(QWEN3_0_6B if size == "full" else QWEN3_TINY))
-    figures: dict[str, Any] = {"write_hf_model_seconds": round(time.perf_counter() - start, 1)}
+    shape = dict(QWEN3_0_6B if size == "full" else QWEN3_TINY)
+    if layers is not None:
+        shape["num_hidden_layers"] = layers
+    write_qwen3_rm(model, **shape)
+    figures: dict[str, Any] = {
+        "shape": shape,
+        "write_hf_model_seconds": round(time.perf_counter() - start, 1),
+    }
     outs = {dtype: work / f"qwen3-{dtype}" for dtype in ("fp32", "fp16")}
 
     def run(dtype: str) -> float:
@@ -174,9 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="Scratch folder (default: OUT/work).")
     parser.add_argument("--encoder-artifact", type=Path, help="Serve this encoder artifact.")
     parser.add_argument("--minilm-config", type=Path, help="MiniLM config.json+tokenizer.json.")
-    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--max-length", type=int, default=256, help="Artifacts' max_length.")
+    parser.add_argument(
+        "--qwen-layers", type=int, help="Decoder layers (default: the shape's own, 28 at full)."
+    )
     parser.add_argument("--pairs", type=int, default=1024, help="Pairs in the load set.")
-    parser.add_argument("--seconds", type=float, default=6.0, help="Per throughput figure.")
+    parser.add_argument("--seconds", type=float, default=4.0, help="Per throughput figure.")
     parser.add_argument("--callers", type=int, default=256, help="Concurrent Score callers.")
     parser.add_argument("--budget-s", type=float, default=420.0)
     args = parser.parse_args(argv)
@@ -194,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     batch_sizes = [1, 8, 32, 128] if args.size == "full" else [1, 8]
     artifacts: dict[str, Path] = {}
     with ThreadPoolExecutor(1) as pool:  # the decoder builds while the encoder is measured
-        decoder = pool.submit(build_decoder, args.size, work, args.max_length)
+        decoder = pool.submit(build_decoder, args.size, args.qwen_layers, work, args.max_length)
         try:
             if args.encoder_artifact is not None:
                 artifacts["minilm-fp32"] = args.encoder_artifact
