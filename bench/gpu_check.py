@@ -221,9 +221,14 @@ def main(argv: list[str] | None = None) -> int:
             # The CPU was busy importing the decoder meanwhile: said beside the figures.
             report.data["stages"]["minilm-fp32"]["decoder_build_ran_meanwhile"] = True
         try:
-            outs, figures = decoder.result()
+            outs, figures = decoder.result(timeout=max(1.0, report.left()))
             report.data["stages"]["build_qwen3"] = figures
             artifacts |= {f"qwen3-{dtype}": path for dtype, path in outs.items()}
+        except TimeoutError:
+            report.data["errors"]["build_qwen3"] = "not built within --budget-s (--qwen-layers?)"
+            report.put("complete", False)
+            print(json.dumps(summary(report.data), indent=2), flush=True)
+            os._exit(1)  # the imports still run in the pool's thread: do not wait for them
         except Exception as e:
             report.data["errors"]["build_qwen3"] = repr(e)
         report.put("stages", report.data["stages"])
