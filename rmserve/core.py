@@ -30,10 +30,12 @@ from rmserve.memory_budget import TOKENIZE_WORKERS, RequestBytesBudget, default_
 from rmserve.metrics import Metrics
 from rmserve.pending import PairScore, PendingRequest, Preference, sigmoid
 from rmserve.preprocess import PreparedPair
+from rmserve.providers import CUDA
 from rmserve.reward_watch import response_lengths
 from rmserve.scheduler import Batcher
 from rmserve.settings import ServerSettings
 from rmserve.text_window import UncuttableText
+from rmserve.warmup import warmup_batches
 
 log = logging.getLogger(__name__)
 
@@ -213,11 +215,7 @@ class RewardCore:
         short = preprocessor.prepare("warm-up prompt", "warm-up response")
         long = preprocessor.prepare("", "warm up " * max_length)
         limits = self.config.limits
-        batches: list[list[PreparedPair]] = []
-        for pair in (short, long):
-            cap = limits.max_batch_tokens or limits.max_batch_size * pair.num_tokens
-            rows = max(1, min(limits.max_batch_size, cap // pair.num_tokens))
-            batches += [[pair], [pair] * rows]
+        batches = warmup_batches(short, long, limits, every_shape=self.engine.provider == CUDA)
         for _ in range(self.config.warmup_runs):
             for batch in batches:
                 self.engine.score(batch)

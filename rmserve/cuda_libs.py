@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import onnxruntime as ort
 
@@ -43,21 +45,35 @@ def required_libraries(cuda_major: str) -> list[str]:
 
 
 def wheel_folders() -> list[Path]:
-    """``lib`` folders of the nvidia-* pip packages installed beside onnxruntime."""
-    nvidia = Path(ort.__file__).resolve().parent.parent / "nvidia"
-    return sorted(nvidia.glob("*/lib")) if nvidia.is_dir() else []
+    """``lib`` folders of the nvidia-* pip packages: beside onnxruntime first, then in every
+    other ``sys.path`` folder (onnxruntime-gpu installed with ``--target`` next to a torch that
+    brought the CUDA wheels)."""
+    roots = [Path(ort.__file__).resolve().parent.parent]
+    roots += [Path(entry).resolve() for entry in sys.path if entry]
+    folders: list[Path] = []
+    for root in dict.fromkeys(roots):
+        nvidia = root / "nvidia"
+        if nvidia.is_dir():
+            folders += [f for f in sorted(nvidia.glob("*/lib")) if f not in folders]
+    return folders
+
+
+def open_library(
+    name: str, folders: Sequence[Path], cdll: Callable[[str], object]
+) -> object | None:
+    """``name`` loaded from the first folder holding it, else by name; None when it cannot."""
+    candidates = [str(folder / name) for folder in folders if (folder / name).is_file()]
+    for candidate in [*candidates, name]:
+        try:
+            return cdll(candidate)
+        except OSError:
+            continue
+    return None
 
 
 def load_library(name: str, folders: Sequence[Path], cdll: Callable[[str], object]) -> bool:
     """Load ``name`` from the first folder holding it, else by name; True when it loaded."""
-    candidates = [str(folder / name) for folder in folders if (folder / name).is_file()]
-    for candidate in [*candidates, name]:
-        try:
-            cdll(candidate)
-        except OSError:
-            continue
-        return True
-    return False
+    return open_library(name, folders, cdll) is not None
 
 
 def missing_cuda_libraries(
@@ -74,3 +90,26 @@ def missing_cuda_libraries(
     if not missing:
         load_library(CUDNN_LIBRARY, search, cdll)  # optional: preloaded so the provider finds it
     return missing
+
+
+def cuda_device_count(
+    cuda_major: str | None = None,
+    folders: Sequence[Path] | None = None,
+    cdll: Callable[[str], object] = ctypes.CDLL,
+) -> int | None:
+    """CUDA devices this process can see (after ``CUDA_VISIBLE_DEVICES``), asked of the CUDA
+    runtime the provider links against; 0 when the runtime reports an error (no device, driver
+    too old); None when the runtime cannot be loaded to ask."""
+    major = cuda_major if cuda_major is not None else build_cuda_major()
+    if major is None:
+        return None
+    search = list(folders) if folders is not None else wheel_folders()
+    runtime: Any = open_library(f"libcudart.so.{major}", search, cdll)
+    if runtime is None:
+        return None
+    count = ctypes.c_int(0)
+    status = runtime.cudaGetDeviceCount(ctypes.pointer(count))
+    if status != 0:
+        log.info("cudaGetDeviceCount failed with CUDA error %s: no usable CUDA device", status)
+        return 0
+    return count.value

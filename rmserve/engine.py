@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
 
 from rmserve.artifact import MODEL_FILE, TOKENIZER_FILE, ArtifactError, Manifest, read_manifest
-from rmserve.cuda_libs import missing_cuda_libraries
 from rmserve.preprocess import PreparedPair, Preprocessor, load_tokenizer, pad_batch
+from rmserve.providers import CPU as CPU  # re-exported: the engine's callers name providers
+from rmserve.providers import CUDA as CUDA
+from rmserve.providers import CudaHost, probe_cuda_host, providers_for
+from rmserve.providers import ProviderChoice as ProviderChoice
 
 log = logging.getLogger(__name__)
-
-ProviderChoice = Literal["auto", "cuda", "cpu"]
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
 
 
 class EngineError(Exception):
@@ -34,33 +33,14 @@ class Engine(Protocol):
         """The execution provider that really runs, e.g. ``CPUExecutionProvider``."""
         ...
 
+    @property
+    def device(self) -> str:
+        """Where the session computes: ``cpu``, or ``cuda:N`` (N: the CUDA device index)."""
+        ...
+
     def score(self, pairs: Sequence[PreparedPair]) -> np.ndarray:
         """Blocking: one float32 reward per pair, in order. Called from one thread at a time."""
         ...
-
-
-def _providers_for(choice: ProviderChoice) -> list[str]:
-    available = ort.get_available_providers()
-    if choice == "cpu":
-        return [CPU]
-    if CUDA not in available:
-        if choice == "cuda":
-            raise ArtifactError(
-                f"provider 'cuda' requested but onnxruntime offers only {available} "
-                "(install rmserve[cuda] and onnxruntime-gpu, or use --provider auto/cpu)"
-            )
-        return [CPU]
-    missing = missing_cuda_libraries()
-    if not missing:
-        return [CUDA, CPU]
-    reason = f"{', '.join(missing)} not found"
-    if choice == "cuda":
-        raise ArtifactError(
-            f"provider 'cuda' requested but CUDA cannot load ({reason}; install rmserve[cuda] "
-            "and an NVIDIA driver, or use --provider auto/cpu)"
-        )
-    log.info("CUDA not available (%s); using CPU", reason)
-    return [CPU]
 
 
 @dataclass(frozen=True)
@@ -77,14 +57,27 @@ def load_artifact(folder: Path | str) -> LoadedArtifact:
     return LoadedArtifact(folder, manifest, Preprocessor(tokenizer, manifest.preprocessing))
 
 
+SessionFactory = Callable[..., Any]  # onnxruntime.InferenceSession, or a test double
+
+
 class OrtEngine:
-    """Scores prepared pairs; ``score`` is blocking and thread-safe (ORT releases the GIL)."""
+    """Scores prepared pairs; ``score`` is blocking and thread-safe (ORT releases the GIL).
+
+    Every run goes through an IO binding, on the CPU as on CUDA (one code path, so the CPU
+    tests run the one a GPU uses): the padded inputs are bound from numpy (``bind_cpu_input``:
+    on CUDA the one host-to-device copy they need, made before the run; on the CPU no copy),
+    and the reward output is allocated by onnxruntime on the session's device and copied to
+    the host once, [B] floats, after the run (``copy_outputs_to_cpu``).
+    """
 
     def __init__(
         self,
         artifact: LoadedArtifact,
         provider: ProviderChoice = "auto",
         intra_op_threads: int = 0,
+        gpu_device_id: int = 0,
+        session_factory: SessionFactory = ort.InferenceSession,
+        probe: Callable[[], CudaHost] = probe_cuda_host,
     ) -> None:
         self.artifact = artifact
         manifest = artifact.manifest
@@ -93,16 +86,25 @@ class OrtEngine:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(
-            str(artifact.folder / MODEL_FILE), options, providers=_providers_for(provider)
+        providers = providers_for(provider, gpu_device_id, probe)
+        self.session = session_factory(
+            str(artifact.folder / MODEL_FILE), options, providers=providers
         )
-        self.provider = self.session.get_providers()[0]
+        self.provider: str = self.session.get_providers()[0]
         if provider == "cuda" and self.provider != CUDA:
             raise ArtifactError(
                 f"provider 'cuda' requested but the CUDA provider did not load "
                 f"(session runs on {self.provider}; are the CUDA 13 / cuDNN 9 libraries installed?)"
             )
-        log.info("onnxruntime session on %s (requested %s)", self.provider, provider)
+        on_cuda = self.provider == CUDA
+        self._device_type, self._device_id = ("cuda", gpu_device_id) if on_cuda else ("cpu", 0)
+        self.device = f"cuda:{gpu_device_id}" if on_cuda else "cpu"
+        log.info(
+            "onnxruntime session on %s, device %s (requested %s); %s weights",
+            self.provider, self.device, provider, manifest.dtype,
+        )  # fmt: skip
+        if on_cuda:
+            log.info("CUDA provider options: %s", self.session.get_provider_options().get(CUDA))
         self._check_signature(manifest)
 
     def _check_signature(self, manifest: Manifest) -> None:
@@ -127,7 +129,12 @@ class OrtEngine:
     def score(self, pairs: Sequence[PreparedPair]) -> np.ndarray:
         manifest = self.artifact.manifest
         feed = pad_batch(pairs, manifest.preprocessing.pad_token_id, manifest.input_names)
-        (rewards,) = self.session.run([manifest.output_name], feed)
+        binding = self.session.io_binding()
+        for name, array in feed.items():
+            binding.bind_cpu_input(name, array)
+        binding.bind_output(manifest.output_name, self._device_type, self._device_id)
+        self.session.run_with_iobinding(binding)
+        (rewards,) = binding.copy_outputs_to_cpu()
         rewards = np.asarray(rewards, dtype=np.float32)
         if rewards.shape != (len(pairs),):
             raise EngineError(

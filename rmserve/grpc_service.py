@@ -336,6 +336,7 @@ class RewardServicer:
                 normalization_mean=manifest.normalization.mean,
                 normalization_std=manifest.normalization.std,
                 provider=core.engine.provider,
+                device=core.engine.device,
                 max_batch_size=limits.max_batch_size,
                 max_batch_tokens=limits.max_batch_tokens or 0,  # 0: no cap
                 max_request_pairs=core.config.max_request_pairs,

@@ -55,7 +55,7 @@ EngineFactory = Callable[[LoadedArtifact, ServerSettings], Engine]
 
 
 def ort_engine(artifact: LoadedArtifact, settings: ServerSettings) -> Engine:
-    return OrtEngine(artifact, settings.provider, settings.intra_op_threads)
+    return OrtEngine(artifact, settings.provider, settings.intra_op_threads, settings.gpu_device_id)
 
 
 def transport_limit(max_message_bytes: int) -> int:
@@ -200,7 +200,10 @@ class RewardServer:
             return
         for name in HEALTH_SERVICES:
             await self._health.set(name, SERVING)
-        log.info("SERVING %s %s on %s", manifest.name, manifest.version, engine.provider)
+        log.info(
+            "SERVING %s %s on %s (%s)", manifest.name, manifest.version, engine.provider,
+            engine.device,
+        )  # fmt: skip
 
     def _inflight_budget(self, artifact: LoadedArtifact) -> int:
         """``max_inflight_bytes`` as set or derived from the memory limit (README, 'Memory')."""

@@ -39,6 +39,14 @@ class ServerSettings(BaseSettings):
         description="onnxruntime provider: auto (CUDA if it loads, else CPU), cuda (refuse to "
         "start without it), cpu.",
     )
+    gpu_device_id: int = Field(
+        default=0,
+        ge=0,
+        le=1023,
+        description="CUDA device the session runs on, an index among the devices this process "
+        "sees (after CUDA_VISIBLE_DEVICES); a device that does not exist refuses to start. "
+        "Ignored on the CPU. One server per GPU: run a replica per device.",
+    )
     intra_op_threads: int = Field(
         default=0, ge=0, le=1024, description="onnxruntime intra-op threads (0: one per core)."
     )

@@ -48,6 +48,10 @@ class ScriptedEngine:
     def provider(self) -> str:
         return self.inner.provider
 
+    @property
+    def device(self) -> str:
+        return self.inner.device
+
     def score(self, pairs: Sequence[PreparedPair]) -> np.ndarray:
         with self._lock:
             call = self.calls

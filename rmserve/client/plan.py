@@ -39,6 +39,7 @@ class ModelInfo:
     normalization_mean: float
     normalization_std: float
     provider: str
+    device: str  # "cpu" or "cuda:N"
     max_batch_size: int
     max_batch_tokens: int
     max_request_pairs: int

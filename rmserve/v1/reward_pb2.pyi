@@ -418,6 +418,7 @@ class ModelInfo(_message.Message):
     DTYPE_FIELD_NUMBER: _builtins.int
     PARAMETERS_FIELD_NUMBER: _builtins.int
     PARITY_FIELD_NUMBER: _builtins.int
+    DEVICE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.str
     max_length: _builtins.int
@@ -442,6 +443,8 @@ class ModelInfo(_message.Message):
     """Weights and compute: "fp32" or "fp16". Inputs and rewards are fp32 either way."""
     parameters: _builtins.int
     """Model parameter count; 0 when the artifact does not record it (manifest format 1)."""
+    device: _builtins.str
+    """Where the session computes: "cpu", or "cuda:N" with N the CUDA device index (gpu_device_id)."""
     @_builtins.property
     def parity(self) -> Global___ParityReport:
         """The export's check of this artifact against the fp32 source model; unset when the
@@ -467,10 +470,11 @@ class ModelInfo(_message.Message):
         dtype: _builtins.str = ...,
         parameters: _builtins.int = ...,
         parity: Global___ParityReport | None = ...,
+        device: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["parity", b"parity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone", b"backbone", "dtype", b"dtype", "max_batch_size", b"max_batch_size", "max_batch_tokens", b"max_batch_tokens", "max_length", b"max_length", "max_queue_delay_ms", b"max_queue_delay_ms", "max_queue_pairs", b"max_queue_pairs", "max_request_pairs", b"max_request_pairs", "name", b"name", "normalization_mean", b"normalization_mean", "normalization_std", b"normalization_std", "parameters", b"parameters", "parity", b"parity", "pooling", b"pooling", "provider", b"provider", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone", b"backbone", "device", b"device", "dtype", b"dtype", "max_batch_size", b"max_batch_size", "max_batch_tokens", b"max_batch_tokens", "max_length", b"max_length", "max_queue_delay_ms", b"max_queue_delay_ms", "max_queue_pairs", b"max_queue_pairs", "max_request_pairs", b"max_request_pairs", "name", b"name", "normalization_mean", b"normalization_mean", "normalization_std", b"normalization_std", "parameters", b"parameters", "parity", b"parity", "pooling", b"pooling", "provider", b"provider", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -176,5 +176,5 @@ async def test_model_info_reports_model_provider_and_limits(
     assert (info.name, info.version) == (manifest.name, manifest.version)
     assert info.max_length == manifest.preprocessing.max_length
     assert info.normalization_std == pytest.approx(manifest.normalization.std)
-    assert info.provider == "CPUExecutionProvider"
+    assert (info.provider, info.device) == ("CPUExecutionProvider", "cpu")
     assert (info.max_batch_size, info.max_request_pairs) == (16, 2000)

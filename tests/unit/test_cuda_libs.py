@@ -63,3 +63,16 @@ def test_a_cpu_only_onnxruntime_build_is_reported(monkeypatch: pytest.MonkeyPatc
     loader = FakeLoader(set(required_libraries("13")))
     assert missing_cuda_libraries(None, [], loader) == ["a CUDA build of onnxruntime"]
     assert loader.attempts == []
+
+
+def test_wheel_folders_are_found_on_any_sys_path_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "site"  # e.g. torch's site-packages, onnxruntime-gpu in a --target
+    for name in ("cublas", "cu13"):
+        (elsewhere / "nvidia" / name / "lib").mkdir(parents=True)
+    monkeypatch.syspath_prepend(str(elsewhere))
+    found = cuda_libs.wheel_folders()
+    assert elsewhere / "nvidia" / "cu13" / "lib" in found
+    assert elsewhere / "nvidia" / "cublas" / "lib" in found
+    assert len(found) == len(set(found))
