@@ -45,7 +45,9 @@ def enable_gradient_checkpointing(model: RewardModel) -> None:
     backbone: Any = model.backbone  # a Hugging Face PreTrainedModel
     if getattr(backbone.config, "use_cache", None):
         backbone.config.use_cache = False  # a KV cache is for generation; it would warn here
-    backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    backbone.activation_checkpointing_enable(
+        activation_checkpointing_kwargs={"use_reentrant": False}
+    )
 
 
 def prepare_backbone(
