@@ -60,6 +60,23 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def train_argv(family: str, hf_dir: Path, data_dir: Path, out: Path) -> list[str]:
+    return [
+        "train",
+        "--train-data", str(data_dir / "train.jsonl"),
+        "--eval-data", str(data_dir / "eval.jsonl"),
+        "--out", str(out),
+        "--base-model", str(hf_dir),
+        "--max-length", str(MAX_LENGTH),
+        "--batch-size", "8",
+        "--lr", "2e-2",
+        "--warmup-ratio", "0",
+        "--lora-rank", str(LORA_RANK),
+        "--gradient-checkpointing",
+        "--precision", PRECISION[family],
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="module", params=sorted(PRECISION))
 def lora_run(
     request: pytest.FixtureRequest,
@@ -71,22 +88,7 @@ def lora_run(
     root = tmp_path_factory.mktemp(f"lora-{family}")
     hf_dir = build(FAMILIES[family], root / "hf")
     artifact = root / "artifact"
-    code, lines = rmserve_cli(
-        [
-            "train",
-            "--train-data", str(data_dir / "train.jsonl"),
-            "--eval-data", str(data_dir / "eval.jsonl"),
-            "--out", str(artifact),
-            "--base-model", str(hf_dir),
-            "--max-length", str(MAX_LENGTH),
-            "--batch-size", "8",
-            "--lr", "2e-2",
-            "--warmup-ratio", "0",
-            "--lora-rank", str(LORA_RANK),
-            "--gradient-checkpointing",
-            "--precision", PRECISION[family],
-        ]
-    )  # fmt: skip
+    code, lines = rmserve_cli(train_argv(family, hf_dir, data_dir, artifact))
     assert code == 0, lines
     checkpoint = load_checkpoint(root / "artifact.work" / "checkpoint.pt")
     engine = OrtEngine(load_artifact(artifact), provider="cpu", intra_op_threads=1)
@@ -191,3 +193,18 @@ def test_export_command_merges_the_checkpoint_again(
         np.abs(again.score(lora_run.prepared) - lora_run.engine.score(lora_run.prepared)).max()
         <= 1e-5
     )
+
+
+@pytest.mark.parametrize("lora_run", ["qwen3"], indirect=True)
+def test_resume_continues_the_adapters(
+    lora_run: LoraRun, data_dir: Path, rmserve_cli: Cli, tmp_path: Path
+) -> None:
+    argv = train_argv(lora_run.family, lora_run.hf_dir, data_dir, tmp_path / "split")
+    code, _ = rmserve_cli([*argv, "--stop-after-steps", "1"])
+    assert code == 3
+    code, lines = rmserve_cli([*argv, "--resume"])
+    assert code == 0 and json.loads(lines[-1])["steps"] == 3
+    resumed = load_checkpoint(tmp_path / "split.work" / "checkpoint.pt")["model"]
+    whole = lora_run.checkpoint["model"]
+    assert resumed.keys() == whole.keys() and any("lora_B" in k for k in whole)
+    assert max((resumed[k] - whole[k]).abs().max().item() for k in whole) <= 1e-6
