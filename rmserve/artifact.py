@@ -7,6 +7,9 @@ manifest is defined here, once, and training imports it.
 Format 2 records each file's size and sha256, the weights' dtype, the parameter count and the
 export's parity report. Format 1 manifests (a bare sha256 per file, fp32, no parity report) are
 still read.
+
+An optional ``training`` section (``TrainingRecord``) says how ``rmserve train`` fitted the
+weights (precision, gradient checkpointing, merged LoRA); manifests without it read as before.
 """
 
 from __future__ import annotations
