@@ -7,6 +7,9 @@ manifest is defined here, once, and training imports it.
 Format 2 records each file's size and sha256, the weights' dtype, the parameter count and the
 export's parity report. Format 1 manifests (a bare sha256 per file, fp32, no parity report) are
 still read.
+
+An optional ``training`` section (``TrainingRecord``) says how ``rmserve train`` fitted the
+weights (precision, gradient checkpointing, merged LoRA); manifests without it read as before.
 """
 
 from __future__ import annotations
@@ -125,6 +128,28 @@ class ParityReport(_Strict):
     reason: str = Field(default="", description="Why the check did not run, when unchecked.")
 
 
+class LoraRecord(_Strict):
+    """LoRA adapters the backbone was trained with; merged into the weights before export."""
+
+    rank: int = Field(ge=1)
+    alpha: float = Field(gt=0.0)
+    dropout: float = Field(ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(min_length=1)
+    merged: bool = Field(default=True, description="Always true: artifacts hold plain weights.")
+
+
+class TrainingRecord(_Strict):
+    """How ``rmserve train`` fitted the weights (absent from imported and older artifacts)."""
+
+    precision: Literal["fp32", "bf16"] = Field(
+        description="Compute precision of the training forward passes (bf16: autocast over "
+        "fp32 weights, loss in fp32); the artifact's weights are ``dtype``."
+    )
+    gradient_checkpointing: bool
+    lora: LoraRecord | None = Field(default=None, description="None: full fine-tuning.")
+    trainable_parameters: int | None = Field(default=None, ge=0)
+
+
 class Manifest(_Strict):
     format_version: Literal[1, 2] = FORMAT_VERSION
     name: str = Field(min_length=1)
@@ -147,6 +172,9 @@ class Manifest(_Strict):
     parameters: int | None = Field(default=None, ge=0, description="Model parameter count.")
     parity: ParityReport | None = Field(
         default=None, description="The export check's report; absent only in format 1."
+    )
+    training: TrainingRecord | None = Field(
+        default=None, description="How the weights were trained; absent when not trained here."
     )
 
     @model_validator(mode="before")

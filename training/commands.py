@@ -16,7 +16,7 @@ from rmserve.cli_args import add_settings_arguments, settings_from_args
 
 from .settings import TrainSettings
 
-TRAIN_EXTRA_MODULES = ("torch", "transformers", "onnx")
+TRAIN_EXTRA_MODULES = ("torch", "transformers", "onnx", "peft")
 
 
 def require_training_extra(command: str) -> None:

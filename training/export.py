@@ -33,6 +33,7 @@ from rmserve.artifact import (
     Normalization,
     ParityReport,
     Preprocessing,
+    TrainingRecord,
     file_entries,
     write_manifest,
 )
@@ -76,6 +77,7 @@ class ExportRequest:
     metrics: dict[str, float] = field(default_factory=dict)
     dtype: Dtype = "fp32"
     external_data: bool = False  # weights in model.onnx.data even when they would fit inline
+    training: TrainingRecord | None = None  # how rmserve train fitted the weights
 
 
 def validation_pairs(
@@ -258,6 +260,7 @@ def export_artifact(request: ExportRequest, out: Path) -> Manifest:
             dtype=request.dtype,
             parameters=sum(p.numel() for p in request.scorer.parameters()),
             parity=report,
+            training=request.training,
         )
         write_manifest(staging, manifest)
         _move_into_place(staging, out, scratch)

@@ -35,6 +35,7 @@ from .chat_template import (
 from .export import ExportRequest, export_artifact
 from .model import ClassifierRewardModel, RewardModel, Scorer
 from .onnx_layout import Dtype
+from .text_setup import pad_token_id_of
 from .train import encode, evaluate
 
 log = logging.getLogger(__name__)
@@ -83,13 +84,6 @@ def check_token_ids(
                 f"rmserve tokenises the rendered conversation {text!r} as {ids}, "
                 f"the model's tokenizer as {theirs}"
             )
-
-
-def _pad_token_id(config: Any, hf_tokenizer: Any) -> int:
-    for candidate in (config.pad_token_id, hf_tokenizer.pad_token_id, hf_tokenizer.eos_token_id):
-        if isinstance(candidate, int):
-            return candidate
-    return 0  # any id works: padding is masked out and pooling uses the mask
 
 
 def _default_max_length(config: Any, hf_tokenizer: Any) -> int:
@@ -165,7 +159,7 @@ def import_hf(
         join="template" if template else "pair",
         template=template,
         max_length=max_length or _default_max_length(config, hf_tokenizer),
-        pad_token_id=_pad_token_id(config, hf_tokenizer),
+        pad_token_id=pad_token_id_of(config, hf_tokenizer),
     )
     preprocessor = Preprocessor(tokenizer, preprocessing)
     log.info("importing %s as %s, join=%s", model_dir, architecture, preprocessing.join)

@@ -108,10 +108,41 @@ class TrainSettings(BaseSettings):
         "inside it (always so above 1 GiB).",
     )
 
+    # --- big backbones on small memory (training/memory.py) ---------------------------------
+    precision: Literal["fp32", "bf16"] = Field(
+        default="fp32",
+        description="Training compute: bf16 autocasts the forward passes over fp32 weights where "
+        "the device supports it (loss, eval and export stay fp32).",
+    )
+    gradient_checkpointing: bool = Field(
+        default=False,
+        description="Recompute each layer's activations in the backward pass: far less memory, "
+        "~30% more compute.",
+    )
+    lora_rank: int = Field(
+        default=0,
+        ge=0,
+        le=4096,
+        description="Train LoRA adapters of this rank on the backbone (plus the full head), "
+        "merged into the weights at export; 0 fine-tunes every weight.",
+    )
+    lora_alpha: int | None = Field(
+        default=None, ge=1, le=10**6, description="LoRA scaling alpha (default: 2 x lora_rank)."
+    )
+    lora_dropout: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA adapters' input."
+    )
+
     @model_validator(mode="after")
     def _paths_differ(self) -> TrainSettings:
         if self.work_dir is not None and self.work_dir.resolve() == self.out.resolve():
             raise ValueError("work_dir must differ from out: the artifact holds only served files")
+        return self
+
+    @model_validator(mode="after")
+    def _lora_options_need_a_rank(self) -> TrainSettings:
+        if self.lora_rank == 0 and (self.lora_alpha is not None or self.lora_dropout > 0.0):
+            raise ValueError("lora_alpha and lora_dropout need lora_rank > 0")
         return self
 
     def resolved_work_dir(self) -> Path:

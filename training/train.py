@@ -9,25 +9,30 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from tokenizers import Tokenizer
 
-from rmserve.artifact import Normalization, Preprocessing
+from rmserve.artifact import Normalization, Preprocessing, TrainingRecord
 from rmserve.preference_data import PreferencePair, load_preferences
 from rmserve.preprocess import PreparedPair, Preprocessor
 
 from .backbones import architecture_of, backbone_from_config, build_backbone, resolve_backbone
+from .chat_template import ChatTemplateError
 from .export import ExportRequest, export_artifact
 from .export_check import torch_feed
+from .lora import merge_lora
 from .loss import bradley_terry_loss, preference_metrics
+from .memory import MemoryOptions, prepare_backbone, summary_of
 from .model import Pooling, RewardModel, Scorer
 from .onnx_layout import Dtype
+from .precision import autocast, device_of
 from .progress import StepProgress
 from .settings import TrainSettings
+from .text_setup import TextSetupError, text_setup
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,7 @@ class TrainResult:
     train_seconds: float
     steps: int
     finished: bool
+    setup: dict[str, Any] = field(default_factory=dict)  # precision, LoRA, ... (the manifest's)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -58,6 +64,7 @@ class TrainResult:
             "train_seconds": round(self.train_seconds, 3),
             "steps": self.steps,
             "finished": self.finished,
+            **self.setup,
         }
 
 
@@ -181,9 +188,16 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any]) -> RewardModel:
-    model = build_model(checkpoint["backbone_config"], checkpoint["pooling"], 0)
+def model_from_checkpoint(checkpoint: dict[str, Any], merge: bool = True) -> RewardModel:
+    """The checkpoint's model in eval mode; LoRA adapters merged into plain weights unless
+    ``merge`` is False (then it is the very model that was trained)."""
+    config = checkpoint["backbone_config"]
+    model = build_model(config, checkpoint["pooling"], 0)
+    options = MemoryOptions.from_settings(checkpoint["settings"])
+    prepare_backbone(model, config["model_type"], options, for_training=False)
     model.load_state_dict(checkpoint["model"])
+    if merge:
+        merge_lora(model)
     model.eval()
     return model
 
@@ -198,6 +212,7 @@ def export_request(
 ) -> ExportRequest:
     config = checkpoint["backbone_config"]
     normalization = checkpoint.get("normalization")
+    training = checkpoint.get("training")  # absent from checkpoints older than the record
     if normalization is None:
         raise TrainError("checkpoint has no normalisation stats: it is not from a finished run")
     return ExportRequest(
@@ -215,6 +230,7 @@ def export_request(
         metrics={f"eval_{k}": v for k, v in checkpoint.get("eval_metrics", {}).items()},
         dtype=dtype,
         external_data=external_data,
+        training=TrainingRecord.model_validate(training) if training else None,
     )
 
 
@@ -261,13 +277,13 @@ def train(settings: TrainSettings) -> TrainResult:
         raise TrainError(
             f"--max-length {settings.max_length} exceeds the backbone's {positions} positions"
         )
-    tokenizer = Tokenizer.from_str(source.tokenizer_json)
-    pad_token_id = source.config.pad_token_id
-    if pad_token_id is None:
-        pad_token_id = tokenizer.token_to_id("[PAD]") or 0
-    preprocessing = Preprocessing(
-        join="pair", max_length=settings.max_length, pad_token_id=int(pad_token_id)
-    )
+    try:
+        texts = text_setup(source, settings.max_length)
+    except (TextSetupError, ChatTemplateError) as e:
+        raise TrainError(str(e)) from e
+    tokenizer = Tokenizer.from_str(texts.tokenizer_json)
+    preprocessing = texts.preprocessing
+    pad_token_id = preprocessing.pad_token_id
     preprocessor = Preprocessor(tokenizer, preprocessing)
     train_data = encode(preprocessor, train_set.pairs)
     eval_data = encode(preprocessor, eval_set.pairs)
@@ -287,8 +303,13 @@ def train(settings: TrainSettings) -> TrainResult:
     # --- model and optimiser -----------------------------------------------------------------
     config_dict: dict[str, Any] = json.loads(source.config.to_json_string())
     model = build_model(config_dict, settings.pooling, settings.seed, settings.base_model)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    memory_options = MemoryOptions.from_settings(settings.model_dump())
+    record = prepare_backbone(model, config_dict["model_type"], memory_options)
+    precision, device = record.precision, device_of(model)
+    log.info("training setup: %s", record.model_dump(mode="json"))
+    trainable = [p for p in model.parameters() if p.requires_grad]  # LoRA: adapters + head
+    decay = [p for p in trainable if p.dim() >= 2]
+    no_decay = [p for p in trainable if p.dim() < 2]
     optimizer = torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": settings.weight_decay},
@@ -327,10 +348,11 @@ def train(settings: TrainSettings) -> TrainResult:
             "backbone": settings.base_model,
             "backbone_config": config_dict,
             "pooling": model.pooling,
-            "tokenizer_json": source.tokenizer_json,
+            "tokenizer_json": texts.tokenizer_json,
             "preprocessing": preprocessing.model_dump(mode="json"),
             "eval_metrics": eval_metrics,
             "normalization": normalization,
+            "training": record.model_dump(mode="json"),
         }
         scratch = checkpoint_path.with_suffix(".tmp")
         torch.save(state, scratch)
@@ -363,8 +385,9 @@ def train(settings: TrainSettings) -> TrainResult:
             step_loss = 0.0
             chosen_all, rejected_all = [], []
             for index in group:
-                chosen, rejected = score_stacked(model, train_data, index, pad_token_id)
-                loss = bradley_terry_loss(
+                with autocast(precision, device):
+                    chosen, rejected = score_stacked(model, train_data, index, pad_token_id)
+                loss = bradley_terry_loss(  # fp32: the rewards leave the model as fp32
                     chosen, rejected, train_data.margins[index], settings.center_coef
                 )
                 (loss * len(index) / pairs_in_step).backward()  # type: ignore[no-untyped-call]
@@ -410,7 +433,9 @@ def train(settings: TrainSettings) -> TrainResult:
         save_checkpoint()
         log.info("stopped after step %d as asked; resume with --resume", step)
         seconds = time.perf_counter() - started
-        return TrainResult(eval_metrics, None, checkpoint_path, seconds, step, finished=False)
+        return TrainResult(
+            eval_metrics, None, checkpoint_path, seconds, step, False, summary_of(record)
+        )
 
     # --- normalisation stats on held-out data, final checkpoint, export ----------------------
     if last_eval is None or last_eval[0] != step:
@@ -425,6 +450,7 @@ def train(settings: TrainSettings) -> TrainResult:
     save_checkpoint(normalization)
     train_seconds = time.perf_counter() - started
     checkpoint = load_checkpoint(checkpoint_path)
+    merge_lora(model)  # the artifact holds plain weights
     request = export_request(
         model,
         checkpoint,
@@ -436,5 +462,6 @@ def train(settings: TrainSettings) -> TrainResult:
     manifest = export_artifact(request, settings.out)
     log.info("artifact %s version %s (%s)", settings.out, manifest.version, manifest.optimization)
     return TrainResult(
-        eval_metrics, settings.out.resolve(), checkpoint_path, train_seconds, step, finished=True
-    )
+        eval_metrics, settings.out.resolve(), checkpoint_path, train_seconds, step, True,
+        summary_of(record),
+    )  # fmt: skip
