@@ -26,6 +26,7 @@ from .export_check import torch_feed
 from .loss import bradley_terry_loss, preference_metrics
 from .model import Pooling, RewardModel, Scorer
 from .onnx_layout import Dtype
+from .optim import build_optimizer
 from .progress import StepProgress
 from .settings import TrainSettings
 
@@ -119,14 +120,6 @@ def evaluate(
     loss = bradley_terry_loss(chosen, rejected, data.margins, center_coef)
     metrics = {"loss": loss.item(), **preference_metrics(chosen, rejected)}
     return metrics, torch.cat([chosen, rejected])
-
-
-def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    """Linear warm-up, then cosine decay down to ``min_ratio`` of the peak."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 LENGTH_GROUP_BATCHES = 16
@@ -257,16 +250,19 @@ def train(settings: TrainSettings) -> TrainResult:
         raise TrainError("training and eval data must each hold at least one pair")
     source = resolve_backbone(settings.base_model)
     positions = getattr(source.config, "max_position_embeddings", None)
-    if isinstance(positions, int) and settings.max_length > positions:
-        raise TrainError(
-            f"--max-length {settings.max_length} exceeds the backbone's {positions} positions"
-        )
+    max_length = settings.max_length
+    if isinstance(positions, int) and max_length > positions:
+        if "max_length" in settings.model_fields_set:
+            raise TrainError(
+                f"--max-length {max_length} exceeds the backbone's {positions} positions"
+            )
+        max_length = positions  # the default window is wider than this backbone: use all of it
     tokenizer = Tokenizer.from_str(source.tokenizer_json)
     pad_token_id = source.config.pad_token_id
     if pad_token_id is None:
         pad_token_id = tokenizer.token_to_id("[PAD]") or 0
     preprocessing = Preprocessing(
-        join="pair", max_length=settings.max_length, pad_token_id=int(pad_token_id)
+        join="pair", max_length=max_length, pad_token_id=int(pad_token_id)
     )
     preprocessor = Preprocessor(tokenizer, preprocessing)
     train_data = encode(preprocessor, train_set.pairs)
@@ -287,23 +283,10 @@ def train(settings: TrainSettings) -> TrainResult:
     # --- model and optimiser -----------------------------------------------------------------
     config_dict: dict[str, Any] = json.loads(source.config.to_json_string())
     model = build_model(config_dict, settings.pooling, settings.seed, settings.base_model)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": settings.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=settings.lr,
-        fused=True,  # one kernel over all parameters: ~4x faster steps on CPU than foreach
-    )
     batches_per_epoch = math.ceil(len(train_data) / settings.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / settings.grad_accum)
     total_steps = steps_per_epoch * settings.epochs
-    warmup = int(settings.warmup_ratio * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, warmup, settings.min_lr_ratio)
-    )
+    optimizer, scheduler = build_optimizer(model, settings, total_steps)
     step = 0
     eval_metrics: dict[str, float] = {}
     torch.manual_seed(settings.seed)
