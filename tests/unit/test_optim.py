@@ -79,3 +79,32 @@ def test_first_step_moves_the_head_by_its_own_lr() -> None:
     # Adam's first step moves each weight by about its lr, whatever the gradient's size.
     moved = (fresh.head.weight.detach() - before).abs().max().item()
     assert 0.5e-2 < moved <= 1.01e-2
+
+
+def test_same_head_and_backbone_lr_updates_exactly_as_one_decay_split() -> None:
+    """With --head-lr unset the groups change no update (the README's claim about the demo)."""
+    grouped, plain = build_model({}, "cls", 0, "tiny"), build_model({}, "cls", 0, "tiny")
+    optimizer, scheduler = build_optimizer(grouped, settings(lr=1e-3), 3)
+    reference = torch.optim.AdamW(
+        [
+            {"params": [p for p in plain.parameters() if p.dim() >= 2], "weight_decay": 0.01},
+            {"params": [p for p in plain.parameters() if p.dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=1e-3,
+        fused=True,
+    )
+    reference_schedule = torch.optim.lr_scheduler.LambdaLR(
+        reference, lambda s: lr_factor(s, 3, 0, 0.1)
+    )
+    ids = torch.randint(1000, 2000, (4, 12))
+    for _ in range(3):
+        for model, opt, sched in (
+            (grouped, optimizer, scheduler),
+            (plain, reference, reference_schedule),
+        ):
+            model(input_ids=ids, attention_mask=torch.ones_like(ids)).pow(2).sum().backward()
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+    for (name, a), b in zip(grouped.named_parameters(), plain.parameters(), strict=True):
+        assert torch.equal(a, b), name
