@@ -59,9 +59,11 @@ def print_result(result: dict[str, Any]) -> None:
 
 def run_demo_data(args: argparse.Namespace) -> int:
     from .demo_data import write_demo_data
+    from .demo_dialogues import write_dialogue_data
 
+    write = write_dialogue_data if args.format == "dialogue" else write_demo_data
     with user_errors("demo-data"):
-        train_path, eval_path = write_demo_data(
+        train_path, eval_path = write(
             Path(args.out), n_train=args.train, n_eval=args.eval, seed=args.seed
         )
     print_result({"train": str(Path(train_path).resolve()), "eval": str(Path(eval_path).resolve())})
@@ -151,6 +153,13 @@ def register(subparsers: Any) -> None:
     demo.add_argument("--train", type=int, default=2000, help="Training pairs (default 2000).")
     demo.add_argument("--eval", type=int, default=400, help="Held-out pairs (default 400).")
     demo.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
+    demo.add_argument(
+        "--format",
+        choices=["qa", "dialogue"],
+        default="qa",
+        help="qa: one question, explicit prompt/chosen/rejected (default); dialogue: long "
+        "multi-turn Anthropic HH dialogues whose preference depends on the first turn.",
+    )
     demo.set_defaults(handler=run_demo_data)
 
     train = subparsers.add_parser(

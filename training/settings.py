@@ -40,7 +40,15 @@ class TrainSettings(BaseSettings):
     grad_accum: int = Field(
         default=1, ge=1, le=1024, description="Micro-batches accumulated per optimiser step."
     )
-    lr: float = Field(default=1e-4, gt=0.0, le=1.0, description="Peak AdamW learning rate.")
+    lr: float = Field(
+        default=1e-4, gt=0.0, le=1.0, description="Peak AdamW learning rate of the backbone."
+    )
+    head_lr: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="Peak learning rate of the new scalar head (default: the same as --lr).",
+    )
     weight_decay: float = Field(default=0.01, ge=0.0, le=1.0, description="AdamW weight decay.")
     warmup_ratio: float = Field(
         default=0.1, ge=0.0, lt=1.0, description="Fraction of steps spent warming the lr up."
@@ -61,7 +69,11 @@ class TrainSettings(BaseSettings):
         description="Weight of the centring term coef*mean((r_w + r_l)^2); 0 switches it off.",
     )
     max_length: int = Field(
-        default=256, ge=8, le=8192, description="Most tokens per (prompt, response) sequence."
+        default=512,
+        ge=8,
+        le=8192,
+        description="Most tokens per (prompt, response) sequence; over it the prompt is cut "
+        "from the left, so a dialogue keeps its last turns.",
     )
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seeds init, shuffling, dropout.")
     eval_every: int = Field(
@@ -144,6 +156,9 @@ class TrainSettings(BaseSettings):
         if self.lora_rank == 0 and (self.lora_alpha is not None or self.lora_dropout > 0.0):
             raise ValueError("lora_alpha and lora_dropout need lora_rank > 0")
         return self
+
+    def resolved_head_lr(self) -> float:
+        return self.lr if self.head_lr is None else self.head_lr
 
     def resolved_work_dir(self) -> Path:
         if self.work_dir is not None:

@@ -49,3 +49,34 @@ def test_unknown_base_model_is_one_line_error(rmserve_cli: Cli, tmp_path: Path) 
     argv = ["train", "--train-data", str(data), "--eval-data", str(data), "--out", str(tmp_path)]
     with pytest.raises(SystemExit, match="rmserve train: error: --base-model 'nope'"):
         rmserve_cli([*argv, "--base-model", "nope"])
+
+
+def test_demo_data_dialogue_format_writes_hh_dialogues(rmserve_cli: Cli, tmp_path: Path) -> None:
+    code, lines = rmserve_cli(
+        [
+            "demo-data",
+            "--out",
+            str(tmp_path),
+            "--train",
+            "12",
+            "--eval",
+            "4",
+            "--format",
+            "dialogue",
+        ]
+    )
+    assert code == 0
+    text = Path(json.loads(lines[-1])["train"]).read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert len(rows) == 12
+    for row in rows:
+        assert "prompt" not in row and row["chosen"].startswith("\n\nHuman: ")
+        assert row["chosen"].count("\n\nHuman: ") == row["turns"]
+
+
+def test_demo_data_unknown_format_names_the_flag(
+    rmserve_cli: Cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        rmserve_cli(["demo-data", "--out", str(tmp_path), "--format", "chat"])
+    assert "--format: invalid choice: 'chat'" in capsys.readouterr().err

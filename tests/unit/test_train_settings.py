@@ -41,3 +41,13 @@ def test_range_error_names_flag_and_env() -> None:
 def test_work_dir_must_differ_from_out() -> None:
     with pytest.raises(SystemExit, match="work_dir must differ from out"):
         parse([*REQUIRED, "--work-dir", "art"])
+
+
+def test_recipe_defaults_and_head_lr_flag() -> None:
+    settings = parse(REQUIRED)
+    assert settings.max_length == 512  # all of MiniLM's positions: long dialogues keep turn one
+    assert settings.head_lr is None and settings.resolved_head_lr() == settings.lr == 1e-4
+    tuned = parse([*REQUIRED, "--lr", "2e-5", "--head-lr", "1e-3"])
+    assert (tuned.lr, tuned.resolved_head_lr()) == (2e-5, 1e-3)
+    with pytest.raises(SystemExit, match="--head-lr / RMSERVE_TRAIN_HEAD_LR"):
+        parse([*REQUIRED, "--head-lr", "0"])
