@@ -78,7 +78,9 @@ def run_train(args: argparse.Namespace) -> int:
         result = train(settings, cluster)
     if cluster.is_main:  # under torchrun one summary, from rank 0
         print_result(result.summary())
-    return 0 if result.finished else 3
+    # A stop asked for (--stop-after-steps) is no failure: torchrun would restart the workers
+    # on any other exit code, so there it exits 0 and the summary says "finished": false.
+    return 0 if result.finished or cluster.distributed else 3
 
 
 def run_export(args: argparse.Namespace) -> int:
