@@ -80,7 +80,9 @@ def load_optimizer_state(
             for group in state["param_groups"]
         ],
     }
-    options = StateDictOptions(full_state_dict=True)
+    # not strict: a parameter that never had a gradient (BERT's unused pooler) has no state,
+    # exactly as Optimizer.load_state_dict allows
+    options = StateDictOptions(full_state_dict=True, strict=False)
     set_optimizer_state_dict(model, optimizer, optim_state_dict=by_name, options=options)
 
 
