@@ -73,12 +73,16 @@ def run_demo_data(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     settings = settings_from_args(TrainSettings, args)
     require_training_extra("train")
+    from .distributed import cluster_session
     from .train import train
 
-    with user_errors("train"):
-        result = train(settings)
-    print_result(result.summary())
-    return 0 if result.finished else 3
+    with user_errors("train"), cluster_session(settings.strategy) as cluster:
+        result = train(settings, cluster)
+    if cluster.is_main:  # under torchrun one summary, from rank 0
+        print_result(result.summary())
+    # A stop asked for (--stop-after-steps) is no failure: torchrun would restart the workers
+    # on any other exit code, so there it exits 0 and the summary says "finished": false.
+    return 0 if result.finished or cluster.distributed else 3
 
 
 def run_export(args: argparse.Namespace) -> int:

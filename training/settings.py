@@ -95,6 +95,12 @@ class TrainSettings(BaseSettings):
         description="Stop (checkpointing) after this many optimiser steps, as if interrupted; "
         "0 runs to the end. Resume with --resume.",
     )
+    strategy: Literal["ddp", "fsdp"] = Field(
+        default="ddp",
+        description="Under torchrun: 'ddp' keeps a full replica on every rank, 'fsdp' shards "
+        "parameters, gradients and optimiser state across ranks (FSDP2 fully_shard). "
+        "--batch-size is per rank: the global batch is batch_size x grad_accum x world size.",
+    )
     resume: bool = Field(
         default=False, description="Continue from WORK_DIR/checkpoint.pt if it exists."
     )

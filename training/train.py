@@ -22,6 +22,7 @@ from rmserve.preprocess import PreparedPair, Preprocessor
 
 from .backbones import architecture_of, backbone_from_config, build_backbone, resolve_backbone
 from .chat_template import ChatTemplateError
+from .distributed import Cluster, RewardDDP, join_cluster, wrap
 from .export import ExportRequest, export_artifact
 from .export_check import torch_feed
 from .lora import merge_lora
@@ -33,6 +34,13 @@ from .optim import build_optimizer
 from .precision import autocast, device_of
 from .progress import StepProgress
 from .settings import TrainSettings
+from .sharding import (
+    full_model_state,
+    full_optimizer_state,
+    load_optimizer_state,
+    resume_layout_error,
+)
+from .steps import evaluate_sharded, train_step
 from .text_setup import TextSetupError, text_setup
 
 log = logging.getLogger(__name__)
@@ -53,6 +61,8 @@ class TrainResult:
     train_seconds: float
     steps: int
     finished: bool
+    world_size: int = 1
+    strategy: str | None = None  # ddp / fsdp under torchrun, None for a single process
     setup: dict[str, Any] = field(default_factory=dict)  # precision, LoRA, ... (the manifest's)
 
     def summary(self) -> dict[str, Any]:
@@ -65,6 +75,8 @@ class TrainResult:
             "train_seconds": round(self.train_seconds, 3),
             "steps": self.steps,
             "finished": self.finished,
+            "world_size": self.world_size,
+            "strategy": self.strategy,
             **self.setup,
         }
 
@@ -104,11 +116,13 @@ def encode(preprocessor: Preprocessor, pairs: Sequence[PreferencePair]) -> Encod
 
 
 def score_stacked(
-    model: Scorer, data: Encoded, index: Sequence[int], pad_token_id: int
+    model: Scorer | RewardDDP, data: Encoded, index: Sequence[int], pad_token_id: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass for both sides: chosen stacked on top of rejected, split after."""
     sequences = [data.chosen[i] for i in index] + [data.rejected[i] for i in index]
-    rewards = model(**torch_feed(sequences, pad_token_id, model.input_names))
+    device = next(model.parameters()).device
+    feed = torch_feed(sequences, pad_token_id, model.input_names)
+    rewards = model(**{k: v.to(device) for k, v in feed.items()})
     return rewards[: len(index)], rewards[len(index) :]
 
 
@@ -236,19 +250,26 @@ def validation_texts(pairs: Sequence[PreferencePair], count: int = 24) -> list[t
 
 
 class MetricsLog:
-    def __init__(self, path: Path, append: bool) -> None:
+    def __init__(self, path: Path, append: bool, enabled: bool = True) -> None:
+        """``enabled`` False (ranks > 0): writes nothing."""
         self.path = path
-        if not append:
+        self.enabled = enabled
+        if enabled and not append:
             path.write_text("", encoding="utf-8")
 
     def write(self, event: str, **values: Any) -> None:
+        if not self.enabled:
+            return
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps({"event": event, "time": time.time(), **values}) + "\n")
 
 
-def train(settings: TrainSettings) -> TrainResult:
+def train(settings: TrainSettings, cluster: Cluster | None = None) -> TrainResult:
+    """Under torchrun every rank calls this (``cluster``: see ``distributed.cluster_session``;
+    None joins the one torchrun describes, or runs as a single process)."""
     # --- set-up ------------------------------------------------------------------------------
     started = time.perf_counter()
+    cluster = join_cluster(settings.strategy) if cluster is None else cluster
     work = settings.resolved_work_dir()
     work.mkdir(parents=True, exist_ok=True)
     checkpoint_path = work / CHECKPOINT_FILE
@@ -257,7 +278,15 @@ def train(settings: TrainSettings) -> TrainResult:
     resume_from = (
         load_checkpoint(checkpoint_path) if settings.resume and checkpoint_path.is_file() else None
     )
-    metrics_log = MetricsLog(work / METRICS_FILE, append=resume_from is not None)
+    if resume_from is not None:
+        layout_error = resume_layout_error(
+            resume_from, settings.batch_size, settings.grad_accum, cluster.world_size
+        )
+        if layout_error is not None:
+            raise TrainError(f"cannot resume {checkpoint_path}: {layout_error}")
+    metrics_log = MetricsLog(
+        work / METRICS_FILE, append=resume_from is not None, enabled=cluster.is_main
+    )
 
     # --- data --------------------------------------------------------------------------------
     train_set = load_preferences(settings.train_data, skip_bad=settings.skip_bad_lines)
@@ -303,26 +332,35 @@ def train(settings: TrainSettings) -> TrainResult:
     record = prepare_backbone(model, config_dict["model_type"], memory_options)
     precision, device = record.precision, device_of(model)
     log.info("training setup: %s", record.model_dump(mode="json"))
+    if resume_from is not None:
+        model.load_state_dict(resume_from["model"])
+    engine = wrap(model, cluster)  # what the step runs: the model, a DDP replica or FSDP shards
     batches_per_epoch = math.ceil(len(train_data) / settings.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / settings.grad_accum)
+    batches_per_step = settings.grad_accum * cluster.world_size  # global batch, in micro-batches
+    steps_per_epoch = math.ceil(batches_per_epoch / batches_per_step)
     total_steps = steps_per_epoch * settings.epochs
     optimizer, scheduler = build_optimizer(model, settings, total_steps)
     step = 0
     eval_metrics: dict[str, float] = {}
     torch.manual_seed(settings.seed)
     if resume_from is not None:
-        model.load_state_dict(resume_from["model"])
-        optimizer.load_state_dict(resume_from["optimizer"])
+        load_optimizer_state(model, optimizer, resume_from["optimizer"], cluster)
         scheduler.load_state_dict(resume_from["scheduler"])
         step = int(resume_from["step"])
         eval_metrics = dict(resume_from.get("eval_metrics", {}))
         set_rng_state(resume_from["rng"])
         log.info("resumed from %s at step %d of %d", checkpoint_path, step, total_steps)
+    cluster.seed_rank_rng(settings.seed, step)
 
     def save_checkpoint(normalization: dict[str, float] | None = None) -> None:
+        model_state = full_model_state(model, cluster)  # a collective under FSDP
+        optimizer_state = full_optimizer_state(model, optimizer, cluster)
+        if not cluster.is_main:
+            return
         state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
+            "model": model_state,
+            "optimizer": optimizer_state,
+            "world_size": cluster.world_size,
             "scheduler": scheduler.state_dict(),
             "step": step,
             "rng": rng_state(),
@@ -344,15 +382,21 @@ def train(settings: TrainSettings) -> TrainResult:
 
     def run_eval() -> None:
         nonlocal eval_metrics, last_eval
-        eval_metrics, rewards = evaluate(
-            model, eval_data, settings.eval_batch_size, pad_token_id, settings.center_coef
+        model.eval()
+        eval_metrics, rewards = evaluate_sharded(
+            lambda index: score_stacked(engine, eval_data, index, pad_token_id),
+            [c.num_tokens for c in eval_data.chosen],
+            eval_data.margins,
+            settings.eval_batch_size,
+            settings.center_coef,
+            cluster,
         )
         last_eval = (step, rewards)
         metrics_log.write("eval", step=step, **eval_metrics)
         log.info("eval step %d: %s", step, {k: round(v, 4) for k, v in eval_metrics.items()})
 
     # --- the loop ----------------------------------------------------------------------------
-    progress = StepProgress(total_steps, step)
+    progress = StepProgress(total_steps, step) if cluster.is_main else None
     stopped = False
     for epoch in range(settings.epochs):
         if (epoch + 1) * steps_per_epoch <= step:
@@ -362,37 +406,36 @@ def train(settings: TrainSettings) -> TrainResult:
             if epoch * steps_per_epoch + local < step:
                 continue  # done before the checkpoint we resumed from
             model.train()
-            group = batches[local * settings.grad_accum : (local + 1) * settings.grad_accum]
-            pairs_in_step = sum(len(b) for b in group)
-            step_loss = 0.0
-            chosen_all, rejected_all = [], []
-            for index in group:
-                with autocast(precision, device):
-                    chosen, rejected = score_stacked(model, train_data, index, pad_token_id)
-                loss = bradley_terry_loss(  # fp32: the rewards leave the model as fp32
-                    chosen, rejected, train_data.margins[index], settings.center_coef
-                )
-                (loss * len(index) / pairs_in_step).backward()  # type: ignore[no-untyped-call]
-                step_loss += loss.item() * len(index) / pairs_in_step
-                chosen_all.append(chosen.detach())
-                rejected_all.append(rejected.detach())
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            group = batches[local * batches_per_step : (local + 1) * batches_per_step]
+
+            def score(index: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+                with autocast(precision, device):  # the loss is computed from fp32 rewards
+                    return score_stacked(engine, train_data, index, pad_token_id)
+
+            outcome = train_step(
+                engine,
+                optimizer,
+                scheduler,
+                group,
+                score,
+                train_data.margins,
+                settings.center_coef,
+                settings.max_grad_norm,
+                cluster,
+            )
             step += 1
-            batch_metrics = preference_metrics(torch.cat(chosen_all), torch.cat(rejected_all))
             lr = scheduler.get_last_lr()[0]
             metrics_log.write(
                 "train",
                 step=step,
                 epoch=epoch,
-                loss=step_loss,
-                accuracy=batch_metrics["accuracy"],
+                loss=outcome.loss,
+                accuracy=outcome.accuracy,
                 lr=lr,
-                grad_norm=float(grad_norm),
+                grad_norm=outcome.grad_norm,
             )
-            progress.step(step, epoch, step_loss, batch_metrics["accuracy"], float(lr))
+            if progress is not None:
+                progress.step(step, epoch, outcome.loss, outcome.accuracy, float(lr))
             if settings.eval_every and step % settings.eval_every == 0:
                 run_eval()
             if settings.checkpoint_every and step % settings.checkpoint_every == 0:
@@ -410,13 +453,15 @@ def train(settings: TrainSettings) -> TrainResult:
             run_eval()
         if not settings.checkpoint_every:
             save_checkpoint()
-    progress.close()
+    if progress is not None:
+        progress.close()
+    layout = (cluster.world_size, settings.strategy if cluster.distributed else None)
     if stopped:
         save_checkpoint()
         log.info("stopped after step %d as asked; resume with --resume", step)
         seconds = time.perf_counter() - started
         return TrainResult(
-            eval_metrics, None, checkpoint_path, seconds, step, False, summary_of(record)
+            eval_metrics, None, checkpoint_path, seconds, step, False, *layout, summary_of(record)
         )
 
     # --- normalisation stats on held-out data, final checkpoint, export ----------------------
@@ -431,10 +476,17 @@ def train(settings: TrainSettings) -> TrainResult:
     metrics_log.write("final", step=step, **eval_metrics, normalization=normalization)
     save_checkpoint(normalization)
     train_seconds = time.perf_counter() - started
+    if not cluster.is_main:  # rank 0 alone exports
+        return TrainResult(
+            eval_metrics, None, checkpoint_path, train_seconds, step, True, *layout,
+            summary_of(record),
+        )  # fmt: skip
     checkpoint = load_checkpoint(checkpoint_path)
-    merge_lora(model)  # the artifact holds plain weights
+    # the full model on CPU (gathered from the checkpoint under torchrun), LoRA merged
+    exported = model_from_checkpoint(checkpoint) if cluster.distributed else model
+    merge_lora(exported)  # the artifact holds plain weights (a no-op once merged)
     request = export_request(
-        model,
+        exported,
         checkpoint,
         validation_texts(eval_set.pairs),
         settings.version,
@@ -445,5 +497,5 @@ def train(settings: TrainSettings) -> TrainResult:
     log.info("artifact %s version %s (%s)", settings.out, manifest.version, manifest.optimization)
     return TrainResult(
         eval_metrics, settings.out.resolve(), checkpoint_path, train_seconds, step, True,
-        summary_of(record),
+        *layout, summary_of(record),
     )  # fmt: skip

@@ -28,6 +28,8 @@ VARIANTS = {
 }
 # Plain manifests applied with `kubectl apply -f`.
 PLAIN_MANIFESTS = [K8S / "examples" / "rl-trainer-job.yaml"]
+# torchrun across the pods of an Indexed Job (tests/deploy/test_k8s_training_job.py).
+TRAINING_JOB = K8S / "examples" / "distributed-training" / "training-job.yaml"
 KNOWN_KEYS = {"apiVersion", "kind", "resources", "images", "patches"}
 
 

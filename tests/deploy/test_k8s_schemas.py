@@ -73,6 +73,7 @@ def test_every_plain_manifest_file_is_found() -> None:
     files = _manifest_files()
     assert "base/deployment.yaml" in files
     assert "examples/rl-trainer-job.yaml" in files
+    assert "examples/distributed-training/training-job.yaml" in files
     assert all(str(p.relative_to(K8S)) in files for p in PLAIN_MANIFESTS)
 
 
