@@ -62,7 +62,7 @@ def error_response(error: RewardError) -> tuple[web.Response, str]:
 
 
 class HttpFront:
-    """``POST /get_reward`` and ``GET /health`` on their own port, over the shared core."""
+    """The protocols above and ``GET /health`` on their own port, over the shared core."""
 
     def __init__(
         self,
