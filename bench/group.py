@@ -6,7 +6,9 @@ on a shared machine hits both sides alike):
   1. N concurrent ``Score`` calls (what a trainer without groups sends; the server batches them)
   2. one ``ScoreGroup`` of the N responses (the prompt tokenised once, one request)
 
-and checks the group's rewards equal the Score rewards. Reports the median seconds of each and
+and records how far the group's rewards are from the Score rewards (float32 rounding of a
+different batch composition; the token ids are the same, see
+tests/integration/test_score_group.py). Reports the median seconds of each and
 the ratio. The prompt is long (a few hundred words, cut to max_length by both paths), as GRPO
 prompts with instructions and context usually are.
 
@@ -66,7 +68,7 @@ async def rounds(target: str, args: argparse.Namespace) -> dict[str, Any]:
                     reference = rewards
                 else:
                     group_rewards = rewards
-        equal = all(a == b for a, b in zip(group_rewards, reference, strict=True))
+        diff = max(abs(a - b) for a, b in zip(group_rewards, reference, strict=True))
     single_s, group_s = statistics.median(singles), statistics.median(groups)
     return {
         "group_size": args.group_size,
@@ -78,7 +80,8 @@ async def rounds(target: str, args: argparse.Namespace) -> dict[str, Any]:
         "speedup": single_s / group_s,
         "score_calls_s": singles,
         "score_group_s": groups,
-        "rewards_equal": equal,
+        # float32 rounding of different batch compositions; the tokens are the same
+        "max_abs_reward_diff": diff,
     }
 
 
