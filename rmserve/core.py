@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
@@ -50,6 +50,12 @@ def _uncuttable_message(error: UncuttableText, field: str, rows_per_item: int) -
     if rows_per_item == 2 and part == "response":
         part = ("response_a", "response_b")[error.row % 2]
     return f"{field}[{error.row // rows_per_item}].{part}: {error.reason}"
+
+
+def _uncuttable_group_message(error: UncuttableText, field: str) -> str:
+    """Name the text of a group: ``prompt``, or ``responses[3]``."""
+    where = "prompt" if error.part == "prompt" else f"{field}[{error.row}]"
+    return f"{where}: {error.reason}"
 
 
 class CoreState(Enum):
@@ -240,7 +246,30 @@ class RewardCore:
         """Raw rewards of (prompt, response) pairs, in order. ``timeout`` in seconds."""
         prompts = [prompt for prompt, _ in pairs]
         responses = [response for _, response in pairs]
-        request = await self._run(prompts, responses, 1, timeout, field)
+        preprocessor = self.artifact.preprocessor
+
+        def prepare() -> list[PreparedPair]:
+            return preprocessor.prepare_many(prompts, responses)
+
+        request = await self._run(len(pairs), 1, prepare, responses, timeout, field)
+        return request.scores()
+
+    async def score_group(
+        self,
+        prompt: str,
+        responses: Sequence[str],
+        timeout: float | None = None,
+        field: str = "responses",
+    ) -> list[PairScore]:
+        """Raw rewards of (prompt, response) for each response, in order: each equals
+        ``score([(prompt, response)])``, with the prompt tokenised once for the group."""
+        texts = list(responses)
+        preprocessor = self.artifact.preprocessor
+
+        def prepare() -> list[PreparedPair]:
+            return preprocessor.prepare_group(prompt, texts)
+
+        request = await self._run(len(texts), 1, prepare, texts, timeout, field, group=True)
         return request.scores()
 
     async def prefer(
@@ -252,7 +281,12 @@ class RewardCore:
         """P(a preferred to b) for (prompt, response_a, response_b) items; a and b share a batch."""
         prompts = [prompt for prompt, _, _ in items for _ in range(2)]
         responses = [text for _, a, b in items for text in (a, b)]
-        scores = (await self._run(prompts, responses, 2, timeout, field)).scores()
+        preprocessor = self.artifact.preprocessor
+
+        def prepare() -> list[PreparedPair]:
+            return preprocessor.prepare_many(prompts, responses)
+
+        scores = (await self._run(len(items), 2, prepare, responses, timeout, field)).scores()
         return [
             Preference(sigmoid(a.reward - b.reward), a, b)
             for a, b in zip(scores[0::2], scores[1::2], strict=True)
@@ -260,29 +294,42 @@ class RewardCore:
 
     async def _run(
         self,
-        prompts: list[str],
-        responses: list[str],
+        items: int,
         rows_per_item: int,
+        prepare: Callable[[], list[PreparedPair]],
+        responses: Sequence[str],
         timeout: float | None,
         field: str,
+        group: bool = False,
     ) -> PendingRequest:
+        """Admit ``items`` entries of ``rows_per_item`` rows, tokenise them with ``prepare``,
+        queue them and wait for their rewards. ``responses``: the rows' response texts, for the
+        reward watch. ``group``: one prompt for all rows (the
+        uncuttable-text errors then name ``prompt`` or ``{field}[i]``)."""
         batcher = self._serving_batcher()
-        items = len(prompts) // rows_per_item
+        rows = items * rows_per_item
         if items > self.config.max_request_pairs:
             raise InvalidRequest(
                 f"{field}: {items} entries is over max_request_pairs="
                 f"{self.config.max_request_pairs}; split the request"
             )
         deadline = None if timeout is None else batcher.clock() + timeout
-        batcher.reserve(len(prompts))
-        reserved = len(prompts)
+        batcher.reserve(rows)
+        reserved = rows
         self._enter()
         request: PendingRequest | None = None
         try:
             try:
-                prepared = await self._tokenize(prompts, responses)
+                prepared = await self._tokenize(rows, prepare)
             except UncuttableText as e:
-                raise InvalidRequest(_uncuttable_message(e, field, rows_per_item)) from None
+                message = (
+                    _uncuttable_group_message(e, field)
+                    if group
+                    else _uncuttable_message(e, field, rows_per_item)
+                )
+                raise InvalidRequest(message) from None
+            if len(prepared) != rows:
+                raise AssertionError(f"tokenising {rows} rows returned {len(prepared)}")
             request = PendingRequest(prepared, deadline)
             if not prepared:
                 return request
@@ -313,16 +360,15 @@ class RewardCore:
                 batcher.release(reserved)
             self._leave()
 
-    async def _tokenize(self, prompts: list[str], responses: list[str]) -> list[PreparedPair]:
+    async def _tokenize(
+        self, rows: int, prepare: Callable[[], list[PreparedPair]]
+    ) -> list[PreparedPair]:
         start = time.perf_counter()
-        preprocessor = self.artifact.preprocessor
-        if len(prompts) > INLINE_TOKENIZE_PAIRS:
+        if rows > INLINE_TOKENIZE_PAIRS:
             loop = asyncio.get_running_loop()
-            prepared = await loop.run_in_executor(
-                self._tokenizers, preprocessor.prepare_many, prompts, responses
-            )
+            prepared = await loop.run_in_executor(self._tokenizers, prepare)
         else:
-            prepared = preprocessor.prepare_many(prompts, responses)
+            prepared = prepare()
         self.metrics.tokenize_duration.observe(time.perf_counter() - start)
         return prepared
 

@@ -31,6 +31,7 @@ from rmserve.errors import (
     Unavailable,
     log_unexpected,
 )
+from rmserve.group_stats import group_stats
 from rmserve.metrics import Metrics
 from rmserve.pending import PairScore, Preference
 from rmserve.v1 import reward_pb2
@@ -285,6 +286,34 @@ class RewardServicer:
 
         return await self._handle(
             "ScoreBatch", received, context, reward_pb2.ScoreBatchRequest, work
+        )
+
+    async def ScoreGroup(
+        self, received: RequestBytes, context: ServicerContext
+    ) -> reward_pb2.ScoreGroupResponse:
+        async def work(
+            core: RewardCore, request: reward_pb2.ScoreGroupRequest, timeout: float | None
+        ) -> reward_pb2.ScoreGroupResponse:
+            prompt = _require(request, "prompt", "")
+            if not request.responses:
+                raise InvalidRequest("responses: a group needs at least one response")
+            scores = await core.score_group(prompt, request.responses, timeout)
+            manifest = core.artifact.manifest
+            rewards = [
+                manifest.normalize(s.reward) if request.normalize else s.reward for s in scores
+            ]
+            stats = group_stats(rewards)
+            return reward_pb2.ScoreGroupResponse(
+                results=[_score_result(s, r) for s, r in zip(scores, rewards, strict=True)],
+                mean=stats.mean,
+                std=stats.std,
+                advantages=stats.advantages,
+                advantage_epsilon=stats.epsilon,
+                model_version=core.model_version,
+            )
+
+        return await self._handle(
+            "ScoreGroup", received, context, reward_pb2.ScoreGroupRequest, work
         )
 
     async def Prefer(

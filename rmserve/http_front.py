@@ -1,27 +1,28 @@
-"""HTTP front for trainers that speak OpenRLHF's remote reward-model protocol.
+"""HTTP front for RL trainers' remote reward-model protocols, one small module each:
 
-``POST /get_reward`` with ``{"query": [prompt + response, ...], "prompts": [prompt, ...]}``
-answers ``{"rewards": [...], "scores": [...]}`` (the same raw rewards; ``"normalize": true``
-returns (r - mean) / std instead). Each response is its query with the prompt prefix removed,
-so every query must start with its prompt. ``GET /health`` is 200 while serving, else 503.
+- ``POST /get_reward``: OpenRLHF (``rmserve.http_get_reward``), metrics label ``http_get_reward``;
+- ``POST /classify``: vLLM's classify API as verl's reward loop calls it
+  (``rmserve.http_classify``), label ``http_classify``;
+- ``POST /slime/reward``: slime's ``--rm-type remote_rm`` (``rmserve.http_slime``), label
+  ``http_slime_reward``.
 
-A thin adapter like the gRPC servicer: JSON → ``RewardCore.score`` → JSON, the same batcher and
-metrics (method label ``http_get_reward``), and domain errors mapped to HTTP codes in one place.
+``GET /health`` is 200 while serving, else 503. Every protocol goes through one wrapper here:
+memory admission of the body, the same core, batcher and metrics as gRPC, and domain errors
+mapped to HTTP codes in one place (400 naming the field, 429 + Retry-After, 503, 504).
 Plaintext and without auth: the server settings refuse ``http_port`` together with TLS or
 ``auth_token``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from rmserve import http_classify, http_get_reward, http_slime
 from rmserve.core import CoreState, RewardCore
 from rmserve.errors import (
     DeadlineExpired,
@@ -36,7 +37,8 @@ from rmserve.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-METHOD = "http_get_reward"
+# A protocol adapter: the core and the admitted request body → the reply.
+Handler = Callable[[RewardCore, bytes], Awaitable[web.Response]]
 # HTTP status and the gRPC code name used as the metrics label, per domain error.
 STATUS_OF: dict[type[RewardError], tuple[int, str]] = {
     InvalidRequest: (400, "INVALID_ARGUMENT"),
@@ -59,43 +61,8 @@ def error_response(error: RewardError) -> tuple[web.Response, str]:
     return web.json_response(body, status=status, headers=headers), code
 
 
-def _string_list(body: dict[str, Any], key: str) -> list[str]:
-    value = body.get(key)
-    if not isinstance(value, list):
-        raise InvalidRequest(f"{key} must be a list of strings")
-    for i, item in enumerate(value):
-        if not isinstance(item, str):
-            raise InvalidRequest(f"{key}[{i}] must be a string, got {type(item).__name__}")
-    return value
-
-
-def parse_get_reward(raw: bytes) -> tuple[list[tuple[str, str]], bool]:
-    """(prompt, response) pairs and the normalize flag of one request body."""
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise InvalidRequest(f"body is not JSON: {e}") from None
-    except RecursionError:  # json's decoder recurses once per level of [ or {
-        raise InvalidRequest("body is not JSON this server reads: nested too deeply") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest('body must be an object {"query": [...], "prompts": [...]}')
-    queries = _string_list(body, "query")
-    prompts = _string_list(body, "prompts")
-    if len(queries) != len(prompts):
-        raise InvalidRequest(f"query has {len(queries)} entries but prompts has {len(prompts)}")
-    normalize = body.get("normalize", False)
-    if not isinstance(normalize, bool):
-        raise InvalidRequest("normalize must be true or false")
-    pairs = []
-    for i, (query, prompt) in enumerate(zip(queries, prompts, strict=True)):
-        if not query.startswith(prompt):
-            raise InvalidRequest(f"query[{i}] does not start with prompts[{i}]")
-        pairs.append((prompt, query[len(prompt) :]))
-    return pairs, normalize
-
-
 class HttpFront:
-    """``POST /get_reward`` and ``GET /health`` on their own port, over the shared core."""
+    """The protocols above and ``GET /health`` on their own port, over the shared core."""
 
     def __init__(
         self,
@@ -111,7 +78,9 @@ class HttpFront:
         # aiohttp stops reading a body at client_max_size (413); a Content-Length over it is
         # refused before a byte of the body is read (get_reward).
         self._app = web.Application(client_max_size=max_body_bytes)
-        self._app.router.add_post("/get_reward", self.get_reward)
+        self._route("/get_reward", http_get_reward.METHOD, http_get_reward.get_reward)
+        self._route("/classify", http_classify.METHOD, http_classify.classify)
+        self._route(http_slime.PATH, http_slime.METHOD, http_slime.slime_reward)
         self._app.router.add_get("/health", self.health)
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -122,7 +91,7 @@ class HttpFront:
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
         self.port = int(self._runner.addresses[0][1])
-        log.info("HTTP /get_reward on %s:%d", host, self.port)
+        log.info("HTTP /get_reward, /classify, %s on %s:%d", http_slime.PATH, host, self.port)
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -136,17 +105,15 @@ class HttpFront:
             {"status": "SERVING" if serving else "NOT_SERVING"}, status=200 if serving else 503
         )
 
-    @staticmethod
-    async def _score(core: RewardCore, raw: bytes) -> web.Response:
-        pairs, normalize = parse_get_reward(raw)
-        scores = await core.score(pairs, None, field="query")
-        manifest = core.artifact.manifest
-        rewards = [manifest.normalize(s.reward) if normalize else s.reward for s in scores]
-        return web.json_response(
-            {"rewards": rewards, "scores": rewards, "model_version": core.model_version}
-        )
+    def _route(self, path: str, method: str, handler: Handler) -> None:
+        async def serve(request: web.Request) -> web.Response:
+            return await self._serve(request, method, handler)
 
-    async def get_reward(self, request: web.Request) -> web.Response:
+        self._app.router.add_post(path, serve)
+
+    async def _serve(self, request: web.Request, method: str, handler: Handler) -> web.Response:
+        """One request of any protocol: admission, body, handler, metrics, and the one
+        mapping of domain errors to HTTP codes."""
         start = time.perf_counter()
         code = "OK"
         try:
@@ -164,9 +131,9 @@ class HttpFront:
             if length is None:  # chunked: bounded by client_max_size, admitted once read
                 body = await request.read()
                 with core.admit_bytes(len(body)):
-                    return await self._score(core, body)
+                    return await handler(core, body)
             with core.admit_bytes(length):  # before a byte of the body is read
-                return await self._score(core, await request.read())
+                return await handler(core, await request.read())
         except RewardError as e:
             e.__traceback__ = None  # its frames held the request body
             response, code = error_response(e)
@@ -175,14 +142,14 @@ class HttpFront:
             code = "INVALID_ARGUMENT" if e.status < 500 else "INTERNAL"
             raise
         except Exception as e:  # a bug: answer 500 with the reason, keep serving
-            log_unexpected(log, "get_reward", e, self._log_content)
+            log_unexpected(log, method, e, self._log_content)
             response, code = error_response(RewardError(f"{type(e).__name__}: {e}"))
             return response
         except BaseException:  # the caller hung up
             code = "CANCELLED"
             raise
         finally:
-            self._metrics.requests.labels(method=METHOD, code=code).inc()
-            self._metrics.request_duration.labels(method=METHOD).observe(
+            self._metrics.requests.labels(method=method, code=code).inc()
+            self._metrics.request_duration.labels(method=method).observe(
                 time.perf_counter() - start
             )

@@ -26,7 +26,7 @@ from rmserve.v1 import reward_pb2
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["score", "score-batch", "prefer"]
+Mode = Literal["score", "score-batch", "prefer", "group"]
 MAX_OUTSTANDING_OPEN_LOOP = 10_000
 
 
@@ -79,12 +79,14 @@ class _Sender:
         mode: Mode,
         batch_size: int,
         deadline_s: float,
+        group_size: int = 8,
     ) -> None:
         if not data:
             raise ValueError("loadtest needs at least one pair of data")
         self.client = client
         self.mode = mode
         self.batch_size = batch_size
+        self.group_size = group_size
         self.deadline_s = deadline_s
         self._next: Iterator[LoadPair] = itertools.cycle(data)
         self.tally = _Tally()
@@ -117,6 +119,13 @@ class _Sender:
             )
             batch = await self.client.call("ScoreBatch", batch_request, self.deadline_s)
             return len(batch.results), sum(int(r.num_tokens) for r in batch.results)
+        if self.mode == "group":  # a GRPO group: one prompt, the next items' responses
+            items = self._take(self.group_size)
+            group_request = reward_pb2.ScoreGroupRequest(
+                prompt=items[0].prompt, responses=[i.response for i in items]
+            )
+            group = await self.client.call("ScoreGroup", group_request, self.deadline_s)
+            return len(group.results), sum(int(r.num_tokens) for r in group.results)
         (item,) = self._take(1)
         prefer_request = reward_pb2.PreferRequest(
             prompt=item.prompt, response_a=item.response, response_b=item.response_b
@@ -179,6 +188,7 @@ async def run_async(
     duration_s: float = 10.0,
     requests: int | None = None,
     batch_size: int = 64,
+    group_size: int = 8,
     rate: float | None = None,
     deadline_s: float = 30.0,
     progress: Progress | None = None,
@@ -190,8 +200,10 @@ async def run_async(
     ``RMSERVE_CLIENT_*`` environment). It first asks ``GetModelInfo``: a server it cannot
     reach (wrong token, TLS or address) raises ``RewardClientError`` once, before any load.
     Failed requests are counted by status code, never retried: retries would hide overload."""
-    if concurrency < 1 or duration_s <= 0 or batch_size < 1 or (rate is not None and rate <= 0):
-        raise ValueError("concurrency, duration_s, batch_size and rate must be positive")
+    if min(concurrency, batch_size, group_size) < 1 or duration_s <= 0 or (rate or 1) <= 0:
+        raise ValueError(
+            "concurrency, duration_s, batch_size, group_size and rate must be positive"
+        )
     if requests is not None and requests < 1:
         raise ValueError("requests must be positive")
     async with AsyncRewardClient(
@@ -201,7 +213,7 @@ async def run_async(
         timeout=deadline_s,
         max_inflight_requests=MAX_OUTSTANDING_OPEN_LOOP,
     ) as reward_client:
-        sender = _Sender(reward_client, data, mode, batch_size, deadline_s)
+        sender = _Sender(reward_client, data, mode, batch_size, deadline_s, group_size)
         info = await reward_client.model_info()
         log.info(
             "loadtest: %s requests to %s (model %s %s) for up to %.0f s%s",

@@ -35,10 +35,11 @@ class LoadtestSettings(BaseSettings):
         description="Preference JSONL (prompt/chosen/rejected, HH or conversational; .gz ok): "
         "chosen is scored, rejected is the second Prefer response."
     )
-    mode: Literal["score", "score-batch", "prefer"] = Field(
+    mode: Literal["score", "score-batch", "prefer", "group"] = Field(
         default="score",
         description="score: one pair per Score; score-batch: --batch-size pairs per ScoreBatch; "
-        "prefer: one Prefer (two responses) per request.",
+        "prefer: one Prefer (two responses) per request; group: one ScoreGroup of "
+        "--group-size responses to one prompt (a GRPO group).",
     )
     concurrency: int = Field(
         default=16,
@@ -57,6 +58,9 @@ class LoadtestSettings(BaseSettings):
         default=None, ge=1, le=100_000_000, description="Stop after this many requests."
     )
     batch_size: int = Field(default=64, ge=1, le=1_000_000, description="Pairs per ScoreBatch.")
+    group_size: int = Field(
+        default=8, ge=1, le=1_000_000, description="Responses per ScoreGroup (--mode group)."
+    )
     rate: float | None = Field(
         default=None,
         gt=0.0,
@@ -123,6 +127,7 @@ def loadtest(args: argparse.Namespace) -> int:
                 duration_s=settings.duration_s(),
                 requests=settings.requests,
                 batch_size=settings.batch_size,
+                group_size=settings.group_size,
                 rate=settings.rate,
                 deadline_s=client.timeout,
                 progress=progress_for(settings),

@@ -143,14 +143,42 @@ class Preprocessor:
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         prepared: list[PreparedPair] = []
-        start = 0
-        while start < len(prompts):
-            end, chars = start, 0
-            while end < len(prompts) and (end == start or chars < TOKENIZE_CHUNK_CHARS):
-                chars += len(prompts[end]) + len(responses[end])
-                end += 1
-            prepared += self._prepare_chunk(prompts[start:end], responses[start:end])
-            start = end
+        for start, end in _chunks(prompts, responses):
+            try:
+                prepared += self._prepare_chunk(prompts[start:end], responses[start:end])
+            except UncuttableText as e:
+                raise e.located(start + e.row, e.part) from None
+        return prepared
+
+    def prepare_group(self, prompt: str, responses: Sequence[str]) -> list[PreparedPair]:
+        """``prepare_many([prompt] * len(responses), responses)``, with the prompt tokenised
+        once for the whole group (pair join): each pair then cuts its own copy of the prompt's
+        tokens from the left, exactly as ``prepare`` would. A chat-template artifact tokenises
+        each rendered conversation whole (prompt tokens can merge with the template text around
+        them), so there every pair is tokenised on its own, as ``Score`` does."""
+        if self._template is not None:
+            return self.prepare_many([prompt] * len(responses), responses)
+        chars = window_chars(self.config.max_length) if self._windows else None
+        prompt_window = _cut(tail, prompt, chars, 0, "prompt")
+        (prompt_encoding,) = self._encode_once([prompt_window.text], add_special_tokens=False)
+        prepared: list[PreparedPair] = []
+        for start, end in _chunks([prompt] * len(responses), responses):
+            group = responses[start:end]
+            try:
+                response_windows = [
+                    _cut(head, r, chars, row, "response") for row, r in enumerate(group)
+                ]
+                encodings = self._encode_once([w.text for w in response_windows], False)
+                prepared += self._assemble_rows(
+                    [prompt] * len(group),
+                    group,
+                    [prompt_window] * len(group),
+                    response_windows,
+                    [prompt_encoding] * len(group),
+                    encodings,
+                )
+            except UncuttableText as e:
+                raise e.located(start + e.row, e.part) from None
         return prepared
 
     def _prepare_chunk(
@@ -166,11 +194,27 @@ class Preprocessor:
         texts = [w.text for w in prompt_windows] + [w.text for w in response_windows]
         encodings = self._encode_once(texts, add_special_tokens=False)
         n = len(prompts)
+        return self._assemble_rows(
+            prompts, responses, prompt_windows, response_windows, encodings[:n], encodings[n:]
+        )
+
+    def _assemble_rows(
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        prompt_windows: Sequence[Window],
+        response_windows: Sequence[Window],
+        prompt_encodings: Sequence[Encoding],
+        response_encodings: Sequence[Encoding],
+    ) -> list[PreparedPair]:
+        """Pairs from encoded windows; a window too thin to cut falls back to whole texts."""
         pairs = []
-        for row in range(n):
+        for row in range(len(prompts)):
             windows = (prompt_windows[row], response_windows[row])
             try:
-                pairs.append(self._assemble_pair(encodings[row], encodings[n + row], windows))
+                pairs.append(
+                    self._assemble_pair(prompt_encodings[row], response_encodings[row], windows)
+                )
             except UncuttableText as e:
                 text = (prompts if e.part == "prompt" else responses)[row]
                 if len(text) > WHOLE_TEXT_MAX_CHARS:
@@ -331,6 +375,20 @@ def _cut(
         if len(text) <= WHOLE_TEXT_MAX_CHARS:
             return Window(text, False)
         raise e.located(row, part) from None
+
+
+def _chunks(prompts: Sequence[str], responses: Sequence[str]) -> list[tuple[int, int]]:
+    """(start, end) rows of about TOKENIZE_CHUNK_CHARS characters each (at least one row)."""
+    spans = []
+    start = 0
+    while start < len(prompts):
+        end, chars = start, 0
+        while end < len(prompts) and (end == start or chars < TOKENIZE_CHUNK_CHARS):
+            chars += len(prompts[end]) + len(responses[end])
+            end += 1
+        spans.append((start, end))
+        start = end
+    return spans
 
 
 def _copy(encoding: Encoding) -> Encoding:

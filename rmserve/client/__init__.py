@@ -16,7 +16,7 @@ are retried, with exponential backoff and jitter, within that deadline.
 
 from rmserve.client.aio import AsyncRewardClient
 from rmserve.client.errors import DeadlineExceededError, InvalidRequestError, RewardClientError
-from rmserve.client.plan import ModelInfo, ScoreDetails
+from rmserve.client.plan import GroupScores, ModelInfo, ScoreDetails
 from rmserve.client.settings import ClientSettings
 from rmserve.client.sync import RewardClient
 
@@ -24,6 +24,7 @@ __all__ = [
     "AsyncRewardClient",
     "ClientSettings",
     "DeadlineExceededError",
+    "GroupScores",
     "InvalidRequestError",
     "ModelInfo",
     "RewardClient",

@@ -9,7 +9,7 @@ from typing import Any
 from rmserve.client.caller import Caller, build_settings
 from rmserve.client.settings import ClientSettings
 from rmserve.client.transport import AioTransport
-from rmserve.client.trl import TrlInput, to_pairs
+from rmserve.client.trl import TrlInput, consecutive_groups, has_repeats, to_pairs
 
 
 class AsyncRewardClient(Caller):
@@ -57,6 +57,11 @@ class AsyncRewardClient(Caller):
             prompts: Sequence[TrlInput], completions: Sequence[TrlInput], **kwargs: Any
         ) -> list[float]:
             p, r = to_pairs(prompts, completions)
-            return [float(x) for x in await self.score(p, r, normalize, timeout)]
+            runs = consecutive_groups(p)
+            if not has_repeats(runs, len(p)):
+                return [float(x) for x in await self.score(p, r, normalize, timeout)]
+            groups = [(p[start], r[start:end]) for start, end in runs]
+            results = await self.score_groups(groups, normalize, timeout)
+            return [float(x) for result in results for x in result.rewards]
 
         return rmserve_reward

@@ -20,7 +20,7 @@ import numpy as np
 from rmserve.client import plan
 from rmserve.client.channel import call_metadata
 from rmserve.client.errors import DeadlineExceededError, from_rpc_error
-from rmserve.client.plan import Chunk, ModelInfo, RetryPolicy, ScoreDetails
+from rmserve.client.plan import Chunk, GroupScores, ModelInfo, RetryPolicy, ScoreDetails
 from rmserve.client.settings import ClientSettings
 from rmserve.client.transport import Transport
 from rmserve.v1 import reward_pb2
@@ -98,6 +98,43 @@ class Caller:
         plan.check_texts(prompts=[prompt], responses=[response])
         request = reward_pb2.ScoreRequest(prompt=prompt, response=response, normalize=normalize)
         return float((await self._unary("Score", request, self._deadline(timeout), 0, 1)).reward)
+
+    async def score_group(
+        self,
+        prompt: str,
+        responses: Sequence[str],
+        normalize: bool = False,
+        timeout: float | None = None,
+    ) -> GroupScores:
+        """One GRPO group in one ``ScoreGroup`` call (never chunked: the statistics span the
+        group, so it must fit the server's ``max_request_pairs``)."""
+        request = plan.group_request(prompt, responses, normalize)
+        count = len(request.responses)
+        reply = await self._unary("ScoreGroup", request, self._deadline(timeout), 0, count)
+        return GroupScores.from_pb(reply, count)
+
+    async def score_groups(
+        self,
+        groups: Sequence[tuple[str, Sequence[str]]],
+        normalize: bool = False,
+        timeout: float | None = None,
+    ) -> list[GroupScores]:
+        """``score_group`` of every ``(prompt, responses)``, at most ``max_concurrent_chunks``
+        at once, within one deadline; results in input order."""
+        requests = [plan.group_request(p, r, normalize) for p, r in groups]
+        deadline = self._deadline(timeout)
+        gate = asyncio.Semaphore(self.settings.max_concurrent_chunks)
+        offsets = [0]
+        for request in requests:
+            offsets.append(offsets[-1] + len(request.responses))
+
+        async def one(i: int) -> GroupScores:
+            count = len(requests[i].responses)
+            async with gate:
+                reply = await self._unary("ScoreGroup", requests[i], deadline, offsets[i], count)
+            return GroupScores.from_pb(reply, count)
+
+        return list(await asyncio.gather(*(one(i) for i in range(len(requests)))))
 
     async def prefer(
         self,

@@ -30,6 +30,45 @@ class ScoreDetails:
 
 
 @dataclass(frozen=True)
+class GroupScores:
+    """``score_group``: one prompt's responses scored, with GRPO statistics (server-side)."""
+
+    rewards: np.ndarray  # float32, in response order; each equals score_one(prompt, response)
+    advantages: np.ndarray  # float64: (reward - mean) / (std + advantage_epsilon)
+    mean: float
+    std: float  # Bessel-corrected (ddof 1), as TRL's GRPOTrainer; 0 for a group of one
+    advantage_epsilon: float
+    truncated: np.ndarray  # bool
+    num_tokens: np.ndarray  # int32
+    model_version: str
+
+    @classmethod
+    def from_pb(cls, reply: Any, count: int) -> GroupScores:
+        results = reply.results
+        if len(results) != count or len(reply.advantages) != count:
+            raise RuntimeError(f"server returned {len(results)} results for {count} responses")
+        return cls(
+            rewards=np.fromiter((r.reward for r in results), np.float32, count),
+            advantages=np.asarray(reply.advantages, dtype=np.float64),
+            mean=float(reply.mean),
+            std=float(reply.std),
+            advantage_epsilon=float(reply.advantage_epsilon),
+            truncated=np.fromiter((r.truncated for r in results), np.bool_, count),
+            num_tokens=np.fromiter((r.num_tokens for r in results), np.int32, count),
+            model_version=reply.model_version,
+        )
+
+
+def group_request(prompt: str, responses: Sequence[str], normalize: bool) -> Any:
+    """A checked ``ScoreGroupRequest`` (types checked before anything is sent)."""
+    (checked,) = check_texts(responses=responses)
+    check_texts(prompt=[prompt])
+    if not checked:
+        raise ValueError("a group needs at least one response")
+    return reward_pb2.ScoreGroupRequest(prompt=prompt, responses=checked, normalize=normalize)
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """The served model and the server's limits (``GetModelInfo``)."""
 

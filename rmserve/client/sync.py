@@ -15,10 +15,10 @@ import numpy as np
 
 from rmserve.client.caller import Caller, build_settings
 from rmserve.client.loop_thread import LoopThread
-from rmserve.client.plan import ModelInfo, ScoreDetails
+from rmserve.client.plan import GroupScores, ModelInfo, ScoreDetails
 from rmserve.client.settings import ClientSettings
 from rmserve.client.transport import FutureTransport
-from rmserve.client.trl import TrlInput, to_pairs
+from rmserve.client.trl import TrlInput, consecutive_groups, has_repeats, to_pairs
 
 
 class RewardClient:
@@ -95,6 +95,25 @@ class RewardClient:
     ) -> float:
         return self._loop.run(self._caller.score_one(prompt, response, normalize, timeout))
 
+    def score_group(
+        self,
+        prompt: str,
+        responses: Sequence[str],
+        normalize: bool = False,
+        timeout: float | None = None,
+    ) -> GroupScores:
+        """One GRPO group: rewards, mean, std (ddof 1) and advantages, in one ``ScoreGroup``."""
+        return self._loop.run(self._caller.score_group(prompt, responses, normalize, timeout))
+
+    def score_groups(
+        self,
+        groups: Sequence[tuple[str, Sequence[str]]],
+        normalize: bool = False,
+        timeout: float | None = None,
+    ) -> list[GroupScores]:
+        """``score_group`` of every ``(prompt, responses)``, concurrently; in input order."""
+        return self._loop.run(self._caller.score_groups(groups, normalize, timeout))
+
     def prefer(
         self,
         prompts: Sequence[str],
@@ -124,6 +143,11 @@ class RewardClient:
             prompts: Sequence[TrlInput], completions: Sequence[TrlInput], **kwargs: Any
         ) -> list[float]:
             p, r = to_pairs(prompts, completions)
-            return [float(x) for x in self.score(p, r, normalize, timeout)]
+            runs = consecutive_groups(p)
+            if not has_repeats(runs, len(p)):
+                return [float(x) for x in self.score(p, r, normalize, timeout)]
+            groups = [(p[start], r[start:end]) for start, end in runs]
+            results = self.score_groups(groups, normalize, timeout)
+            return [float(x) for result in results for x in result.rewards]
 
         return rmserve_reward

@@ -4,6 +4,11 @@ TRL passes ``prompts`` and ``completions`` either as plain strings or, for conve
 datasets, as lists of ``{"role", "content"}`` messages. Conversations are rendered with
 ``rmserve.conversation`` exactly as the training data was, so a conversation scores the same as
 its HH-text spelling.
+
+GRPO passes each prompt ``num_generations`` times in a row; ``consecutive_groups`` finds those
+runs, and the adapters score each run with one ``ScoreGroup`` call (the prompt tokenised once)
+when there are any repeats, else all pairs in one chunked ``ScoreBatch``. Rewards are the same
+either way.
 """
 
 from __future__ import annotations
@@ -27,3 +32,18 @@ def to_pairs(
     texts_p = [p if isinstance(p, str) else render_prompt(p) for p in prompts]
     texts_c = [c if isinstance(c, str) else render_response(c) for c in completions]
     return texts_p, texts_c
+
+
+def consecutive_groups(prompts: Sequence[str]) -> list[tuple[int, int]]:
+    """(start, end) of each run of equal consecutive prompts, in order."""
+    runs: list[tuple[int, int]] = []
+    start = 0
+    for i in range(1, len(prompts) + 1):
+        if i == len(prompts) or prompts[i] != prompts[start]:
+            runs.append((start, i))
+            start = i
+    return runs
+
+
+def has_repeats(runs: Sequence[tuple[int, int]], count: int) -> bool:
+    return len(runs) < count

@@ -24,43 +24,53 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rmserve/v1/reward.proto\x12\nrmserve.v1\"e\n\x0cScoreRequest\x12\x13\n\x06prompt\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08response\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x11\n\tnormalize\x18\x03 \x01(\x08\x42\t\n\x07_promptB\x0b\n\t_response\"y\n\rScoreResponse\x12\x0e\n\x06reward\x18\x01 \x01(\x01\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x1a\n\x12response_truncated\x18\x03 \x01(\x08\x12\x12\n\nnum_tokens\x18\x04 \x01(\r\x12\x15\n\rmodel_version\x18\x05 \x01(\t\"J\n\x04Pair\x12\x13\n\x06prompt\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08response\x18\x02 \x01(\tH\x01\x88\x01\x01\x42\t\n\x07_promptB\x0b\n\t_response\"G\n\x11ScoreBatchRequest\x12\x1f\n\x05pairs\x18\x01 \x03(\x0b\x32\x10.rmserve.v1.Pair\x12\x11\n\tnormalize\x18\x02 \x01(\x08\"`\n\x0bScoreResult\x12\x0e\n\x06reward\x18\x01 \x01(\x01\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x1a\n\x12response_truncated\x18\x03 \x01(\x08\x12\x12\n\nnum_tokens\x18\x04 \x01(\r\"U\n\x12ScoreBatchResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.rmserve.v1.ScoreResult\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\x7f\n\rPreferRequest\x12\x13\n\x06prompt\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x17\n\nresponse_a\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x17\n\nresponse_b\x18\x03 \x01(\tH\x02\x88\x01\x01\x42\t\n\x07_promptB\r\n\x0b_response_aB\r\n\x0b_response_b\"s\n\x0cPreferResult\x12\x15\n\rprobability_a\x18\x01 \x01(\x01\x12\x10\n\x08reward_a\x18\x02 \x01(\x01\x12\x10\n\x08reward_b\x18\x03 \x01(\x01\x12\x13\n\x0btruncated_a\x18\x04 \x01(\x08\x12\x13\n\x0btruncated_b\x18\x05 \x01(\x08\"Q\n\x0ePreferResponse\x12(\n\x06result\x18\x01 \x01(\x0b\x32\x18.rmserve.v1.PreferResult\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"|\n\nPreferItem\x12\x13\n\x06prompt\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x17\n\nresponse_a\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x17\n\nresponse_b\x18\x03 \x01(\tH\x02\x88\x01\x01\x42\t\n\x07_promptB\r\n\x0b_response_aB\r\n\x0b_response_b\";\n\x12PreferBatchRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.rmserve.v1.PreferItem\"W\n\x13PreferBatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.rmserve.v1.PreferResult\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\x15\n\x13GetModelInfoRequest\"\x89\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nmax_length\x18\x03 \x01(\r\x12\x1a\n\x12normalization_mean\x18\x04 \x01(\x01\x12\x19\n\x11normalization_std\x18\x05 \x01(\x01\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x16\n\x0emax_batch_size\x18\x07 \x01(\r\x12\x18\n\x10max_batch_tokens\x18\x08 \x01(\r\x12\x19\n\x11max_request_pairs\x18\t \x01(\r\x12\x17\n\x0fmax_queue_pairs\x18\n \x01(\r\x12\x1a\n\x12max_queue_delay_ms\x18\x0b \x01(\x01\x12\x10\n\x08\x62\x61\x63kbone\x18\x0c \x01(\t\x12\x0f\n\x07pooling\x18\r \x01(\t\x12\r\n\x05\x64type\x18\x0e \x01(\t\x12\x12\n\nparameters\x18\x0f \x01(\x04\x12(\n\x06parity\x18\x10 \x01(\x0b\x32\x18.rmserve.v1.ParityReport\x12\x0e\n\x06\x64\x65vice\x18\x11 \x01(\t\"\x9f\x02\n\x0cParityReport\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05pairs\x18\x04 \x01(\r\x12\x19\n\x0cmax_abs_diff\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x0erank_agreement\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12*\n\x1d\x62\x61tch_invariance_max_abs_diff\x18\x07 \x01(\x01H\x02\x88\x01\x01\x12\x11\n\ttolerance\x18\x08 \x01(\t\x12\x0e\n\x06reason\x18\t \x01(\tB\x0f\n\r_max_abs_diffB\x11\n\x0f_rank_agreementB \n\x1e_batch_invariance_max_abs_diff2\xf3\x02\n\rRewardService\x12<\n\x05Score\x12\x18.rmserve.v1.ScoreRequest\x1a\x19.rmserve.v1.ScoreResponse\x12K\n\nScoreBatch\x12\x1d.rmserve.v1.ScoreBatchRequest\x1a\x1e.rmserve.v1.ScoreBatchResponse\x12?\n\x06Prefer\x12\x19.rmserve.v1.PreferRequest\x1a\x1a.rmserve.v1.PreferResponse\x12N\n\x0bPreferBatch\x12\x1e.rmserve.v1.PreferBatchRequest\x1a\x1f.rmserve.v1.PreferBatchResponse\x12\x46\n\x0cGetModelInfo\x12\x1f.rmserve.v1.GetModelInfoRequest\x1a\x15.rmserve.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rmserve/v1/reward.proto\x12\nrmserve.v1\"O\n\rEnsembleStats\x12\x0c\n\x04mean\x18\x01 \x01(\x01\x12\x0b\n\x03std\x18\x02 \x01(\x01\x12\x0b\n\x03min\x18\x03 \x01(\x01\x12\x16\n\x0emember_rewards\x18\x04 \x03(\x01\"\xe1\x01\n\x0cScoreRequest\x12\x13\n\x06prompt\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08response\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x11\n\tnormalize\x18\x03 \x01(\x08\x12(\n\taggregate\x18\x04 \x01(\x0e\x32\x15.rmserve.v1.Aggregate\x12 \n\x13uncertainty_penalty\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x16\n\x0ereturn_members\x18\x06 \x01(\x08\x42\t\n\x07_promptB\x0b\n\t_responseB\x16\n\x14_uncertainty_penalty\"\xa6\x01\n\rScoreResponse\x12\x0e\n\x06reward\x18\x01 \x01(\x01\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x1a\n\x12response_truncated\x18\x03 \x01(\x08\x12\x12\n\nnum_tokens\x18\x04 \x01(\r\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12+\n\x08\x65nsemble\x18\x06 \x01(\x0b\x32\x19.rmserve.v1.EnsembleStats\"J\n\x04Pair\x12\x13\n\x06prompt\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08response\x18\x02 \x01(\tH\x01\x88\x01\x01\x42\t\n\x07_promptB\x0b\n\t_response\"\xc3\x01\n\x11ScoreBatchRequest\x12\x1f\n\x05pairs\x18\x01 \x03(\x0b\x32\x10.rmserve.v1.Pair\x12\x11\n\tnormalize\x18\x02 \x01(\x08\x12(\n\taggregate\x18\x03 \x01(\x0e\x32\x15.rmserve.v1.Aggregate\x12 \n\x13uncertainty_penalty\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\x0ereturn_members\x18\x05 \x01(\x08\x42\x16\n\x14_uncertainty_penalty\"\x8d\x01\n\x0bScoreResult\x12\x0e\n\x06reward\x18\x01 \x01(\x01\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x1a\n\x12response_truncated\x18\x03 \x01(\x08\x12\x12\n\nnum_tokens\x18\x04 \x01(\r\x12+\n\x08\x65nsemble\x18\x05 \x01(\x0b\x32\x19.rmserve.v1.EnsembleStats\"U\n\x12ScoreBatchResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.rmserve.v1.ScoreResult\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\x7f\n\rPreferRequest\x12\x13\n\x06prompt\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x17\n\nresponse_a\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x17\n\nresponse_b\x18\x03 \x01(\tH\x02\x88\x01\x01\x42\t\n\x07_promptB\r\n\x0b_response_aB\r\n\x0b_response_b\"\xa9\x01\n\x0cPreferResult\x12\x15\n\rprobability_a\x18\x01 \x01(\x01\x12\x10\n\x08reward_a\x18\x02 \x01(\x01\x12\x10\n\x08reward_b\x18\x03 \x01(\x01\x12\x13\n\x0btruncated_a\x18\x04 \x01(\x08\x12\x13\n\x0btruncated_b\x18\x05 \x01(\x08\x12\x1e\n\x11probability_a_std\x18\x06 \x01(\x01H\x00\x88\x01\x01\x42\x14\n\x12_probability_a_std\"Q\n\x0ePreferResponse\x12(\n\x06result\x18\x01 \x01(\x0b\x32\x18.rmserve.v1.PreferResult\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"|\n\nPreferItem\x12\x13\n\x06prompt\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x17\n\nresponse_a\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x17\n\nresponse_b\x18\x03 \x01(\tH\x02\x88\x01\x01\x42\t\n\x07_promptB\r\n\x0b_response_aB\r\n\x0b_response_b\";\n\x12PreferBatchRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.rmserve.v1.PreferItem\"W\n\x13PreferBatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.rmserve.v1.PreferResult\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\x15\n\x13GetModelInfoRequest\"\xf6\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nmax_length\x18\x03 \x01(\r\x12\x1a\n\x12normalization_mean\x18\x04 \x01(\x01\x12\x19\n\x11normalization_std\x18\x05 \x01(\x01\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x16\n\x0emax_batch_size\x18\x07 \x01(\r\x12\x18\n\x10max_batch_tokens\x18\x08 \x01(\r\x12\x19\n\x11max_request_pairs\x18\t \x01(\r\x12\x17\n\x0fmax_queue_pairs\x18\n \x01(\r\x12\x1a\n\x12max_queue_delay_ms\x18\x0b \x01(\x01\x12\x10\n\x08\x62\x61\x63kbone\x18\x0c \x01(\t\x12\x0f\n\x07pooling\x18\r \x01(\t\x12\r\n\x05\x64type\x18\x0e \x01(\t\x12\x12\n\nparameters\x18\x0f \x01(\x04\x12(\n\x06parity\x18\x10 \x01(\x0b\x32\x18.rmserve.v1.ParityReport\x12+\n\x07members\x18\x11 \x03(\x0b\x32\x1a.rmserve.v1.EnsembleMember\x12\x19\n\x11\x64\x65\x66\x61ult_aggregate\x18\x12 \x01(\t\x12#\n\x1b\x64\x65\x66\x61ult_uncertainty_penalty\x18\x13 \x01(\x01\x12\x0e\n\x06\x64\x65vice\x18\x14 \x01(\t\"X\n\x0e\x45nsembleMember\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x1a\n\x12normalization_mean\x18\x02 \x01(\x01\x12\x19\n\x11normalization_std\x18\x03 \x01(\x01\"\xd5\x01\n\x11ScoreGroupRequest\x12\x13\n\x06prompt\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x11\n\tresponses\x18\x02 \x03(\t\x12\x11\n\tnormalize\x18\x03 \x01(\x08\x12(\n\taggregate\x18\x04 \x01(\x0e\x32\x15.rmserve.v1.Aggregate\x12 \n\x13uncertainty_penalty\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\x0ereturn_members\x18\x06 \x01(\x08\x42\t\n\x07_promptB\x16\n\x14_uncertainty_penalty\"\x9f\x01\n\x12ScoreGroupResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.rmserve.v1.ScoreResult\x12\x0c\n\x04mean\x18\x02 \x01(\x01\x12\x0b\n\x03std\x18\x03 \x01(\x01\x12\x12\n\nadvantages\x18\x04 \x03(\x01\x12\x19\n\x11\x61\x64vantage_epsilon\x18\x05 \x01(\x01\x12\x15\n\rmodel_version\x18\x06 \x01(\t\"\x9f\x02\n\x0cParityReport\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x11\n\treference\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\r\n\x05pairs\x18\x04 \x01(\r\x12\x19\n\x0cmax_abs_diff\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x0erank_agreement\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12*\n\x1d\x62\x61tch_invariance_max_abs_diff\x18\x07 \x01(\x01H\x02\x88\x01\x01\x12\x11\n\ttolerance\x18\x08 \x01(\t\x12\x0e\n\x06reason\x18\t \x01(\tB\x0f\n\r_max_abs_diffB\x11\n\x0f_rank_agreementB \n\x1e_batch_invariance_max_abs_diff*k\n\tAggregate\x12\x19\n\x15\x41GGREGATE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x41GGREGATE_MEAN\x10\x01\x12\x11\n\rAGGREGATE_MIN\x10\x02\x12\x1c\n\x18\x41GGREGATE_MEAN_MINUS_STD\x10\x03\x32\xc0\x03\n\rRewardService\x12<\n\x05Score\x12\x18.rmserve.v1.ScoreRequest\x1a\x19.rmserve.v1.ScoreResponse\x12K\n\nScoreBatch\x12\x1d.rmserve.v1.ScoreBatchRequest\x1a\x1e.rmserve.v1.ScoreBatchResponse\x12?\n\x06Prefer\x12\x19.rmserve.v1.PreferRequest\x1a\x1a.rmserve.v1.PreferResponse\x12N\n\x0bPreferBatch\x12\x1e.rmserve.v1.PreferBatchRequest\x1a\x1f.rmserve.v1.PreferBatchResponse\x12\x46\n\x0cGetModelInfo\x12\x1f.rmserve.v1.GetModelInfoRequest\x1a\x15.rmserve.v1.ModelInfo\x12K\n\nScoreGroup\x12\x1d.rmserve.v1.ScoreGroupRequest\x1a\x1e.rmserve.v1.ScoreGroupResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rmserve.v1.reward_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SCOREREQUEST']._serialized_start=39
-  _globals['_SCOREREQUEST']._serialized_end=140
-  _globals['_SCORERESPONSE']._serialized_start=142
-  _globals['_SCORERESPONSE']._serialized_end=263
-  _globals['_PAIR']._serialized_start=265
-  _globals['_PAIR']._serialized_end=339
-  _globals['_SCOREBATCHREQUEST']._serialized_start=341
-  _globals['_SCOREBATCHREQUEST']._serialized_end=412
-  _globals['_SCORERESULT']._serialized_start=414
-  _globals['_SCORERESULT']._serialized_end=510
-  _globals['_SCOREBATCHRESPONSE']._serialized_start=512
-  _globals['_SCOREBATCHRESPONSE']._serialized_end=597
-  _globals['_PREFERREQUEST']._serialized_start=599
-  _globals['_PREFERREQUEST']._serialized_end=726
-  _globals['_PREFERRESULT']._serialized_start=728
-  _globals['_PREFERRESULT']._serialized_end=843
-  _globals['_PREFERRESPONSE']._serialized_start=845
-  _globals['_PREFERRESPONSE']._serialized_end=926
-  _globals['_PREFERITEM']._serialized_start=928
-  _globals['_PREFERITEM']._serialized_end=1052
-  _globals['_PREFERBATCHREQUEST']._serialized_start=1054
-  _globals['_PREFERBATCHREQUEST']._serialized_end=1113
-  _globals['_PREFERBATCHRESPONSE']._serialized_start=1115
-  _globals['_PREFERBATCHRESPONSE']._serialized_end=1202
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1204
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1225
-  _globals['_MODELINFO']._serialized_start=1228
-  _globals['_MODELINFO']._serialized_end=1621
-  _globals['_PARITYREPORT']._serialized_start=1624
-  _globals['_PARITYREPORT']._serialized_end=1911
-  _globals['_REWARDSERVICE']._serialized_start=1914
-  _globals['_REWARDSERVICE']._serialized_end=2285
+  _globals['_AGGREGATE']._serialized_start=2968
+  _globals['_AGGREGATE']._serialized_end=3075
+  _globals['_ENSEMBLESTATS']._serialized_start=39
+  _globals['_ENSEMBLESTATS']._serialized_end=118
+  _globals['_SCOREREQUEST']._serialized_start=121
+  _globals['_SCOREREQUEST']._serialized_end=346
+  _globals['_SCORERESPONSE']._serialized_start=349
+  _globals['_SCORERESPONSE']._serialized_end=515
+  _globals['_PAIR']._serialized_start=517
+  _globals['_PAIR']._serialized_end=591
+  _globals['_SCOREBATCHREQUEST']._serialized_start=594
+  _globals['_SCOREBATCHREQUEST']._serialized_end=789
+  _globals['_SCORERESULT']._serialized_start=792
+  _globals['_SCORERESULT']._serialized_end=933
+  _globals['_SCOREBATCHRESPONSE']._serialized_start=935
+  _globals['_SCOREBATCHRESPONSE']._serialized_end=1020
+  _globals['_PREFERREQUEST']._serialized_start=1022
+  _globals['_PREFERREQUEST']._serialized_end=1149
+  _globals['_PREFERRESULT']._serialized_start=1152
+  _globals['_PREFERRESULT']._serialized_end=1321
+  _globals['_PREFERRESPONSE']._serialized_start=1323
+  _globals['_PREFERRESPONSE']._serialized_end=1404
+  _globals['_PREFERITEM']._serialized_start=1406
+  _globals['_PREFERITEM']._serialized_end=1530
+  _globals['_PREFERBATCHREQUEST']._serialized_start=1532
+  _globals['_PREFERBATCHREQUEST']._serialized_end=1591
+  _globals['_PREFERBATCHRESPONSE']._serialized_start=1593
+  _globals['_PREFERBATCHRESPONSE']._serialized_end=1680
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1682
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1703
+  _globals['_MODELINFO']._serialized_start=1706
+  _globals['_MODELINFO']._serialized_end=2208
+  _globals['_ENSEMBLEMEMBER']._serialized_start=2210
+  _globals['_ENSEMBLEMEMBER']._serialized_end=2298
+  _globals['_SCOREGROUPREQUEST']._serialized_start=2301
+  _globals['_SCOREGROUPREQUEST']._serialized_end=2514
+  _globals['_SCOREGROUPRESPONSE']._serialized_start=2517
+  _globals['_SCOREGROUPRESPONSE']._serialized_end=2676
+  _globals['_PARITYREPORT']._serialized_start=2679
+  _globals['_PARITYREPORT']._serialized_end=2966
+  _globals['_REWARDSERVICE']._serialized_start=3078
+  _globals['_REWARDSERVICE']._serialized_end=3526
 # @@protoc_insertion_point(module_scope)

@@ -18,6 +18,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -29,6 +30,71 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _Aggregate:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AggregateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Aggregate.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AGGREGATE_UNSPECIFIED: _Aggregate.ValueType  # 0
+    """The server's default (setting `ensemble_aggregate`, see GetModelInfo)."""
+    AGGREGATE_MEAN: _Aggregate.ValueType  # 1
+    """mean_k z_k"""
+    AGGREGATE_MIN: _Aggregate.ValueType  # 2
+    """min_k z_k: the worst case"""
+    AGGREGATE_MEAN_MINUS_STD: _Aggregate.ValueType  # 3
+    """mean_k z_k - lambda * std_k z_k, lambda = `uncertainty_penalty` (std over members, ddof 0)"""
+
+class Aggregate(_Aggregate, metaclass=_AggregateEnumTypeWrapper):
+    """How an ensemble artifact's member rewards become the one `reward` of a pair. Members are
+    first normalised with their own held-out mean/std: z_k = (r_k - mean_k) / std_k.
+    Ignored by single-model artifacts.
+    """
+
+AGGREGATE_UNSPECIFIED: Aggregate.ValueType  # 0
+"""The server's default (setting `ensemble_aggregate`, see GetModelInfo)."""
+AGGREGATE_MEAN: Aggregate.ValueType  # 1
+"""mean_k z_k"""
+AGGREGATE_MIN: Aggregate.ValueType  # 2
+"""min_k z_k: the worst case"""
+AGGREGATE_MEAN_MINUS_STD: Aggregate.ValueType  # 3
+"""mean_k z_k - lambda * std_k z_k, lambda = `uncertainty_penalty` (std over members, ddof 0)"""
+Global___Aggregate: _TypeAlias = Aggregate  # noqa: Y015
+
+@_typing.final
+class EnsembleStats(_message.Message):
+    """What an ensemble's members said about one pair, in normalised units (z_k above)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEAN_FIELD_NUMBER: _builtins.int
+    STD_FIELD_NUMBER: _builtins.int
+    MIN_FIELD_NUMBER: _builtins.int
+    MEMBER_REWARDS_FIELD_NUMBER: _builtins.int
+    mean: _builtins.float
+    std: _builtins.float
+    """Standard deviation over members (ddof 0): the members' disagreement."""
+    min: _builtins.float
+    @_builtins.property
+    def member_rewards(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """z_k of each member, in the artifact's member order; filled only with `return_members`."""
+
+    def __init__(
+        self,
+        *,
+        mean: _builtins.float = ...,
+        std: _builtins.float = ...,
+        min: _builtins.float = ...,
+        member_rewards: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mean", b"mean", "member_rewards", b"member_rewards", "min", b"min", "std", b"std"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnsembleStats: _TypeAlias = EnsembleStats  # noqa: Y015
+
 @_typing.final
 class ScoreRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -36,29 +102,45 @@ class ScoreRequest(_message.Message):
     PROMPT_FIELD_NUMBER: _builtins.int
     RESPONSE_FIELD_NUMBER: _builtins.int
     NORMALIZE_FIELD_NUMBER: _builtins.int
+    AGGREGATE_FIELD_NUMBER: _builtins.int
+    UNCERTAINTY_PENALTY_FIELD_NUMBER: _builtins.int
+    RETURN_MEMBERS_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     response: _builtins.str
     normalize: _builtins.bool
     """When true, `reward` is (r - mean) / std with the manifest's held-out statistics."""
+    aggregate: Global___Aggregate.ValueType
+    """Ensembles only: how members are combined, lambda for AGGREGATE_MEAN_MINUS_STD (unset: the
+    server's default), and whether to return every member's reward.
+    """
+    uncertainty_penalty: _builtins.float
+    return_members: _builtins.bool
     def __init__(
         self,
         *,
         prompt: _builtins.str | None = ...,
         response: _builtins.str | None = ...,
         normalize: _builtins.bool = ...,
+        aggregate: Global___Aggregate.ValueType = ...,
+        uncertainty_penalty: _builtins.float | None = ...,
+        return_members: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_prompt", b"_prompt", "_response", b"_response", "prompt", b"prompt", "response", b"response"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_prompt", b"_prompt", "_response", b"_response", "_uncertainty_penalty", b"_uncertainty_penalty", "prompt", b"prompt", "response", b"response", "uncertainty_penalty", b"uncertainty_penalty"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_prompt", b"_prompt", "_response", b"_response", "normalize", b"normalize", "prompt", b"prompt", "response", b"response"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_prompt", b"_prompt", "_response", b"_response", "_uncertainty_penalty", b"_uncertainty_penalty", "aggregate", b"aggregate", "normalize", b"normalize", "prompt", b"prompt", "response", b"response", "return_members", b"return_members", "uncertainty_penalty", b"uncertainty_penalty"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__prompt: _TypeAlias = _typing.Literal["prompt"]  # noqa: Y015
     _WhichOneofArgType__prompt: _TypeAlias = _typing.Literal["_prompt", b"_prompt"]  # noqa: Y015
     _WhichOneofReturnType__response: _TypeAlias = _typing.Literal["response"]  # noqa: Y015
     _WhichOneofArgType__response: _TypeAlias = _typing.Literal["_response", b"_response"]  # noqa: Y015
+    _WhichOneofReturnType__uncertainty_penalty: _TypeAlias = _typing.Literal["uncertainty_penalty"]  # noqa: Y015
+    _WhichOneofArgType__uncertainty_penalty: _TypeAlias = _typing.Literal["_uncertainty_penalty", b"_uncertainty_penalty"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__prompt) -> _WhichOneofReturnType__prompt | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__response) -> _WhichOneofReturnType__response | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__uncertainty_penalty) -> _WhichOneofReturnType__uncertainty_penalty | None: ...
 
 Global___ScoreRequest: _TypeAlias = ScoreRequest  # noqa: Y015
 
@@ -71,6 +153,7 @@ class ScoreResponse(_message.Message):
     RESPONSE_TRUNCATED_FIELD_NUMBER: _builtins.int
     NUM_TOKENS_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    ENSEMBLE_FIELD_NUMBER: _builtins.int
     reward: _builtins.float
     """The reward r(prompt, response): a unitless real number (normalised if requested)."""
     truncated: _builtins.bool
@@ -81,6 +164,10 @@ class ScoreResponse(_message.Message):
     """Tokens the model saw, special tokens included, after truncation."""
     model_version: _builtins.str
     """Version of the model that produced the reward (changes whenever the weights change)."""
+    @_builtins.property
+    def ensemble(self) -> Global___EnsembleStats:
+        """Ensembles only: the members' spread (unset for a single-model artifact)."""
+
     def __init__(
         self,
         *,
@@ -89,10 +176,11 @@ class ScoreResponse(_message.Message):
         response_truncated: _builtins.bool = ...,
         num_tokens: _builtins.int = ...,
         model_version: _builtins.str = ...,
+        ensemble: Global___EnsembleStats | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ensemble", b"ensemble"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version", "num_tokens", b"num_tokens", "response_truncated", b"response_truncated", "reward", b"reward", "truncated", b"truncated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ensemble", b"ensemble", "model_version", b"model_version", "num_tokens", b"num_tokens", "response_truncated", b"response_truncated", "reward", b"reward", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -133,8 +221,15 @@ class ScoreBatchRequest(_message.Message):
 
     PAIRS_FIELD_NUMBER: _builtins.int
     NORMALIZE_FIELD_NUMBER: _builtins.int
+    AGGREGATE_FIELD_NUMBER: _builtins.int
+    UNCERTAINTY_PENALTY_FIELD_NUMBER: _builtins.int
+    RETURN_MEMBERS_FIELD_NUMBER: _builtins.int
     normalize: _builtins.bool
     """When true, every reward is (r - mean) / std with the manifest's held-out statistics."""
+    aggregate: Global___Aggregate.ValueType
+    """Ensembles only, as in ScoreRequest."""
+    uncertainty_penalty: _builtins.float
+    return_members: _builtins.bool
     @_builtins.property
     def pairs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Pair]:
         """At most the server's max_request_pairs pairs (see GetModelInfo)."""
@@ -144,12 +239,17 @@ class ScoreBatchRequest(_message.Message):
         *,
         pairs: _abc.Iterable[Global___Pair] | None = ...,
         normalize: _builtins.bool = ...,
+        aggregate: Global___Aggregate.ValueType = ...,
+        uncertainty_penalty: _builtins.float | None = ...,
+        return_members: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_uncertainty_penalty", b"_uncertainty_penalty", "uncertainty_penalty", b"uncertainty_penalty"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["normalize", b"normalize", "pairs", b"pairs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_uncertainty_penalty", b"_uncertainty_penalty", "aggregate", b"aggregate", "normalize", b"normalize", "pairs", b"pairs", "return_members", b"return_members", "uncertainty_penalty", b"uncertainty_penalty"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__uncertainty_penalty: _TypeAlias = _typing.Literal["uncertainty_penalty"]  # noqa: Y015
+    _WhichOneofArgType__uncertainty_penalty: _TypeAlias = _typing.Literal["_uncertainty_penalty", b"_uncertainty_penalty"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__uncertainty_penalty) -> _WhichOneofReturnType__uncertainty_penalty | None: ...
 
 Global___ScoreBatchRequest: _TypeAlias = ScoreBatchRequest  # noqa: Y015
 
@@ -161,11 +261,16 @@ class ScoreResult(_message.Message):
     TRUNCATED_FIELD_NUMBER: _builtins.int
     RESPONSE_TRUNCATED_FIELD_NUMBER: _builtins.int
     NUM_TOKENS_FIELD_NUMBER: _builtins.int
+    ENSEMBLE_FIELD_NUMBER: _builtins.int
     reward: _builtins.float
     """Same meaning as the ScoreResponse fields of the same name."""
     truncated: _builtins.bool
     response_truncated: _builtins.bool
     num_tokens: _builtins.int
+    @_builtins.property
+    def ensemble(self) -> Global___EnsembleStats:
+        """Ensembles only: the members' spread (unset for a single-model artifact)."""
+
     def __init__(
         self,
         *,
@@ -173,10 +278,11 @@ class ScoreResult(_message.Message):
         truncated: _builtins.bool = ...,
         response_truncated: _builtins.bool = ...,
         num_tokens: _builtins.int = ...,
+        ensemble: Global___EnsembleStats | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ensemble", b"ensemble"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["num_tokens", b"num_tokens", "response_truncated", b"response_truncated", "reward", b"reward", "truncated", b"truncated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ensemble", b"ensemble", "num_tokens", b"num_tokens", "response_truncated", b"response_truncated", "reward", b"reward", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -252,6 +358,7 @@ class PreferResult(_message.Message):
     REWARD_B_FIELD_NUMBER: _builtins.int
     TRUNCATED_A_FIELD_NUMBER: _builtins.int
     TRUNCATED_B_FIELD_NUMBER: _builtins.int
+    PROBABILITY_A_STD_FIELD_NUMBER: _builtins.int
     probability_a: _builtins.float
     """P(a preferred to b) = sigmoid(reward_a - reward_b), a probability in [0, 1]."""
     reward_a: _builtins.float
@@ -260,6 +367,10 @@ class PreferResult(_message.Message):
     truncated_a: _builtins.bool
     """Whether each side was truncated to fit max_length."""
     truncated_b: _builtins.bool
+    probability_a_std: _builtins.float
+    """Ensembles only: probability_a is the mean over members of sigmoid(r_a^k - r_b^k) (raw
+    member rewards), and this is its standard deviation over members (ddof 0).
+    """
     def __init__(
         self,
         *,
@@ -268,12 +379,15 @@ class PreferResult(_message.Message):
         reward_b: _builtins.float = ...,
         truncated_a: _builtins.bool = ...,
         truncated_b: _builtins.bool = ...,
+        probability_a_std: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_probability_a_std", b"_probability_a_std", "probability_a_std", b"probability_a_std"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["probability_a", b"probability_a", "reward_a", b"reward_a", "reward_b", b"reward_b", "truncated_a", b"truncated_a", "truncated_b", b"truncated_b"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_probability_a_std", b"_probability_a_std", "probability_a", b"probability_a", "probability_a_std", b"probability_a_std", "reward_a", b"reward_a", "reward_b", b"reward_b", "truncated_a", b"truncated_a", "truncated_b", b"truncated_b"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__probability_a_std: _TypeAlias = _typing.Literal["probability_a_std"]  # noqa: Y015
+    _WhichOneofArgType__probability_a_std: _TypeAlias = _typing.Literal["_probability_a_std", b"_probability_a_std"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__probability_a_std) -> _WhichOneofReturnType__probability_a_std | None: ...
 
 Global___PreferResult: _TypeAlias = PreferResult  # noqa: Y015
 
@@ -418,6 +532,9 @@ class ModelInfo(_message.Message):
     DTYPE_FIELD_NUMBER: _builtins.int
     PARAMETERS_FIELD_NUMBER: _builtins.int
     PARITY_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    DEFAULT_AGGREGATE_FIELD_NUMBER: _builtins.int
+    DEFAULT_UNCERTAINTY_PENALTY_FIELD_NUMBER: _builtins.int
     DEVICE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.str
@@ -443,12 +560,20 @@ class ModelInfo(_message.Message):
     """Weights and compute: "fp32" or "fp16". Inputs and rewards are fp32 either way."""
     parameters: _builtins.int
     """Model parameter count; 0 when the artifact does not record it (manifest format 1)."""
+    default_aggregate: _builtins.str
+    default_uncertainty_penalty: _builtins.float
     device: _builtins.str
     """Where the session computes: "cpu", or "cuda:N" with N the CUDA device index (gpu_device_id)."""
     @_builtins.property
     def parity(self) -> Global___ParityReport:
         """The export's check of this artifact against the fp32 source model; unset when the
         artifact records none (manifest format 1).
+        """
+
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___EnsembleMember]:
+        """Ensemble artifacts: the members in output order (empty for a single-model artifact) and
+        the aggregate used when a request leaves it unspecified ("mean", "min", "mean_minus_std").
         """
 
     def __init__(
@@ -470,15 +595,134 @@ class ModelInfo(_message.Message):
         dtype: _builtins.str = ...,
         parameters: _builtins.int = ...,
         parity: Global___ParityReport | None = ...,
+        members: _abc.Iterable[Global___EnsembleMember] | None = ...,
+        default_aggregate: _builtins.str = ...,
+        default_uncertainty_penalty: _builtins.float = ...,
         device: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["parity", b"parity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone", b"backbone", "device", b"device", "dtype", b"dtype", "max_batch_size", b"max_batch_size", "max_batch_tokens", b"max_batch_tokens", "max_length", b"max_length", "max_queue_delay_ms", b"max_queue_delay_ms", "max_queue_pairs", b"max_queue_pairs", "max_request_pairs", b"max_request_pairs", "name", b"name", "normalization_mean", b"normalization_mean", "normalization_std", b"normalization_std", "parameters", b"parameters", "parity", b"parity", "pooling", b"pooling", "provider", b"provider", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone", b"backbone", "default_aggregate", b"default_aggregate", "default_uncertainty_penalty", b"default_uncertainty_penalty", "device", b"device", "dtype", b"dtype", "max_batch_size", b"max_batch_size", "max_batch_tokens", b"max_batch_tokens", "max_length", b"max_length", "max_queue_delay_ms", b"max_queue_delay_ms", "max_queue_pairs", b"max_queue_pairs", "max_request_pairs", b"max_request_pairs", "members", b"members", "name", b"name", "normalization_mean", b"normalization_mean", "normalization_std", b"normalization_std", "parameters", b"parameters", "parity", b"parity", "pooling", b"pooling", "provider", b"provider", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ModelInfo: _TypeAlias = ModelInfo  # noqa: Y015
+
+@_typing.final
+class EnsembleMember(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    NORMALIZATION_MEAN_FIELD_NUMBER: _builtins.int
+    NORMALIZATION_STD_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    normalization_mean: _builtins.float
+    """The member's own held-out statistics: z_k = (r_k - mean) / std."""
+    normalization_std: _builtins.float
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+        normalization_mean: _builtins.float = ...,
+        normalization_std: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["normalization_mean", b"normalization_mean", "normalization_std", b"normalization_std", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnsembleMember: _TypeAlias = EnsembleMember  # noqa: Y015
+
+@_typing.final
+class ScoreGroupRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROMPT_FIELD_NUMBER: _builtins.int
+    RESPONSES_FIELD_NUMBER: _builtins.int
+    NORMALIZE_FIELD_NUMBER: _builtins.int
+    AGGREGATE_FIELD_NUMBER: _builtins.int
+    UNCERTAINTY_PENALTY_FIELD_NUMBER: _builtins.int
+    RETURN_MEMBERS_FIELD_NUMBER: _builtins.int
+    prompt: _builtins.str
+    normalize: _builtins.bool
+    """As in ScoreBatchRequest."""
+    aggregate: Global___Aggregate.ValueType
+    uncertainty_penalty: _builtins.float
+    return_members: _builtins.bool
+    @_builtins.property
+    def responses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """At most the server's max_request_pairs responses."""
+
+    def __init__(
+        self,
+        *,
+        prompt: _builtins.str | None = ...,
+        responses: _abc.Iterable[_builtins.str] | None = ...,
+        normalize: _builtins.bool = ...,
+        aggregate: Global___Aggregate.ValueType = ...,
+        uncertainty_penalty: _builtins.float | None = ...,
+        return_members: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_prompt", b"_prompt", "_uncertainty_penalty", b"_uncertainty_penalty", "prompt", b"prompt", "uncertainty_penalty", b"uncertainty_penalty"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_prompt", b"_prompt", "_uncertainty_penalty", b"_uncertainty_penalty", "aggregate", b"aggregate", "normalize", b"normalize", "prompt", b"prompt", "responses", b"responses", "return_members", b"return_members", "uncertainty_penalty", b"uncertainty_penalty"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__prompt: _TypeAlias = _typing.Literal["prompt"]  # noqa: Y015
+    _WhichOneofArgType__prompt: _TypeAlias = _typing.Literal["_prompt", b"_prompt"]  # noqa: Y015
+    _WhichOneofReturnType__uncertainty_penalty: _TypeAlias = _typing.Literal["uncertainty_penalty"]  # noqa: Y015
+    _WhichOneofArgType__uncertainty_penalty: _TypeAlias = _typing.Literal["_uncertainty_penalty", b"_uncertainty_penalty"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__prompt) -> _WhichOneofReturnType__prompt | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__uncertainty_penalty) -> _WhichOneofReturnType__uncertainty_penalty | None: ...
+
+Global___ScoreGroupRequest: _TypeAlias = ScoreGroupRequest  # noqa: Y015
+
+@_typing.final
+class ScoreGroupResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    MEAN_FIELD_NUMBER: _builtins.int
+    STD_FIELD_NUMBER: _builtins.int
+    ADVANTAGES_FIELD_NUMBER: _builtins.int
+    ADVANTAGE_EPSILON_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    mean: _builtins.float
+    """Over the group's rewards: the mean and the standard deviation with Bessel's correction
+    (ddof 1, as TRL's GRPOTrainer computes it; 0 for a group of one).
+    """
+    std: _builtins.float
+    advantage_epsilon: _builtins.float
+    model_version: _builtins.str
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoreResult]:
+        """One result per response, in request order: the tokens and flags of Score(prompt,
+        response_i), the reward equal to it up to float32 rounding in a different batch.
+        """
+
+    @_builtins.property
+    def advantages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """GRPO advantages (reward_i - mean) / (std + advantage_epsilon), in request order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___ScoreResult] | None = ...,
+        mean: _builtins.float = ...,
+        std: _builtins.float = ...,
+        advantages: _abc.Iterable[_builtins.float] | None = ...,
+        advantage_epsilon: _builtins.float = ...,
+        model_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["advantage_epsilon", b"advantage_epsilon", "advantages", b"advantages", "mean", b"mean", "model_version", b"model_version", "results", b"results", "std", b"std"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScoreGroupResponse: _TypeAlias = ScoreGroupResponse  # noqa: Y015
 
 @_typing.final
 class ParityReport(_message.Message):

@@ -59,6 +59,11 @@ class RewardServiceStub:
                 request_serializer=rmserve_dot_v1_dot_reward__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=rmserve_dot_v1_dot_reward__pb2.ModelInfo.FromString,
                 _registered_method=True)
+        self.ScoreGroup = channel.unary_unary(
+                '/rmserve.v1.RewardService/ScoreGroup',
+                request_serializer=rmserve_dot_v1_dot_reward__pb2.ScoreGroupRequest.SerializeToString,
+                response_deserializer=rmserve_dot_v1_dot_reward__pb2.ScoreGroupResponse.FromString,
+                _registered_method=True)
 
 
 class RewardServiceServicer:
@@ -99,6 +104,14 @@ class RewardServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ScoreGroup(self, request, context):
+        """Rewards of N responses to one prompt (a GRPO group), with the group's mean, std and
+        advantages. The prompt is tokenised once; every reward equals Score(prompt, response_i).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RewardServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +139,11 @@ def add_RewardServiceServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=rmserve_dot_v1_dot_reward__pb2.GetModelInfoRequest.FromString,
                     response_serializer=rmserve_dot_v1_dot_reward__pb2.ModelInfo.SerializeToString,
+            ),
+            'ScoreGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScoreGroup,
+                    request_deserializer=rmserve_dot_v1_dot_reward__pb2.ScoreGroupRequest.FromString,
+                    response_serializer=rmserve_dot_v1_dot_reward__pb2.ScoreGroupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +281,33 @@ class RewardService:
             '/rmserve.v1.RewardService/GetModelInfo',
             rmserve_dot_v1_dot_reward__pb2.GetModelInfoRequest.SerializeToString,
             rmserve_dot_v1_dot_reward__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScoreGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rmserve.v1.RewardService/ScoreGroup',
+            rmserve_dot_v1_dot_reward__pb2.ScoreGroupRequest.SerializeToString,
+            rmserve_dot_v1_dot_reward__pb2.ScoreGroupResponse.FromString,
             options,
             channel_credentials,
             insecure,

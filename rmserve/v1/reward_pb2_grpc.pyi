@@ -52,6 +52,10 @@ class RewardServiceStub:
     """Many preferences, returned in request order."""
     GetModelInfo: _grpc.UnaryUnaryMultiCallable[_reward_pb2.GetModelInfoRequest, _reward_pb2.ModelInfo]
     """The served model and the server's limits."""
+    ScoreGroup: _grpc.UnaryUnaryMultiCallable[_reward_pb2.ScoreGroupRequest, _reward_pb2.ScoreGroupResponse]
+    """Rewards of N responses to one prompt (a GRPO group), with the group's mean, std and
+    advantages. The prompt is tokenised once; every reward equals Score(prompt, response_i).
+    """
 
 @_typing.type_check_only
 class RewardServiceAsyncStub(RewardServiceStub):
@@ -66,6 +70,10 @@ class RewardServiceAsyncStub(RewardServiceStub):
     """Many preferences, returned in request order."""
     GetModelInfo: _aio.UnaryUnaryMultiCallable[_reward_pb2.GetModelInfoRequest, _reward_pb2.ModelInfo]  # type: ignore[assignment]
     """The served model and the server's limits."""
+    ScoreGroup: _aio.UnaryUnaryMultiCallable[_reward_pb2.ScoreGroupRequest, _reward_pb2.ScoreGroupResponse]  # type: ignore[assignment]
+    """Rewards of N responses to one prompt (a GRPO group), with the group's mean, std and
+    advantages. The prompt is tokenised once; every reward equals Score(prompt, response_i).
+    """
 
 class RewardServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -107,5 +115,15 @@ class RewardServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_reward_pb2.ModelInfo, _abc.Awaitable[_reward_pb2.ModelInfo]]:
         """The served model and the server's limits."""
+
+    @_abc_1.abstractmethod
+    def ScoreGroup(
+        self,
+        request: _reward_pb2.ScoreGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reward_pb2.ScoreGroupResponse, _abc.Awaitable[_reward_pb2.ScoreGroupResponse]]:
+        """Rewards of N responses to one prompt (a GRPO group), with the group's mean, std and
+        advantages. The prompt is tokenised once; every reward equals Score(prompt, response_i).
+        """
 
 def add_RewardServiceServicer_to_server(servicer: RewardServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -126,3 +126,17 @@ async def test_open_loop_keeps_its_rate_and_prefer_counts_two_pairs(tiny_artifac
         assert result.requests == 40 and result.pairs == 80  # Prefer counts two pairs
         # 40 starts spaced 1/50 s apart: a rate limiter that lets calls out early fails this
         assert result.duration_s >= 39 / 50.0
+
+
+async def test_loadtest_group_mode_sends_score_groups(shared: Harness, demo_data_dir: Path) -> None:
+    target = f"127.0.0.1:{shared.server.port}"
+    calls0, pairs0 = served(shared, "ScoreGroup")
+    code, out, err = await run_cli(
+        "--target", target, "--data", str(demo_data_dir / "eval.jsonl"),
+        "--requests", "10", "--mode", "group", "--group-size", "6", "--concurrency", "2",
+    )  # fmt: skip
+    assert code == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    calls, pairs = served(shared, "ScoreGroup")
+    assert (calls - calls0, pairs - pairs0) == (10, 60)
+    check_sane(summary, 10, 60)

@@ -1,0 +1,46 @@
+"""slime's ``--rm-type remote_rm``: one sample in, a bare JSON number out.
+
+slime (THUDM/slime, ``slime/rollout/rm_hub/__init__.py``, ``remote_rm``) posts
+``{"prompt": sample.prompt, "response": sample.response, "label": sample.label}`` to the URL
+given as ``--rm-url`` and uses the reply's JSON (``await resp.json()``) as the reward, so the
+reply is a bare number: ``POST /slime/reward`` → ``0.8131``. ``prompt`` is a string, or a list
+of ``{"role", "content"}`` messages (slime keeps chat prompts that way), rendered as the TRL
+adapter renders them (``rmserve.conversation``); ``label`` is accepted and ignored (a reward
+model needs no reference answer). The reward is raw unless ``"normalize": true``.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from rmserve.conversation import MessageError, render_prompt
+from rmserve.core import RewardCore
+from rmserve.errors import InvalidRequest
+from rmserve.http_json import json_object, optional_bool
+
+PATH = "/slime/reward"
+METHOD = "http_slime_reward"
+
+
+def parse_slime(raw: bytes) -> tuple[tuple[str, str], bool]:
+    """The (prompt, response) pair and the normalize flag of one request body."""
+    body = json_object(raw, '{"prompt": ..., "response": ..., "label": ...}')
+    prompt = body.get("prompt")
+    if isinstance(prompt, list):
+        try:
+            prompt = render_prompt(prompt)
+        except MessageError as e:
+            raise InvalidRequest(f"prompt{e.location}: {e.reason}") from None
+    elif not isinstance(prompt, str):
+        raise InvalidRequest("prompt must be a string or a list of messages")
+    response = body.get("response")
+    if not isinstance(response, str):
+        raise InvalidRequest("response must be a string")
+    return (prompt, response), optional_bool(body, "normalize", False)
+
+
+async def slime_reward(core: RewardCore, raw: bytes) -> web.Response:
+    pair, normalize = parse_slime(raw)
+    (score,) = await core.score([pair], None, field="response")
+    reward = core.artifact.manifest.normalize(score.reward) if normalize else score.reward
+    return web.json_response(reward)
