@@ -25,10 +25,12 @@ from rmserve.allocator import FreedMemoryTrimmer
 from rmserve.batching import BatchLimits, QueuedItem
 from rmserve.cost_model import BatchPolicy, CostModel, cost_for_policy, publish
 from rmserve.engine import Engine, LoadedArtifact
+from rmserve.ensemble_math import AggregateName
+from rmserve.ensemble_serve import RewardOptions, preferences, resolve_options
 from rmserve.errors import InvalidRequest, Unavailable
 from rmserve.memory_budget import TOKENIZE_WORKERS, RequestBytesBudget, default_inflight_bytes
 from rmserve.metrics import Metrics
-from rmserve.pending import PairScore, PendingRequest, Preference, sigmoid
+from rmserve.pending import PairScore, PendingRequest, Preference
 from rmserve.preprocess import PreparedPair
 from rmserve.scheduler import Batcher
 from rmserve.settings import ServerSettings
@@ -65,6 +67,8 @@ class CoreConfig:
     warmup_runs: int = 0
     max_inflight_bytes: int = default_inflight_bytes(64 * 1024 * 1024)
     batch_policy: BatchPolicy = "caps"  # "measured" without warm-up runs: analytic
+    ensemble_aggregate: AggregateName = "mean"
+    ensemble_uncertainty_penalty: float = 1.0
 
     @classmethod
     def from_settings(
@@ -89,6 +93,8 @@ class CoreConfig:
             settings.warmup_runs,
             max_inflight_bytes,
             settings.batch_policy,
+            settings.ensemble_aggregate,
+            settings.ensemble_uncertainty_penalty,
         )
 
 
@@ -254,10 +260,26 @@ class RewardCore:
         prompts = [prompt for prompt, _, _ in items for _ in range(2)]
         responses = [text for _, a, b in items for text in (a, b)]
         scores = (await self._run(prompts, responses, 2, timeout, field)).scores()
-        return [
-            Preference(sigmoid(a.reward - b.reward), a, b)
-            for a, b in zip(scores[0::2], scores[1::2], strict=True)
-        ]
+        return preferences(scores)
+
+    def reward_options(
+        self,
+        normalize: bool,
+        aggregate: AggregateName | None = None,
+        uncertainty_penalty: float | None = None,
+        return_members: bool = False,
+    ) -> RewardOptions:
+        """A request's choices, the server's defaults where it left them unset (validated:
+        ``InvalidRequest`` naming the field). See ``rmserve.ensemble_serve``."""
+        return resolve_options(
+            self.artifact.manifest,
+            normalize,
+            aggregate or self.config.ensemble_aggregate,
+            self.config.ensemble_uncertainty_penalty
+            if uncertainty_penalty is None
+            else uncertainty_penalty,
+            return_members,
+        )
 
     async def _run(
         self,

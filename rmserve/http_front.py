@@ -2,7 +2,8 @@
 
 ``POST /get_reward`` with ``{"query": [prompt + response, ...], "prompts": [prompt, ...]}``
 answers ``{"rewards": [...], "scores": [...]}`` (the same raw rewards; ``"normalize": true``
-returns (r - mean) / std instead). Each response is its query with the prompt prefix removed,
+returns (r - mean) / std instead; an ensemble artifact returns the server's default aggregate
+of its normalised members either way). Each response is its query with the prompt prefix removed,
 so every query must start with its prompt. ``GET /health`` is 200 while serving, else 503.
 
 A thin adapter like the gRPC servicer: JSON → ``RewardCore.score`` → JSON, the same batcher and
@@ -23,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from rmserve.core import CoreState, RewardCore
+from rmserve.ensemble_serve import served_scores
 from rmserve.errors import (
     DeadlineExpired,
     EngineFailure,
@@ -139,9 +141,9 @@ class HttpFront:
     @staticmethod
     async def _score(core: RewardCore, raw: bytes) -> web.Response:
         pairs, normalize = parse_get_reward(raw)
+        options = core.reward_options(normalize)  # an ensemble: the server's default aggregate
         scores = await core.score(pairs, None, field="query")
-        manifest = core.artifact.manifest
-        rewards = [manifest.normalize(s.reward) if normalize else s.reward for s in scores]
+        rewards = [s.reward for s in served_scores(core.artifact.manifest, scores, options)]
         return web.json_response(
             {"rewards": rewards, "scores": rewards, "model_version": core.model_version}
         )

@@ -108,6 +108,19 @@ class TrainSettings(BaseSettings):
         "inside it (always so above 1 GiB).",
     )
 
+    ensemble: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Train this many members (seeds seed, seed+1, ...; each in WORK_DIR/member-k) "
+        "and write one ensemble artifact scoring all of them at once (output [B, K]).",
+    )
+    bootstrap: bool = Field(
+        default=False,
+        description="Train on a bootstrap resample of the training pairs (drawn with "
+        "replacement, seeded by --seed): ensemble members then see different data.",
+    )
+
     @model_validator(mode="after")
     def _paths_differ(self) -> TrainSettings:
         if self.work_dir is not None and self.work_dir.resolve() == self.out.resolve():
