@@ -76,10 +76,14 @@ AGGREGATE_OF: dict[int, AggregateName | None] = {
 class ScoreOptionsMessage(Protocol):
     """The reward options every scoring request carries (Score, ScoreBatch, ScoreGroup)."""
 
-    normalize: bool
-    aggregate: int
-    uncertainty_penalty: float
-    return_members: bool
+    @property
+    def normalize(self) -> bool: ...
+    @property
+    def aggregate(self) -> int: ...
+    @property
+    def uncertainty_penalty(self) -> float: ...
+    @property
+    def return_members(self) -> bool: ...
 
     def HasField(self, field_name: Any) -> bool: ...
 

@@ -1,67 +1,42 @@
-"""A K=3 ensemble of the tiny model: trained (``rmserve train --ensemble 3 --bootstrap``),
-combined again (``rmserve ensemble``), served through a real server, every reply checked
-against offline numpy on the members' own graphs.
-
-Tolerances: the served math against numpy on the member rewards the reply carries, 1e-6;
-a reply against the members scored offline (other batches, so other float32 rounding), 1e-5.
-"""
+"""A K=3 ensemble of the tiny model served through a real server: every aggregate, the
+members' stats, Prefer, GetModelInfo and /get_reward checked against offline numpy on the
+members' own graphs; bad options refused; a single model unchanged by ensemble options."""
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 from collections.abc import AsyncIterator
-from pathlib import Path
+from typing import Any
 
 import aiohttp
 import grpc
 import numpy as np
 import pytest
-from conftest import TinyEnsemble, run_command
+from ensemble_texts import (
+    MATH_TOL,
+    OFFLINE_TOL,
+    TEXTS,
+    TRAINING_BOUND_S,
+    member_stats_of,
+    offline_member_rewards,
+)
 from harness import Harness, make_settings, serving
 
-from rmserve.artifact import Manifest, read_manifest, write_manifest
-from rmserve.engine import OrtEngine, load_artifact
+from rmserve.artifact import read_manifest
 from rmserve.v1 import reward_pb2
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(TRAINING_BOUND_S)]
 
 PENALTY_DEFAULT = 0.75
-TEXTS = [
-    ("What is the capital of France?", "Paris."),
-    ("What is the capital of France?", "I won't answer that."),
-    ("What is 12 + 30?", "12 + 30 = 42."),
-    ("What is 12 + 30?", "It is 41, obviously, you should know that by now " * 3),
-    ("", ""),
-    ("How do I boil an egg?", ""),
-    ("context " * 200, "the response stays whole"),
-    ("Translate 'cat' into French.", "Chat."),
-]
-OFFLINE_TOL = 1e-5
-MATH_TOL = 1e-6
-
-
-def members_of(manifest: Manifest) -> tuple[np.ndarray, np.ndarray]:
-    assert manifest.ensemble is not None
-    means = np.array([m.normalization.mean for m in manifest.ensemble])
-    stds = np.array([m.normalization.std for m in manifest.ensemble])
-    return means, stds
 
 
 @pytest.fixture(scope="module")
-def offline_raw(tiny_ensemble: TinyEnsemble) -> np.ndarray:
-    """[N, 3]: each member artifact's own graph on TEXTS, offline."""
-    prompts, responses = [p for p, _ in TEXTS], [r for _, r in TEXTS]
-    columns = [
-        OrtEngine(load_artifact(m), provider="cpu").score_texts(prompts, responses)
-        for m in tiny_ensemble.members
-    ]
-    return np.stack(columns, axis=1).astype(np.float64)
+def offline_raw(tiny_ensemble: Any) -> np.ndarray:
+    return offline_member_rewards(tiny_ensemble.members)
 
 
 @pytest.fixture(scope="module")
-async def ensemble_server(tiny_ensemble: TinyEnsemble) -> AsyncIterator[Harness]:
+async def ensemble_server(tiny_ensemble: Any) -> AsyncIterator[Harness]:
     settings = make_settings(
         tiny_ensemble.artifact,
         http_port=0,
@@ -70,77 +45,6 @@ async def ensemble_server(tiny_ensemble: TinyEnsemble) -> AsyncIterator[Harness]
     )
     async with serving(settings) as harness:
         yield harness
-
-
-def test_training_wrote_three_different_members(
-    tiny_ensemble: TinyEnsemble, offline_raw: np.ndarray
-) -> None:
-    manifest = read_manifest(tiny_ensemble.artifact)
-    members = [read_manifest(m) for m in tiny_ensemble.members]
-    assert manifest.ensemble is not None
-    assert [m.version for m in manifest.ensemble] == [m.version for m in members]
-    assert [m.normalization for m in manifest.ensemble] == [m.normalization for m in members]
-    assert len(tiny_ensemble.summary["members"]) == 3 and tiny_ensemble.summary["finished"]
-    assert 0.0 <= tiny_ensemble.summary["eval_accuracy"] <= 1.0
-    assert manifest.parity is not None and manifest.parity.status == "checked"
-    assert manifest.parity.max_abs_diff is not None and manifest.parity.max_abs_diff <= 1e-4
-    # different seeds and resamples: no two members agree on every text
-    for a in range(3):
-        for b in range(a + 1, 3):
-            assert np.max(np.abs(offline_raw[:, a] - offline_raw[:, b])) > 1e-3
-
-
-def test_the_one_graph_scores_every_member(
-    tiny_ensemble: TinyEnsemble, offline_raw: np.ndarray
-) -> None:
-    engine = OrtEngine(load_artifact(tiny_ensemble.artifact), provider="cpu")
-    together = engine.score_texts([p for p, _ in TEXTS], [r for _, r in TEXTS])
-    assert together.shape == (len(TEXTS), 3)
-    np.testing.assert_allclose(together, offline_raw, atol=OFFLINE_TOL, rtol=0)
-
-
-def test_ensemble_command_rebuilds_the_trained_artifact(
-    tiny_ensemble: TinyEnsemble, tmp_path: Path
-) -> None:
-    members = [arg for m in tiny_ensemble.members for arg in ("--member", str(m))]
-    code, lines = run_command(["ensemble", *members, "--out", str(tmp_path / "e")])
-    assert code == 0, lines
-    result = json.loads(lines[-1])
-    trained = read_manifest(tiny_ensemble.artifact)
-    assert result["version"] == read_manifest(tmp_path / "e").version
-    assert result["members"] == [m.version for m in trained.ensemble or ()]
-    assert read_manifest(tmp_path / "e").files == trained.files  # same graph, byte for byte
-
-
-def test_external_data_members_combine(tiny_ensemble: TinyEnsemble, tmp_path: Path) -> None:
-    members = [arg for m in tiny_ensemble.members for arg in ("--member", str(m))]
-    out = tmp_path / "external"
-    code, lines = run_command(["ensemble", *members, "--out", str(out), "--external-data"])
-    assert code == 0, lines
-    assert "model.onnx.data" in read_manifest(out).files
-    prompts, responses = [p for p, _ in TEXTS], [r for _, r in TEXTS]
-    a = OrtEngine(load_artifact(out), provider="cpu").score_texts(prompts, responses)
-    b = OrtEngine(load_artifact(tiny_ensemble.artifact), provider="cpu").score_texts(
-        prompts, responses
-    )
-    np.testing.assert_array_equal(a, b)
-
-
-def test_incompatible_members_are_refused_naming_the_field(
-    tiny_ensemble: TinyEnsemble, tmp_path: Path
-) -> None:
-    odd = tmp_path / "odd"
-    shutil.copytree(tiny_ensemble.members[1], odd)
-    manifest = read_manifest(odd)
-    shorter = manifest.preprocessing.model_copy(update={"max_length": 64})
-    write_manifest(odd, manifest.model_copy(update={"preprocessing": shorter}))
-    argv = ["ensemble", "--member", str(tiny_ensemble.members[0]), "--member", str(odd)]
-    with pytest.raises(SystemExit, match=r"differs from .* in preprocessing\.max_length: 64 vs"):
-        run_command([*argv, "--out", str(tmp_path / "e")])
-    argv = ["ensemble", "--member", str(tiny_ensemble.artifact), "--member", str(odd)]
-    with pytest.raises(SystemExit, match="is already an ensemble"):
-        run_command([*argv, "--out", str(tmp_path / "e")])
-    assert not (tmp_path / "e").exists()
 
 
 def batch_request(**options: object) -> reward_pb2.ScoreBatchRequest:
@@ -168,7 +72,7 @@ def expected_aggregate(z: np.ndarray, how: str, penalty: float) -> np.ndarray:
 )
 async def test_every_aggregate_equals_offline_numpy(
     ensemble_server: Harness,
-    tiny_ensemble: TinyEnsemble,
+    tiny_ensemble: Any,
     offline_raw: np.ndarray,
     aggregate: int,
     penalty: float | None,
@@ -188,7 +92,7 @@ async def test_every_aggregate_equals_offline_numpy(
         assert r.ensemble.std == pytest.approx(row.std(ddof=0), abs=MATH_TOL)
         assert r.ensemble.min == pytest.approx(row.min(), abs=MATH_TOL)
     # normalisation applied: each member's own held-out stats, against its own graph offline
-    means, stds = members_of(read_manifest(tiny_ensemble.artifact))
+    means, stds = member_stats_of(read_manifest(tiny_ensemble.artifact))
     offline_z = (offline_raw - means) / stds
     np.testing.assert_allclose(z, offline_z, atol=OFFLINE_TOL, rtol=0)
     np.testing.assert_allclose(
@@ -257,9 +161,7 @@ async def test_prefer_matches_the_offline_formula(
     assert single.result.probability_a == pytest.approx(reply.results[0].probability_a, abs=1e-6)
 
 
-async def test_model_info_lists_the_members(
-    ensemble_server: Harness, tiny_ensemble: TinyEnsemble
-) -> None:
+async def test_model_info_lists_the_members(ensemble_server: Harness, tiny_ensemble: Any) -> None:
     info = await ensemble_server.stub.GetModelInfo(reward_pb2.GetModelInfoRequest(), timeout=60)
     members = [read_manifest(m) for m in tiny_ensemble.members]
     assert [m.version for m in info.members] == [m.version for m in members]
