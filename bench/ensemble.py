@@ -1,6 +1,7 @@
 """Is an ensemble worth it? Accuracy, disagreement as an out-of-domain signal, and cost.
 
-    python bench/ensemble.py [--base-model tiny] [--epochs 4] [--members 3] [--out FILE]
+    python bench/ensemble.py [--base-model tiny] [--epochs 3] [--train-pairs 1000] [--members 3]
+                             [--out FILE]
 
 On the demo data (training/demo_data.py): trains K members with ``rmserve train --ensemble K
 --bootstrap`` (seeds 0..K-1), then reports (nothing is asserted):
@@ -106,7 +107,8 @@ def cost_ratio(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--base-model", default="tiny")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--train-pairs", type=int, default=1000)
     parser.add_argument("--members", type=int, default=3)
     parser.add_argument("--out", default="bench/results/ensemble-cpu.json")
     args = parser.parse_args()
@@ -115,7 +117,7 @@ def main() -> int:
     rng = random.Random(0)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        write_demo_data(root / "data", n_train=2000, n_eval=300, seed=0)
+        write_demo_data(root / "data", n_train=args.train_pairs, n_eval=300, seed=0)
         training = train_members(root / "data", root / "ensemble", args)
         ensemble = OrtEngine(load_artifact(root / "ensemble"), provider="cpu")
         member = OrtEngine(load_artifact(root / "ensemble.work" / "member-0"), provider="cpu")
@@ -161,7 +163,7 @@ def main() -> int:
         "machine": f"{platform.machine()} CPU, onnxruntime CPU provider; shared by several "
         "jobs while measured (compare ratios, not times)",
         "model": f"{args.members} x '{args.base_model}' full models, bootstrap, seeds 0..K-1, "
-        f"{args.epochs} epochs, max_length 128",
+        f"{args.epochs} epochs over {args.train_pairs} demo pairs, max_length 128",
         "training": training,
         "accuracy": {k: round(v, 4) for k, v in accuracy.items()},
         "ensemble_minus_best_member": round(accuracy["ensemble_mean"] - best, 4),
