@@ -26,7 +26,13 @@ from rmserve.batching import BatchLimits, QueuedItem
 from rmserve.cost_model import BatchPolicy, CostModel, cost_for_policy, publish
 from rmserve.engine import Engine, LoadedArtifact
 from rmserve.ensemble_math import AggregateName
-from rmserve.ensemble_serve import RewardOptions, preferences, resolve_options
+from rmserve.ensemble_serve import (
+    RewardOptions,
+    ServedScore,
+    preferences,
+    resolve_options,
+    served_scores,
+)
 from rmserve.errors import InvalidRequest, Unavailable
 from rmserve.memory_budget import TOKENIZE_WORKERS, RequestBytesBudget, default_inflight_bytes
 from rmserve.metrics import Metrics
@@ -261,6 +267,11 @@ class RewardCore:
         responses = [text for _, a, b in items for text in (a, b)]
         scores = (await self._run(prompts, responses, 2, timeout, field)).scores()
         return preferences(scores)
+
+    def served(self, scores: Sequence[PairScore], options: RewardOptions) -> list[ServedScore]:
+        """The replies' rewards (and an ensemble's per-pair spread) for scored pairs: the one
+        place every protocol turns engine scores into served rewards."""
+        return served_scores(self.artifact.manifest, scores, options)
 
     def reward_options(
         self,

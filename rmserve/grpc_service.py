@@ -23,7 +23,7 @@ from grpc.aio import ServicerContext
 from rmserve.artifact import Manifest, ParityReport
 from rmserve.core import RewardCore
 from rmserve.ensemble_math import AggregateName
-from rmserve.ensemble_serve import EnsembleSpread, RewardOptions, ServedScore, served_scores
+from rmserve.ensemble_serve import EnsembleSpread, RewardOptions, ServedScore
 from rmserve.errors import (
     DeadlineExpired,
     EngineFailure,
@@ -309,7 +309,7 @@ class RewardServicer:
             pair = (_require(request, "prompt", ""), _require(request, "response", ""))
             options = reward_options(core, request)
             scores = await core.score([pair], timeout)
-            (served,) = served_scores(core.artifact.manifest, scores, options)
+            (served,) = core.served(scores, options)
             return reward_pb2.ScoreResponse(
                 **score_fields(served), model_version=core.model_version
             )
@@ -328,7 +328,7 @@ class RewardServicer:
             ]
             options = reward_options(core, request)
             scores = await core.score(pairs, timeout, field="pairs")
-            served = served_scores(core.artifact.manifest, scores, options)
+            served = core.served(scores, options)
             return reward_pb2.ScoreBatchResponse(
                 results=[score_result(s) for s in served], model_version=core.model_version
             )

@@ -24,7 +24,6 @@ from typing import Any
 from aiohttp import web
 
 from rmserve.core import CoreState, RewardCore
-from rmserve.ensemble_serve import served_scores
 from rmserve.errors import (
     DeadlineExpired,
     EngineFailure,
@@ -143,7 +142,7 @@ class HttpFront:
         pairs, normalize = parse_get_reward(raw)
         options = core.reward_options(normalize)  # an ensemble: the server's default aggregate
         scores = await core.score(pairs, None, field="query")
-        rewards = [s.reward for s in served_scores(core.artifact.manifest, scores, options)]
+        rewards = [s.reward for s in core.served(scores, options)]
         return web.json_response(
             {"rewards": rewards, "scores": rewards, "model_version": core.model_version}
         )
