@@ -110,7 +110,14 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-pairs", type=int, default=1000)
     parser.add_argument("--members", type=int, default=3)
+    parser.add_argument("--model-note", help="How the --artifact ensemble was trained (JSON).")
     parser.add_argument("--out", default="bench/results/ensemble-cpu.json")
+    parser.add_argument(
+        "--artifact",
+        help="Measure this existing ensemble artifact (its members in ARTIFACT.work/member-k, as "
+        "`rmserve train --ensemble` leaves them) instead of training one; the demo eval data "
+        "is regenerated (seed 0).",
+    )
     args = parser.parse_args()
     from rmserve_training.demo_data import write_demo_data
 
@@ -118,9 +125,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_demo_data(root / "data", n_train=args.train_pairs, n_eval=300, seed=0)
-        training = train_members(root / "data", root / "ensemble", args)
-        ensemble = OrtEngine(load_artifact(root / "ensemble"), provider="cpu")
-        member = OrtEngine(load_artifact(root / "ensemble.work" / "member-0"), provider="cpu")
+        folder = Path(args.artifact) if args.artifact else root / "ensemble"
+        training = (
+            {"artifact": str(folder), "trained_here": False}
+            if args.artifact
+            else train_members(root / "data", folder, args)
+        )
+        ensemble = OrtEngine(load_artifact(folder), provider="cpu")
+        member_folder = folder.with_name(folder.name + ".work") / "member-0"
+        member = OrtEngine(load_artifact(member_folder), provider="cpu")
         manifest = ensemble.artifact.manifest
         assert manifest.ensemble is not None
         means = [m.normalization.mean for m in manifest.ensemble]
@@ -162,7 +175,8 @@ def main() -> int:
         "benchmark": "ensemble",
         "machine": f"{platform.machine()} CPU, onnxruntime CPU provider; shared by several "
         "jobs while measured (compare ratios, not times)",
-        "model": f"{args.members} x '{args.base_model}' full models, bootstrap, seeds 0..K-1, "
+        "model": args.model_note
+        or f"{args.members} x '{args.base_model}' full models, bootstrap, seeds 0..K-1, "
         f"{args.epochs} epochs over {args.train_pairs} demo pairs, max_length 128",
         "training": training,
         "accuracy": {k: round(v, 4) for k, v in accuracy.items()},
