@@ -103,6 +103,19 @@ class Normalization(_Strict):
     std: float = Field(gt=0.0)
 
 
+class EnsembleMember(_Strict):
+    """One member of an ensemble artifact, in the order of the graph's output columns."""
+
+    name: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    backbone: str
+    pooling: Literal["cls", "mean", "last"]
+    normalization: Normalization = Field(
+        description="The member's own held-out stats: z_k = (r_k - mean) / std."
+    )
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
 class FileEntry(_Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int | None = Field(
@@ -176,6 +189,12 @@ class Manifest(_Strict):
     training: TrainingRecord | None = Field(
         default=None, description="How the weights were trained; absent when not trained here."
     )
+    ensemble: list[EnsembleMember] | None = Field(
+        default=None,
+        min_length=2,
+        description="Ensemble artifacts only: the members, one per column of the [B, K] output. "
+        "Absent (not written at all) for a single model, so older readers still read those.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -197,6 +216,21 @@ class Manifest(_Strict):
             if self.parity is None:
                 raise ValueError("format 2 records the export's parity report")
         return self
+
+    @model_validator(mode="after")
+    def _ensemble_normalization_is_identity(self) -> Manifest:
+        # An ensemble's served reward is already in normalised units (members are normalised
+        # with their own stats before aggregation), so its top-level stats are the identity.
+        if self.ensemble is not None and (
+            self.normalization.mean != 0.0 or self.normalization.std != 1.0
+        ):
+            raise ValueError("an ensemble's normalization is mean 0, std 1 (members carry theirs)")
+        return self
+
+    @property
+    def members(self) -> int:
+        """Output columns: K for an ensemble, 0 for a single model (output [B])."""
+        return 0 if self.ensemble is None else len(self.ensemble)
 
     def normalize(self, reward: float) -> float:
         return (reward - self.normalization.mean) / self.normalization.std
@@ -224,7 +258,9 @@ def artifact_files(folder: Path) -> list[str]:
 
 def write_manifest(folder: Path, manifest: Manifest) -> Path:
     path = folder / MANIFEST_FILE
-    path.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    # A single model's manifest is written exactly as before ensembles existed.
+    exclude = {"ensemble"} if manifest.ensemble is None else None
+    path.write_text(manifest.model_dump_json(indent=2, exclude=exclude) + "\n", encoding="utf-8")
     return path
 
 

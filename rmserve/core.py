@@ -25,10 +25,19 @@ from rmserve.allocator import FreedMemoryTrimmer
 from rmserve.batching import BatchLimits, QueuedItem
 from rmserve.cost_model import BatchPolicy, CostModel, cost_for_policy, publish
 from rmserve.engine import Engine, LoadedArtifact
+from rmserve.ensemble_math import AggregateName
+from rmserve.ensemble_serve import (
+    RewardOptions,
+    ServedScore,
+    preferences,
+    resolve_options,
+    served_scores,
+    watched_rewards,
+)
 from rmserve.errors import InvalidRequest, Unavailable
 from rmserve.memory_budget import TOKENIZE_WORKERS, RequestBytesBudget, default_inflight_bytes
 from rmserve.metrics import Metrics
-from rmserve.pending import PairScore, PendingRequest, Preference, sigmoid
+from rmserve.pending import PairScore, PendingRequest, Preference
 from rmserve.preprocess import PreparedPair
 from rmserve.providers import CUDA
 from rmserve.reward_watch import response_lengths
@@ -74,6 +83,8 @@ class CoreConfig:
     warmup_runs: int = 0
     max_inflight_bytes: int = default_inflight_bytes(64 * 1024 * 1024)
     batch_policy: BatchPolicy = "caps"  # "measured" without warm-up runs: analytic
+    ensemble_aggregate: AggregateName = "mean"
+    ensemble_uncertainty_penalty: float = 1.0
 
     @classmethod
     def from_settings(
@@ -98,6 +109,8 @@ class CoreConfig:
             settings.warmup_runs,
             max_inflight_bytes,
             settings.batch_policy,
+            settings.ensemble_aggregate,
+            settings.ensemble_uncertainty_penalty,
         )
 
 
@@ -287,10 +300,31 @@ class RewardCore:
             return preprocessor.prepare_many(prompts, responses)
 
         scores = (await self._run(len(items), 2, prepare, responses, timeout, field)).scores()
-        return [
-            Preference(sigmoid(a.reward - b.reward), a, b)
-            for a, b in zip(scores[0::2], scores[1::2], strict=True)
-        ]
+        return preferences(scores)
+
+    def served(self, scores: Sequence[PairScore], options: RewardOptions) -> list[ServedScore]:
+        """The replies' rewards (and an ensemble's per-pair spread) for scored pairs: the one
+        place every protocol turns engine scores into served rewards."""
+        return served_scores(self.artifact.manifest, scores, options)
+
+    def reward_options(
+        self,
+        normalize: bool,
+        aggregate: AggregateName | None = None,
+        uncertainty_penalty: float | None = None,
+        return_members: bool = False,
+    ) -> RewardOptions:
+        """A request's choices, the server's defaults where it left them unset (validated:
+        ``InvalidRequest`` naming the field). See ``rmserve.ensemble_serve``."""
+        return resolve_options(
+            self.artifact.manifest,
+            normalize,
+            aggregate or self.config.ensemble_aggregate,
+            self.config.ensemble_uncertainty_penalty
+            if uncertainty_penalty is None
+            else uncertainty_penalty,
+            return_members,
+        )
 
     async def _run(
         self,
@@ -343,7 +377,9 @@ class RewardCore:
             )
             reserved = 0
             await request.future
-            self.metrics.reward_watch.observe(response_lengths(responses), request.rewards)
+            if request.rewards is not None:
+                raw, spread = watched_rewards(self.artifact.manifest, request.rewards)
+                self.metrics.reward_watch.observe(response_lengths(responses), raw, spread)
             return request
         except asyncio.CancelledError:
             # Counted here unless the batcher answered first (then the future is not the one

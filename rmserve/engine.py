@@ -39,7 +39,8 @@ class Engine(Protocol):
         ...
 
     def score(self, pairs: Sequence[PreparedPair]) -> np.ndarray:
-        """Blocking: one float32 reward per pair, in order. Called from one thread at a time."""
+        """Blocking: float32 rewards in pair order, [B] for a single model or [B, K] for an
+        ensemble of K members. Called from one thread at a time."""
         ...
 
 
@@ -58,6 +59,11 @@ def load_artifact(folder: Path | str) -> LoadedArtifact:
 
 
 SessionFactory = Callable[..., Any]  # onnxruntime.InferenceSession, or a test double
+
+
+def reward_shape(pairs: int, members: int) -> tuple[int, ...]:
+    """The engine's output shape: [B] for a single model (``members`` 0), else [B, K]."""
+    return (pairs,) if members == 0 else (pairs, members)
 
 
 class OrtEngine:
@@ -121,9 +127,16 @@ class OrtEngine:
                 f"model.onnx has no output '{manifest.output_name}' (outputs: {names})"
             )
         shape = next(o.shape for o in outputs if o.name == manifest.output_name)
-        if len(shape) != 1:
+        members = manifest.members
+        if members == 0 and len(shape) != 1:
             raise ArtifactError(
                 f"model.onnx output '{manifest.output_name}' has shape {shape}; rewards must be [B]"
+            )
+        columns = shape[1] if len(shape) == 2 else None
+        if members and (len(shape) != 2 or (isinstance(columns, int) and columns != members)):
+            raise ArtifactError(
+                f"model.onnx output '{manifest.output_name}' has shape {shape}; the manifest's "
+                f"{members} ensemble members need [B, {members}]"
             )
 
     def score(self, pairs: Sequence[PreparedPair]) -> np.ndarray:
@@ -136,7 +149,7 @@ class OrtEngine:
         self.session.run_with_iobinding(binding)
         (rewards,) = binding.copy_outputs_to_cpu()
         rewards = np.asarray(rewards, dtype=np.float32)
-        if rewards.shape != (len(pairs),):
+        if rewards.shape != reward_shape(len(pairs), manifest.members):
             raise EngineError(
                 f"engine returned rewards of shape {rewards.shape} for {len(pairs)} pairs"
             )
@@ -152,7 +165,7 @@ class OrtEngine:
     def score_prepared(self, prepared: Sequence[PreparedPair], batch_size: int = 32) -> np.ndarray:
         """Offline scoring of tokenised pairs in batches sorted by length; input order back."""
         order = sorted(range(len(prepared)), key=lambda i: prepared[i].num_tokens)
-        out = np.empty(len(prepared), dtype=np.float32)
+        out = np.empty(reward_shape(len(prepared), self.artifact.manifest.members), np.float32)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             out[chunk] = self.score([prepared[i] for i in chunk])

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from rmserve.engine import LoadedArtifact, OrtEngine, ProviderChoice, load_artifact
+from rmserve.ensemble_math import normalize_members
 from rmserve.preference_data import load_preferences
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,13 @@ def evaluate_file(
     chosen = pre.prepare_many(prompts, [p.chosen for p in loaded.pairs])
     rejected = pre.prepare_many(prompts, [p.rejected for p in loaded.pairs])
     rewards = engine.score_prepared(chosen + rejected, batch_size)
+    members = artifact.manifest.ensemble
+    if members is not None:  # an ensemble is evaluated by the mean of its normalised members
+        rewards = normalize_members(
+            rewards,
+            [m.normalization.mean for m in members],
+            [m.normalization.std for m in members],
+        ).mean(axis=1)
     n = len(loaded.pairs)
     scores = PreferenceScores(
         rewards[:n], rewards[n:], np.array([p.margin for p in loaded.pairs], dtype=np.float64)

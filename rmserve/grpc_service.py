@@ -13,15 +13,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 from grpc.aio import ServicerContext
 
-from rmserve.artifact import ParityReport
+from rmserve.artifact import Manifest, ParityReport
 from rmserve.core import RewardCore
+from rmserve.ensemble_math import AggregateName
+from rmserve.ensemble_serve import EnsembleSpread, RewardOptions, ServedScore
 from rmserve.errors import (
     DeadlineExpired,
     EngineFailure,
@@ -33,7 +35,7 @@ from rmserve.errors import (
 )
 from rmserve.group_stats import group_stats
 from rmserve.metrics import Metrics
-from rmserve.pending import PairScore, Preference
+from rmserve.pending import Preference
 from rmserve.v1 import reward_pb2
 
 log = logging.getLogger(__name__)
@@ -64,13 +66,61 @@ def _require(message: Message, name: str, where: str) -> str:
     return value
 
 
-def _score_result(score: PairScore, reward: float) -> reward_pb2.ScoreResult:
-    return reward_pb2.ScoreResult(
-        reward=reward,
-        truncated=score.truncated,
-        response_truncated=score.response_truncated,
-        num_tokens=score.num_tokens,
+AGGREGATE_OF: dict[int, AggregateName | None] = {
+    reward_pb2.AGGREGATE_UNSPECIFIED: None,
+    reward_pb2.AGGREGATE_MEAN: "mean",
+    reward_pb2.AGGREGATE_MIN: "min",
+    reward_pb2.AGGREGATE_MEAN_MINUS_STD: "mean_minus_std",
+}
+
+
+class ScoreOptionsMessage(Protocol):
+    """The reward options every scoring request carries (Score, ScoreBatch, ScoreGroup)."""
+
+    @property
+    def normalize(self) -> bool: ...
+    @property
+    def aggregate(self) -> int: ...
+    @property
+    def uncertainty_penalty(self) -> float: ...
+    @property
+    def return_members(self) -> bool: ...
+
+    def HasField(self, field_name: Any) -> bool: ...
+
+
+def reward_options(core: RewardCore, request: ScoreOptionsMessage) -> RewardOptions:
+    """A scoring request's normalize / aggregate / uncertainty_penalty / return_members."""
+    if request.aggregate not in AGGREGATE_OF:
+        raise InvalidRequest(f"aggregate: unknown value {request.aggregate}")
+    penalty = request.uncertainty_penalty if request.HasField("uncertainty_penalty") else None
+    return core.reward_options(
+        request.normalize, AGGREGATE_OF[request.aggregate], penalty, request.return_members
     )
+
+
+def _ensemble_stats(spread: EnsembleSpread | None) -> reward_pb2.EnsembleStats | None:
+    if spread is None:
+        return None
+    return reward_pb2.EnsembleStats(
+        mean=spread.mean, std=spread.std, min=spread.min, member_rewards=spread.members or ()
+    )
+
+
+def score_fields(served: ServedScore) -> dict[str, Any]:
+    """The fields ScoreResult and ScoreResponse share, from one served score."""
+    score = served.score
+    return {
+        "reward": served.reward,
+        "truncated": score.truncated,
+        "response_truncated": score.response_truncated,
+        "num_tokens": score.num_tokens,
+        "ensemble": _ensemble_stats(served.ensemble),
+    }
+
+
+def score_result(served: ServedScore) -> reward_pb2.ScoreResult:
+    return reward_pb2.ScoreResult(**score_fields(served))
 
 
 def parity_pb(report: ParityReport | None) -> reward_pb2.ParityReport | None:
@@ -96,7 +146,19 @@ def _prefer_result(p: Preference) -> reward_pb2.PreferResult:
         reward_b=p.b.reward,
         truncated_a=p.a.truncated,
         truncated_b=p.b.truncated,
+        probability_a_std=p.probability_a_std,
     )
+
+
+def _members_pb(manifest: Manifest) -> list[reward_pb2.EnsembleMember]:
+    return [
+        reward_pb2.EnsembleMember(
+            version=m.version,
+            normalization_mean=m.normalization.mean,
+            normalization_std=m.normalization.std,
+        )
+        for m in manifest.ensemble or ()
+    ]
 
 
 def parse_request(message_type: type[M], raw: bytes) -> M:
@@ -246,18 +308,11 @@ class RewardServicer:
             core: RewardCore, request: reward_pb2.ScoreRequest, timeout: float | None
         ) -> reward_pb2.ScoreResponse:
             pair = (_require(request, "prompt", ""), _require(request, "response", ""))
-            (score,) = await core.score([pair], timeout)
-            reward = (
-                core.artifact.manifest.normalize(score.reward)
-                if request.normalize
-                else score.reward
-            )
+            options = reward_options(core, request)
+            scores = await core.score([pair], timeout)
+            (served,) = core.served(scores, options)
             return reward_pb2.ScoreResponse(
-                reward=reward,
-                truncated=score.truncated,
-                response_truncated=score.response_truncated,
-                num_tokens=score.num_tokens,
-                model_version=core.model_version,
+                **score_fields(served), model_version=core.model_version
             )
 
         return await self._handle("Score", received, context, reward_pb2.ScoreRequest, work)
@@ -272,16 +327,11 @@ class RewardServicer:
                 (_require(p, "prompt", f"pairs[{i}]."), _require(p, "response", f"pairs[{i}]."))
                 for i, p in enumerate(request.pairs)
             ]
+            options = reward_options(core, request)
             scores = await core.score(pairs, timeout, field="pairs")
-            manifest = core.artifact.manifest
+            served = core.served(scores, options)
             return reward_pb2.ScoreBatchResponse(
-                results=[
-                    _score_result(
-                        s, manifest.normalize(s.reward) if request.normalize else s.reward
-                    )
-                    for s in scores
-                ],
-                model_version=core.model_version,
+                results=[score_result(s) for s in served], model_version=core.model_version
             )
 
         return await self._handle(
@@ -297,14 +347,12 @@ class RewardServicer:
             prompt = _require(request, "prompt", "")
             if not request.responses:
                 raise InvalidRequest("responses: a group needs at least one response")
+            options = reward_options(core, request)
             scores = await core.score_group(prompt, request.responses, timeout)
-            manifest = core.artifact.manifest
-            rewards = [
-                manifest.normalize(s.reward) if request.normalize else s.reward for s in scores
-            ]
-            stats = group_stats(rewards)
+            served = core.served(scores, options)
+            stats = group_stats([s.reward for s in served])
             return reward_pb2.ScoreGroupResponse(
-                results=[_score_result(s, r) for s, r in zip(scores, rewards, strict=True)],
+                results=[score_result(s) for s in served],
                 mean=stats.mean,
                 std=stats.std,
                 advantages=stats.advantages,
@@ -376,6 +424,11 @@ class RewardServicer:
                 dtype=manifest.dtype,
                 parameters=manifest.parameters or 0,
                 parity=parity_pb(manifest.parity),
+                members=_members_pb(manifest),
+                default_aggregate=core.config.ensemble_aggregate if manifest.ensemble else "",
+                default_uncertainty_penalty=core.config.ensemble_uncertainty_penalty
+                if manifest.ensemble
+                else 0.0,
             )
 
         return await self._handle(

@@ -141,7 +141,9 @@ async def classify(core: RewardCore, raw: bytes) -> web.Response:
         assert request.messages is not None
         pairs = [pair_from_messages(template, request.messages)]
         field = "messages"
+    options = core.reward_options(False)  # an ensemble: the server's default aggregate
     scores = await core.score(pairs, None, field=field)
+    rewards = [s.reward for s in core.served(scores, options)]
     tokens = sum(s.num_tokens for s in scores)
     return web.json_response(
         {
@@ -153,10 +155,10 @@ async def classify(core: RewardCore, raw: bytes) -> web.Response:
                 {
                     "index": i,
                     "label": "LABEL_0",
-                    "probs": [sigmoid(s.reward) if request.activation else s.reward],
+                    "probs": [sigmoid(reward) if request.activation else reward],
                     "num_classes": 1,
                 }
-                for i, s in enumerate(scores)
+                for i, reward in enumerate(rewards)
             ],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0},
         }

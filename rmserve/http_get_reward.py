@@ -49,9 +49,9 @@ def parse_get_reward(raw: bytes) -> tuple[list[tuple[str, str]], bool]:
 
 async def get_reward(core: RewardCore, raw: bytes) -> web.Response:
     pairs, normalize = parse_get_reward(raw)
+    options = core.reward_options(normalize)  # an ensemble: the server's default aggregate
     scores = await core.score(pairs, None, field="query")
-    manifest = core.artifact.manifest
-    rewards = [manifest.normalize(s.reward) if normalize else s.reward for s in scores]
+    rewards = [s.reward for s in core.served(scores, options)]
     return web.json_response(
         {"rewards": rewards, "scores": rewards, "model_version": core.model_version}
     )

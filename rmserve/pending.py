@@ -14,17 +14,20 @@ from rmserve.preprocess import PreparedPair
 
 @dataclass(frozen=True, slots=True)
 class PairScore:
-    reward: float  # raw model output (normalisation is the caller's choice)
+    reward: float  # raw model output (normalisation is the caller's choice); ensemble: see below
     truncated: bool
     response_truncated: bool
     num_tokens: int
+    # Ensembles only: the K members' raw rewards, and ``reward`` is their mean.
+    members: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Preference:
-    probability_a: float  # sigmoid(a.reward - b.reward)
+    probability_a: float  # sigmoid(a.reward - b.reward); ensemble: mean of members' (ensemble_math)
     a: PairScore
     b: PairScore
+    probability_a_std: float | None = None  # ensembles only: the spread over members
 
 
 def sigmoid(x: float) -> float:
@@ -45,7 +48,7 @@ class PendingRequest:
     def __init__(self, pairs: list[PreparedPair], deadline: float | None) -> None:
         self.pairs = pairs
         self.deadline = deadline
-        self.rewards = np.zeros(len(pairs), dtype=np.float32)
+        self.rewards: np.ndarray | None = None  # [N] or [N, K]: shaped by the first fill
         self._filled = np.zeros(len(pairs), dtype=bool)
         self.remaining = len(pairs)
         self.queued_rows = 0  # rows of this request still waiting in the queue
@@ -73,6 +76,8 @@ class PendingRequest:
         end = index + len(rewards)
         if end > len(self.pairs) or self._filled[index:end].any():
             raise AssertionError(f"rows {index}:{end} filled twice or out of range")
+        if self.rewards is None:
+            self.rewards = np.zeros((len(self.pairs), *rewards.shape[1:]), dtype=np.float32)
         self.rewards[index:end] = rewards
         self._filled[index:end] = True
         self.remaining -= len(rewards)
@@ -89,6 +94,19 @@ class PendingRequest:
         return True
 
     def scores(self) -> list[PairScore]:
+        if self.rewards is None:  # no pairs
+            return []
+        if self.rewards.ndim == 2:
+            return [
+                PairScore(
+                    float(np.mean(row, dtype=np.float64)),
+                    p.truncated,
+                    p.response_truncated,
+                    p.num_tokens,
+                    tuple(float(r) for r in row),
+                )
+                for row, p in zip(self.rewards, self.pairs, strict=True)
+            ]
         return [
             PairScore(float(r), p.truncated, p.response_truncated, p.num_tokens)
             for r, p in zip(self.rewards.tolist(), self.pairs, strict=True)

@@ -236,7 +236,7 @@ class Batcher:
         start = time.perf_counter()
         try:
             rewards = self._engine.score(pairs)
-            if rewards.shape != (len(pairs),):
+            if rewards.ndim not in (1, 2) or len(rewards) != len(pairs):
                 raise AssertionError(
                     f"engine returned {rewards.shape} rewards for a batch of {len(pairs)} pairs"
                 )
@@ -291,7 +291,8 @@ class Batcher:
                     m.truncated.labels(part="prompt").inc()
             item.owner.fill(item.index, rewards[row : row + item.rows])
             row += item.rows
-        for reward in rewards.tolist():
+        # An ensemble's row is K raw member rewards: its mean stands for the row here.
+        for reward in (rewards if rewards.ndim == 1 else rewards.mean(axis=1)).tolist():
             m.reward.observe(reward)
 
     def _update_gauge(self) -> None:

@@ -185,6 +185,18 @@ class ServerSettings(BaseSettings):
         "correlates response length with reward. 1024 puts its standard error near 0.03, well "
         "under the alert's margin (README, 'Watching for reward hacking').",
     )
+    ensemble_aggregate: Literal["mean", "min", "mean_minus_std"] = Field(
+        default="mean",
+        description="Ensemble artifacts: how normalised member rewards become the served reward "
+        "when a request does not say (mean, min, or mean - uncertainty_penalty * std).",
+    )
+    ensemble_uncertainty_penalty: float = Field(
+        default=1.0,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="Ensemble artifacts: lambda of mean - lambda * std when a request does not "
+        "set uncertainty_penalty.",
+    )
     log_request_content: bool = Field(
         default=False,
         description="Debugging only: log prompts and responses of each request at DEBUG level. "

@@ -108,3 +108,37 @@ def tiny_external_artifact(tiny_run: TinyRun, tmp_path_factory: pytest.TempPathF
 def tiny_artifact(tiny_run: TinyRun) -> Path:
     """Folder of a tiny trained reward model artifact (model.onnx, tokenizer.json, manifest)."""
     return tiny_run.artifact
+
+
+@dataclass(frozen=True)
+class TinyEnsemble:
+    artifact: Path  # the ensemble artifact `rmserve train --ensemble 3` wrote
+    members: list[Path]  # its member artifacts, in output order
+    summary: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def tiny_ensemble(demo_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TinyEnsemble:
+    """A K=3 ensemble of the tiny model (bootstrap resamples, seeds 0, 1, 2), trained once."""
+    root = tmp_path_factory.mktemp("tiny-ensemble")
+    # Members need not be good, only different: 2 epochs over the first 600 pairs (the three
+    # cost about half the CPU of tiny_run).
+    lines = (demo_data_dir / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    (root / "train.jsonl").write_text("\n".join(lines[:600]) + "\n", encoding="utf-8")
+    args = [*TINY_TRAIN_ARGS]
+    args[args.index("--epochs") + 1] = "2"
+    code, lines = run_command(
+        [
+            "train",
+            "--train-data", str(root / "train.jsonl"),
+            "--eval-data", str(demo_data_dir / "eval.jsonl"),
+            "--out", str(root / "ensemble"),
+            "--ensemble", "3",
+            "--bootstrap",
+            *args,
+        ]
+    )  # fmt: skip
+    assert code == 0, lines
+    summary = json.loads(lines[-1])
+    members = [root / "ensemble.work" / f"member-{k}" for k in range(3)]
+    return TinyEnsemble(root / "ensemble", members, summary)

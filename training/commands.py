@@ -1,5 +1,5 @@
-"""``rmserve demo-data | train | export | import-hf``. Torch-free at import time: the handlers
-import the training extra when they run, and say what to install when it is missing."""
+"""``rmserve demo-data | train | ensemble | export | import-hf``. Torch-free at import time: the
+handlers import the training extra when they run, and say what to install when it is missing."""
 
 from __future__ import annotations
 
@@ -40,11 +40,12 @@ def user_errors(command: str) -> Iterator[None]:
     if command != "demo-data":
         from rmserve.artifact import ArtifactError
 
+        from .ensemble import EnsembleError
         from .export_check import ExportError
         from .import_hf import HfImportError
         from .train import TrainError
 
-        expected += (ArtifactError, ExportError, HfImportError, TrainError)
+        expected += (ArtifactError, EnsembleError, ExportError, HfImportError, TrainError)
     try:
         yield
     except expected as e:
@@ -74,15 +75,41 @@ def run_train(args: argparse.Namespace) -> int:
     settings = settings_from_args(TrainSettings, args)
     require_training_extra("train")
     from .distributed import cluster_session
-    from .train import train
+    from .ensemble_train import EnsembleResult, train_ensemble
+    from .train import TrainResult, train
 
     with user_errors("train"), cluster_session(settings.strategy) as cluster:
-        result = train(settings, cluster)
+        result: TrainResult | EnsembleResult = (
+            train_ensemble(settings, cluster) if settings.ensemble > 1 else train(settings, cluster)
+        )
     if cluster.is_main:  # under torchrun one summary, from rank 0
         print_result(result.summary())
     # A stop asked for (--stop-after-steps) is no failure: torchrun would restart the workers
     # on any other exit code, so there it exits 0 and the summary says "finished": false.
     return 0 if result.finished or cluster.distributed else 3
+
+
+def run_ensemble(args: argparse.Namespace) -> int:
+    require_training_extra("ensemble")
+    from .ensemble import combine
+
+    with user_errors("ensemble"):
+        manifest = combine(
+            [Path(m) for m in args.member],
+            Path(args.out),
+            name=args.name,
+            external_data=args.external_data,
+            version=args.version,
+        )
+    print_result(
+        {
+            "artifact": str(Path(args.out).resolve()),
+            "version": manifest.version,
+            "members": [m.version for m in manifest.ensemble or ()],
+            "parity_max_abs_diff": manifest.parity.max_abs_diff if manifest.parity else None,
+        }
+    )
+    return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -171,6 +198,29 @@ def register(subparsers: Any) -> None:
     )
     add_settings_arguments(train, TrainSettings)
     train.set_defaults(handler=run_train)
+
+    ensemble = subparsers.add_parser(
+        "ensemble",
+        help="Combine artifacts that share preprocessing into one ensemble artifact (one graph, "
+        "output [B, K]).",
+    )
+    ensemble.add_argument(
+        "--member",
+        action="append",
+        required=True,
+        help="A member artifact folder; repeat for each member, in output order.",
+    )
+    ensemble.add_argument("--out", required=True, help="Ensemble artifact folder to write.")
+    ensemble.add_argument(
+        "--name", help="Model name in the manifest (default: the first member's + '-ensemble')."
+    )
+    ensemble.add_argument("--version", help="Model version (default: files' sha256 prefix).")
+    ensemble.add_argument(
+        "--external-data",
+        action="store_true",
+        help="Weights in model.onnx.data beside model.onnx (always so when a member has them).",
+    )
+    ensemble.set_defaults(handler=run_ensemble)
 
     export = subparsers.add_parser("export", help="Re-export a training checkpoint as an artifact.")
     export.add_argument("--checkpoint", required=True, help="checkpoint.pt from a finished run.")

@@ -150,6 +150,18 @@ class TrainSettings(BaseSettings):
     lora_dropout: float = Field(
         default=0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA adapters' input."
     )
+    ensemble: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Train this many members (seeds seed, seed+1, ...; each in WORK_DIR/member-k) "
+        "and write one ensemble artifact scoring all of them at once (output [B, K]).",
+    )
+    bootstrap: bool = Field(
+        default=False,
+        description="Train on a bootstrap resample of the training pairs (drawn with "
+        "replacement, seeded by --seed): ensemble members then see different data.",
+    )
 
     @model_validator(mode="after")
     def _paths_differ(self) -> TrainSettings:

@@ -310,7 +310,11 @@ def train(settings: TrainSettings, cluster: Cluster | None = None) -> TrainResul
     preprocessing = texts.preprocessing
     pad_token_id = preprocessing.pad_token_id
     preprocessor = Preprocessor(tokenizer, preprocessing)
-    train_data = encode(preprocessor, train_set.pairs)
+    train_pairs = train_set.pairs
+    if settings.bootstrap:
+        draw = random.Random(settings.seed)
+        train_pairs = [draw.choice(train_pairs) for _ in range(len(train_pairs))]
+    train_data = encode(preprocessor, train_pairs)
     eval_data = encode(preprocessor, eval_set.pairs)
     data_info = {
         "train_pairs": len(train_data),

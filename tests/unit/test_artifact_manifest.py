@@ -91,6 +91,13 @@ def test_round_trip(folder: Path) -> None:
     assert manifest.dtype == "fp32" and manifest.parity == PARITY
 
 
+def test_a_single_model_manifest_has_no_ensemble_key(folder: Path) -> None:
+    """Written exactly as before ensembles existed, so older servers still read it."""
+    raw = json.loads((folder / MANIFEST_FILE).read_text())
+    assert "ensemble" not in raw
+    assert read_manifest(folder).ensemble is None and read_manifest(folder).members == 0
+
+
 def test_external_weights_are_verified(external: Path) -> None:
     manifest = read_manifest(external)
     assert manifest.files[WEIGHTS_FILE].bytes == 256 * 4
