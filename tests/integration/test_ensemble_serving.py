@@ -230,3 +230,39 @@ async def test_a_single_model_ignores_ensemble_options(shared: Harness) -> None:
     assert not prefer.result.HasField("probability_a_std")
     info = await shared.stub.GetModelInfo(reward_pb2.GetModelInfoRequest(), timeout=60)
     assert not info.members and info.default_aggregate == ""
+
+
+async def test_score_group_serves_the_aggregate_with_the_spread(ensemble_server: Harness) -> None:
+    prompt = TEXTS[0][0]
+    responses = [r for _, r in TEXTS]
+    options = {"aggregate": reward_pb2.AGGREGATE_MIN, "return_members": True}
+    group = await ensemble_server.stub.ScoreGroup(
+        reward_pb2.ScoreGroupRequest(prompt=prompt, responses=responses, **options),  # type: ignore[arg-type]
+        timeout=60,
+    )
+    batch = await ensemble_server.stub.ScoreBatch(
+        reward_pb2.ScoreBatchRequest(
+            pairs=[reward_pb2.Pair(prompt=prompt, response=r) for r in responses],
+            **options,  # type: ignore[arg-type]
+        ),
+        timeout=60,
+    )
+    rewards = np.array([r.reward for r in group.results])
+    np.testing.assert_allclose(rewards, [r.reward for r in batch.results], atol=OFFLINE_TOL)
+    z = np.array([list(r.ensemble.member_rewards) for r in group.results])
+    np.testing.assert_allclose(rewards, z.min(axis=1), atol=MATH_TOL, rtol=0)
+    assert group.mean == pytest.approx(rewards.mean(), abs=MATH_TOL)
+    assert group.std == pytest.approx(rewards.std(ddof=1), abs=MATH_TOL)
+
+
+async def test_member_disagreement_feeds_the_ensemble_std_histogram(
+    ensemble_server: Harness,
+) -> None:
+    count = ensemble_server.metric("rmserve_ensemble_std_count")
+    total = ensemble_server.metric("rmserve_ensemble_std_sum")
+    reply = await ensemble_server.stub.ScoreBatch(batch_request(), timeout=60)
+    stds = [r.ensemble.std for r in reply.results]
+    assert ensemble_server.metric("rmserve_ensemble_std_count") == count + len(stds)
+    assert ensemble_server.metric("rmserve_ensemble_std_sum") == pytest.approx(
+        total + sum(stds), abs=1e-6
+    )
