@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import onnx
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -46,6 +47,7 @@ from rmserve.preprocess import PreparedPair, pad_batch
 
 from .export import _check_out_folder, _move_into_place, default_version
 from .quantize_gates import Figures, Gates, QuantizeError, QuantizeRefused
+from .quantize_graph import rewire_file, unfuse_attention
 from .quantize_measure import cpu_session, measure
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,12 @@ def _quantize_graph(
     manifest: Manifest, options: QuantizeOptions,
 ) -> None:  # fmt: skip
     external = (source.parent / WEIGHTS_FILE).exists()
+    model = onnx.load(str(source))
+    unfused = unfuse_attention(model)
+    log.info("quantize: %d fused attention ops split so their projections are quantised", unfused)
+    source = scratch / "unfused.onnx"
+    onnx.save(model, str(source), save_as_external_data=external)
+    del model
     # Symbolic shape inference knows onnxruntime's fused ops (Attention, SkipLayerNormalization):
     # without it the quantiser cannot type their outputs and leaves activations fp32.
     inferred = scratch / "inferred.onnx"
@@ -139,6 +147,7 @@ def _quantize_graph(
             **options.extra_options,
         },
     )
+    rewire_file(target, options.op_types)
 
 
 def quantize_artifact(
