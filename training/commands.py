@@ -145,7 +145,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     )
     options = QuantizeOptions(
         activation_type=args.activation_type,
-        calibration_method=args.calibration_method,
+        exclude=tuple(args.exclude),
         calibration_pairs=args.calibration_pairs,
         eval_pairs=args.eval_pairs,
     )
@@ -192,8 +192,9 @@ def add_quantize_parser(subparsers: Any) -> None:
     q.add_argument("--calibration-pairs", type=int, default=256, help="Lines calibrated on.")
     q.add_argument("--eval-pairs", type=int, default=400, help="Lines the gates score.")
     q.add_argument(
-        "--calibration-method", choices=["minmax", "percentile", "entropy"], default="minmax"
-    )
+        "--exclude", nargs="*", default=[],
+        help="Leave fp32 the nodes whose name contains one of these (e.g. 'output/dense').",
+    )  # fmt: skip
     q.add_argument("--activation-type", choices=["int8", "uint8"], default="uint8")
     q.add_argument(
         "--max-accuracy-drop", type=float, default=defaults.accuracy_drop,

@@ -52,12 +52,11 @@ from .quantize_measure import cpu_session, measure
 
 log = logging.getLogger(__name__)
 
-CalibrationName = Literal["minmax", "percentile", "entropy"]
-CALIBRATION_METHODS = {
-    "minmax": CalibrationMethod.MinMax,
-    "percentile": CalibrationMethod.Percentile,
-    "entropy": CalibrationMethod.Entropy,
-}
+# Only MinMax: onnxruntime 1.31's histogram calibrators (Percentile, Entropy) stack every
+# batch's activations into one array and fail on pairs of different lengths, and padding the
+# calibration pairs would put padding positions into the ranges.
+CalibrationName = Literal["minmax"]
+CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax}
 ACTIVATION_TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
 
 
@@ -68,6 +67,8 @@ class QuantizeOptions:
     op_types: tuple[str, ...] = ("MatMul", "Gemm")
     activation_type: Literal["int8", "uint8"] = "uint8"
     calibration_method: CalibrationName = "minmax"
+    # Nodes whose name holds one of these stay fp32 (e.g. "output/dense": BERT's FFN output).
+    exclude: tuple[str, ...] = ()
     calibration_pairs: int = 256
     eval_pairs: int = 400
     threads: int = 1
@@ -77,7 +78,9 @@ class QuantizeOptions:
     def describe(self) -> str:
         return (
             f"int8-static-qdq({'+'.join(self.op_types)}; per-channel weights; "
-            f"{self.activation_type} activations; {self.calibration_method} calibration)"
+            f"{self.activation_type} activations; {self.calibration_method} calibration"
+            + "".join(f"; {part} fp32" for part in self.exclude)
+            + ")"
         )
 
 
@@ -126,6 +129,8 @@ def _quantize_graph(
         str(source), str(inferred), skip_optimization=True, auto_merge=True,
         save_as_external_data=external,
     )  # fmt: skip
+    graph = onnx.load(str(source), load_external_data=False).graph
+    excluded = [n.name for n in graph.node if any(part in n.name for part in options.exclude)]
     reader = PairReader(
         calibration, manifest.preprocessing.pad_token_id, list(manifest.input_names)
     )
@@ -136,6 +141,7 @@ def _quantize_graph(
         quant_format=QuantFormat.QDQ,
         op_types_to_quantize=list(options.op_types),
         per_channel=True,
+        nodes_to_exclude=excluded,
         activation_type=ACTIVATION_TYPES[options.activation_type],
         weight_type=QuantType.QInt8,
         calibrate_method=CALIBRATION_METHODS[options.calibration_method],
