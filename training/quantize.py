@@ -169,6 +169,9 @@ def quantize_artifact(
     data) and write ``out`` only when every gate passes; else raise ``QuantizeRefused``."""
     gates = gates or Gates()
     options = options or QuantizeOptions()
+    for name in ("calibration_pairs", "eval_pairs"):
+        if getattr(options, name) < 1:
+            raise QuantizeError(f"{name} must be at least 1 (got {getattr(options, name)})")
     artifact = load_artifact(artifact_dir)
     manifest = artifact.manifest
     if manifest.dtype != "fp32":
