@@ -17,7 +17,8 @@ def subcommands() -> dict[str, argparse.ArgumentParser]:
 
 
 def test_all_commands_are_registered() -> None:
-    expected = {"demo-data", "train", "export", "import-hf", "eval", "serve", "score", "prefer"}
+    expected = {"demo-data", "train", "export", "import-hf", "quantize", "eval", "serve", "score"}
+    expected.add("prefer")
     assert expected | {"loadtest"} <= set(subcommands())
 
 
