@@ -164,7 +164,8 @@ def test_absurd_calibration_ranges_are_refused_with_figures(tiny_run: Any, tmp_p
 
     # A broken calibration: every activation range forced to ±1e-3, so real values clip.
     absurd = {
-        name: [{"rmin": -1e-3, "rmax": 1e-3}] for name in activation_inputs(tiny_run.artifact)
+        name: [{"rmin": np.float32(-1e-3), "rmax": np.float32(1e-3)}]
+        for name in activation_inputs(tiny_run.artifact)
     }
     options = QuantizeOptions(
         calibration_pairs=16, eval_pairs=300, extra_options={"TensorQuantOverrides": absurd}
