@@ -55,7 +55,7 @@ def main() -> None:
     open_loop = {"mode": "score", "concurrency": 64, "duration_s": args.duration, "rate": half}
     runs["open-loop int8"] = server_run(
         f"mixed: server int8, open loop at {half:.1f} pairs/s", args.int8, pairs, args.threads,
-        ["--log-level", "WARNING"], open_loop,
+        [], open_loop,
     )  # fmt: skip
     service = runs["open-loop int8"]["mean_inference_s"]
     ratios = {
