@@ -139,6 +139,7 @@ def batch_figures(metrics_page: str) -> dict[str, Any]:
         "batches": samples.get("rmserve_batch_size_count", 0.0),
         "mean_batch_size": samples.get("rmserve_batch_size_sum", 0.0) / batches,
         "mean_padding_ratio": samples.get("rmserve_padding_ratio_sum", 0.0) / batches,
+        "mean_inference_s": samples.get("rmserve_inference_duration_seconds_sum", 0.0) / batches,
         "cost_table_seconds": table,
     }
 

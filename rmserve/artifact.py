@@ -139,6 +139,15 @@ class ParityReport(_Strict):
     batch_invariance_max_abs_diff: float | None = None
     tolerance: str = Field(description="What the export accepted, in words.")
     reason: str = Field(default="", description="Why the check did not run, when unchecked.")
+    accuracy: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="int8: pairwise accuracy on the check's data."
+    )
+    reference_accuracy: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="int8: the fp32 source's accuracy on it."
+    )
+    spearman: float | None = Field(
+        default=None, ge=-1.0, le=1.0, description="int8: Spearman of rewards vs the fp32 source."
+    )
 
 
 class LoraRecord(_Strict):
@@ -179,8 +188,10 @@ class Manifest(_Strict):
     files: dict[str, FileEntry] = Field(
         description="Every file of the artifact but the manifest: size and sha256."
     )
-    dtype: Literal["fp32", "fp16"] = Field(
-        default="fp32", description="Weights and compute; inputs and rewards are fp32 always."
+    dtype: Literal["fp32", "fp16", "int8"] = Field(
+        default="fp32",
+        description="Weights and compute; inputs and rewards are fp32 always. 'int8': static "
+        "QDQ quantisation by ``rmserve quantize`` (scales fixed at calibration).",
     )
     parameters: int | None = Field(default=None, ge=0, description="Model parameter count.")
     parity: ParityReport | None = Field(

@@ -136,6 +136,9 @@ def parity_pb(report: ParityReport | None) -> reward_pb2.ParityReport | None:
         batch_invariance_max_abs_diff=report.batch_invariance_max_abs_diff,
         tolerance=report.tolerance,
         reason=report.reason,
+        accuracy=report.accuracy,
+        reference_accuracy=report.reference_accuracy,
+        spearman=report.spearman,
     )
 
 

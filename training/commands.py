@@ -1,5 +1,6 @@
-"""``rmserve demo-data | train | ensemble | export | import-hf``. Torch-free at import time: the
-handlers import the training extra when they run, and say what to install when it is missing."""
+"""``rmserve demo-data | train | ensemble | export | import-hf | quantize``. Torch-free at import
+time: the handlers import the training extra when they run, and say what to install when it is
+missing."""
 
 from __future__ import annotations
 
@@ -43,9 +44,11 @@ def user_errors(command: str) -> Iterator[None]:
         from .ensemble import EnsembleError
         from .export_check import ExportError
         from .import_hf import HfImportError
+        from .quantize_gates import QuantizeError
         from .train import TrainError
 
-        expected += (ArtifactError, EnsembleError, ExportError, HfImportError, TrainError)
+        expected += (ArtifactError, EnsembleError, ExportError, HfImportError, QuantizeError)
+        expected += (TrainError,)
     try:
         yield
     except expected as e:
@@ -165,6 +168,85 @@ def run_import_hf(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_quantize(args: argparse.Namespace) -> int:
+    require_training_extra("quantize")
+    from .quantize import QuantizeOptions, quantize_artifact
+    from .quantize_gates import Gates, QuantizeRefused
+
+    gates = Gates(
+        accuracy_drop=args.max_accuracy_drop,
+        spearman=args.min_spearman,
+        batch_invariance=args.max_batch_invariance,
+    )
+    options = QuantizeOptions(
+        activation_type=args.activation_type,
+        exclude=tuple(args.exclude),
+        calibration_pairs=args.calibration_pairs,
+        eval_pairs=args.eval_pairs,
+    )
+    with user_errors("quantize"):
+        try:
+            result = quantize_artifact(
+                Path(args.artifact),
+                Path(args.calibration_data),
+                Path(args.out),
+                eval_data=Path(args.eval_data) if args.eval_data else None,
+                gates=gates,
+                options=options,
+                version=args.version,
+            )
+        except QuantizeRefused as refused:
+            print_result({"written": False, **refused.figures.as_dict()})
+            raise
+    print_result(
+        {
+            "written": True,
+            "artifact": str(Path(args.out).resolve()),
+            "version": result.manifest.version,
+            "dtype": result.manifest.dtype,
+            **result.figures.as_dict(),
+        }
+    )
+    return 0
+
+
+def add_quantize_parser(subparsers: Any) -> None:
+    from .quantize_gates import Gates
+
+    defaults = Gates()
+    q = subparsers.add_parser(
+        "quantize",
+        help="Write a static int8 (QDQ) copy of an fp32 artifact, only if it passes the gates.",
+    )
+    q.add_argument("--artifact", required=True, help="fp32 artifact folder.")
+    q.add_argument(
+        "--calibration-data", required=True, help="Preference JSONL whose texts set the scales."
+    )
+    q.add_argument("--out", required=True, help="int8 artifact folder to write.")
+    q.add_argument("--eval-data", help="Preference JSONL for the gates (default: calibration).")
+    q.add_argument("--calibration-pairs", type=int, default=256, help="Lines calibrated on.")
+    q.add_argument("--eval-pairs", type=int, default=400, help="Lines the gates score.")
+    q.add_argument(
+        "--exclude", nargs="*", default=[],
+        help="Leave fp32 the nodes whose name contains one of these (e.g. 'output/dense').",
+    )  # fmt: skip
+    q.add_argument("--activation-type", choices=["int8", "uint8"], default="uint8")
+    q.add_argument(
+        "--max-accuracy-drop", type=float, default=defaults.accuracy_drop,
+        help="Refuse when accuracy falls more than this below fp32's.",
+    )  # fmt: skip
+    q.add_argument(
+        "--min-spearman", type=float, default=defaults.spearman,
+        help="Refuse when Spearman of rewards vs fp32 is under this.",
+    )  # fmt: skip
+    q.add_argument(
+        "--max-batch-invariance", type=float, default=defaults.batch_invariance,
+        help="Refuse when |alone − in a padded batch of 16| exceeds this.",
+    )  # fmt: skip
+    q.add_argument("--version", help="Model version (default: model files' sha256 prefix).")
+    q.set_defaults(handler=run_quantize)
+
+
 def add_artifact_arguments(parser: argparse.ArgumentParser) -> None:
     """``--dtype`` and ``--external-data``, documented once in TrainSettings."""
     fields = TrainSettings.model_fields
@@ -250,3 +332,5 @@ def register(subparsers: Any) -> None:
     hf.add_argument("--version", help="Model version (default: model files' sha256 prefix).")
     add_artifact_arguments(hf)
     hf.set_defaults(handler=run_import_hf)
+
+    add_quantize_parser(subparsers)

@@ -726,7 +726,9 @@ Global___ScoreGroupResponse: _TypeAlias = ScoreGroupResponse  # noqa: Y015
 
 @_typing.final
 class ParityReport(_message.Message):
-    """How the artifact scored the export's sample pairs against the fp32 source model."""
+    """How the artifact scored the export's (or quantize's) sample pairs against the fp32 source
+    model.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -739,6 +741,9 @@ class ParityReport(_message.Message):
     BATCH_INVARIANCE_MAX_ABS_DIFF_FIELD_NUMBER: _builtins.int
     TOLERANCE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    ACCURACY_FIELD_NUMBER: _builtins.int
+    REFERENCE_ACCURACY_FIELD_NUMBER: _builtins.int
+    SPEARMAN_FIELD_NUMBER: _builtins.int
     status: _builtins.str
     """"checked", or "unchecked" when onnxruntime could not run the graph at export."""
     reference: _builtins.str
@@ -758,6 +763,12 @@ class ParityReport(_message.Message):
     """What the export accepted, in words."""
     reason: _builtins.str
     """Why the check did not run, when unchecked."""
+    accuracy: _builtins.float
+    """int8 artifacts (rmserve quantize): pairwise accuracy of the artifact and of its fp32 source
+    on the check's preference pairs, and the Spearman correlation of their rewards.
+    """
+    reference_accuracy: _builtins.float
+    spearman: _builtins.float
     def __init__(
         self,
         *,
@@ -770,22 +781,37 @@ class ParityReport(_message.Message):
         batch_invariance_max_abs_diff: _builtins.float | None = ...,
         tolerance: _builtins.str = ...,
         reason: _builtins.str = ...,
+        accuracy: _builtins.float | None = ...,
+        reference_accuracy: _builtins.float | None = ...,
+        spearman: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_invariance_max_abs_diff", b"_batch_invariance_max_abs_diff", "_max_abs_diff", b"_max_abs_diff", "_rank_agreement", b"_rank_agreement", "batch_invariance_max_abs_diff", b"batch_invariance_max_abs_diff", "max_abs_diff", b"max_abs_diff", "rank_agreement", b"rank_agreement"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_accuracy", b"_accuracy", "_batch_invariance_max_abs_diff", b"_batch_invariance_max_abs_diff", "_max_abs_diff", b"_max_abs_diff", "_rank_agreement", b"_rank_agreement", "_reference_accuracy", b"_reference_accuracy", "_spearman", b"_spearman", "accuracy", b"accuracy", "batch_invariance_max_abs_diff", b"batch_invariance_max_abs_diff", "max_abs_diff", b"max_abs_diff", "rank_agreement", b"rank_agreement", "reference_accuracy", b"reference_accuracy", "spearman", b"spearman"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_invariance_max_abs_diff", b"_batch_invariance_max_abs_diff", "_max_abs_diff", b"_max_abs_diff", "_rank_agreement", b"_rank_agreement", "batch_invariance_max_abs_diff", b"batch_invariance_max_abs_diff", "max_abs_diff", b"max_abs_diff", "pairs", b"pairs", "provider", b"provider", "rank_agreement", b"rank_agreement", "reason", b"reason", "reference", b"reference", "status", b"status", "tolerance", b"tolerance"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_accuracy", b"_accuracy", "_batch_invariance_max_abs_diff", b"_batch_invariance_max_abs_diff", "_max_abs_diff", b"_max_abs_diff", "_rank_agreement", b"_rank_agreement", "_reference_accuracy", b"_reference_accuracy", "_spearman", b"_spearman", "accuracy", b"accuracy", "batch_invariance_max_abs_diff", b"batch_invariance_max_abs_diff", "max_abs_diff", b"max_abs_diff", "pairs", b"pairs", "provider", b"provider", "rank_agreement", b"rank_agreement", "reason", b"reason", "reference", b"reference", "reference_accuracy", b"reference_accuracy", "spearman", b"spearman", "status", b"status", "tolerance", b"tolerance"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__accuracy: _TypeAlias = _typing.Literal["accuracy"]  # noqa: Y015
+    _WhichOneofArgType__accuracy: _TypeAlias = _typing.Literal["_accuracy", b"_accuracy"]  # noqa: Y015
     _WhichOneofReturnType__batch_invariance_max_abs_diff: _TypeAlias = _typing.Literal["batch_invariance_max_abs_diff"]  # noqa: Y015
     _WhichOneofArgType__batch_invariance_max_abs_diff: _TypeAlias = _typing.Literal["_batch_invariance_max_abs_diff", b"_batch_invariance_max_abs_diff"]  # noqa: Y015
     _WhichOneofReturnType__max_abs_diff: _TypeAlias = _typing.Literal["max_abs_diff"]  # noqa: Y015
     _WhichOneofArgType__max_abs_diff: _TypeAlias = _typing.Literal["_max_abs_diff", b"_max_abs_diff"]  # noqa: Y015
     _WhichOneofReturnType__rank_agreement: _TypeAlias = _typing.Literal["rank_agreement"]  # noqa: Y015
     _WhichOneofArgType__rank_agreement: _TypeAlias = _typing.Literal["_rank_agreement", b"_rank_agreement"]  # noqa: Y015
+    _WhichOneofReturnType__reference_accuracy: _TypeAlias = _typing.Literal["reference_accuracy"]  # noqa: Y015
+    _WhichOneofArgType__reference_accuracy: _TypeAlias = _typing.Literal["_reference_accuracy", b"_reference_accuracy"]  # noqa: Y015
+    _WhichOneofReturnType__spearman: _TypeAlias = _typing.Literal["spearman"]  # noqa: Y015
+    _WhichOneofArgType__spearman: _TypeAlias = _typing.Literal["_spearman", b"_spearman"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__accuracy) -> _WhichOneofReturnType__accuracy | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__batch_invariance_max_abs_diff) -> _WhichOneofReturnType__batch_invariance_max_abs_diff | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_abs_diff) -> _WhichOneofReturnType__max_abs_diff | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__rank_agreement) -> _WhichOneofReturnType__rank_agreement | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__reference_accuracy) -> _WhichOneofReturnType__reference_accuracy | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__spearman) -> _WhichOneofReturnType__spearman | None: ...
 
 Global___ParityReport: _TypeAlias = ParityReport  # noqa: Y015

@@ -17,8 +17,8 @@ def subcommands() -> dict[str, argparse.ArgumentParser]:
 
 
 def test_all_commands_are_registered() -> None:
-    expected = {"demo-data", "train", "ensemble", "export", "import-hf", "eval", "serve"}
-    expected |= {"score", "prefer"}
+    expected = {"demo-data", "train", "ensemble", "export", "import-hf", "quantize", "eval"}
+    expected |= {"serve", "score", "prefer"}
     assert expected | {"loadtest"} <= set(subcommands())
 
 

@@ -51,7 +51,7 @@ def test_without_training_entry_points_only_serving_commands_remain(
     use_entry_points(monkeypatch, [])
     names = subcommand_names(cli.build_parser())
     assert {"eval", "serve", "score", "prefer", "loadtest"} <= names
-    assert not names & {"demo-data", "train", "ensemble", "export", "import-hf"}
+    assert not names & {"demo-data", "train", "ensemble", "export", "import-hf", "quantize"}
 
 
 def test_the_training_commands_are_declared_as_an_entry_point() -> None:
