@@ -41,11 +41,11 @@ def user_errors(command: str) -> Iterator[None]:
     if command != "demo-data":
         from rmserve.artifact import ArtifactError
 
+        from .checkpoints import TrainError
         from .ensemble import EnsembleError
         from .export_check import ExportError
         from .import_hf import HfImportError
         from .quantize_gates import QuantizeError
-        from .train import TrainError
 
         expected += (ArtifactError, EnsembleError, ExportError, HfImportError, QuantizeError)
         expected += (TrainError,)

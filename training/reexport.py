@@ -7,9 +7,9 @@ from pathlib import Path
 from rmserve.artifact import Manifest
 from rmserve.preference_data import load_preferences
 
+from .checkpoints import export_request, load_checkpoint, model_from_checkpoint, validation_texts
 from .export import export_artifact
 from .onnx_layout import Dtype
-from .train import export_request, load_checkpoint, model_from_checkpoint, validation_texts
 
 
 def reexport(

@@ -199,7 +199,7 @@ def test_one_process_stopped_mid_epoch_resumes_on_two_ranks(
 
 
 def test_resume_refuses_a_different_global_batch(data: dict[str, Path], tmp_path: Path) -> None:
-    from rmserve_training.train import TrainError
+    from rmserve_training.checkpoints import TrainError
 
     out = tmp_path / "artifact"
     in_process(data, out, grad_accum=2, stop_after_steps=1)

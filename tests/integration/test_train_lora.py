@@ -17,9 +17,9 @@ import pytest
 import torch
 from harness import make_settings, serving
 from hf_families import FAMILIES, build
+from rmserve_training.checkpoints import load_checkpoint, model_from_checkpoint
 from rmserve_training.demo_data import write_demo_data
 from rmserve_training.export_check import torch_feed
-from rmserve_training.train import load_checkpoint, model_from_checkpoint
 from transformers import AutoTokenizer
 
 from rmserve.artifact import MODEL_FILE, read_manifest

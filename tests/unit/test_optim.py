@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from rmserve_training.checkpoints import build_model
 from rmserve_training.optim import build_optimizer, lr_factor, parameter_groups
 from rmserve_training.settings import TrainSettings
-from rmserve_training.train import build_model
 from torch import nn
 
 
