@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from types import TracebackType
 
 from rmserve.allocator import FreedMemoryTrimmer
@@ -259,11 +260,7 @@ class RewardCore:
         """Raw rewards of (prompt, response) pairs, in order. ``timeout`` in seconds."""
         prompts = [prompt for prompt, _ in pairs]
         responses = [response for _, response in pairs]
-        preprocessor = self.artifact.preprocessor
-
-        def prepare() -> list[PreparedPair]:
-            return preprocessor.prepare_many(prompts, responses)
-
+        prepare = partial(self.artifact.preprocessor.prepare_many, prompts, responses)
         request = await self._run(len(pairs), 1, prepare, responses, timeout, field)
         return request.scores()
 
@@ -277,11 +274,7 @@ class RewardCore:
         """Raw rewards of (prompt, response) for each response, in order: each equals
         ``score([(prompt, response)])``, with the prompt tokenised once for the group."""
         texts = list(responses)
-        preprocessor = self.artifact.preprocessor
-
-        def prepare() -> list[PreparedPair]:
-            return preprocessor.prepare_group(prompt, texts)
-
+        prepare = partial(self.artifact.preprocessor.prepare_group, prompt, texts)
         request = await self._run(len(texts), 1, prepare, texts, timeout, field, group=True)
         return request.scores()
 
@@ -294,11 +287,7 @@ class RewardCore:
         """P(a preferred to b) for (prompt, response_a, response_b) items; a and b share a batch."""
         prompts = [prompt for prompt, _, _ in items for _ in range(2)]
         responses = [text for _, a, b in items for text in (a, b)]
-        preprocessor = self.artifact.preprocessor
-
-        def prepare() -> list[PreparedPair]:
-            return preprocessor.prepare_many(prompts, responses)
-
+        prepare = partial(self.artifact.preprocessor.prepare_many, prompts, responses)
         scores = (await self._run(len(items), 2, prepare, responses, timeout, field)).scores()
         return preferences(scores)
 
@@ -338,8 +327,8 @@ class RewardCore:
     ) -> PendingRequest:
         """Admit ``items`` entries of ``rows_per_item`` rows, tokenise them with ``prepare``,
         queue them and wait for their rewards. ``responses``: the rows' response texts, for the
-        reward watch. ``group``: one prompt for all rows (the
-        uncuttable-text errors then name ``prompt`` or ``{field}[i]``)."""
+        reward watch. ``group``: one prompt for all rows (the uncuttable-text errors then name
+        ``prompt`` or ``{field}[i]``)."""
         batcher = self._serving_batcher()
         rows = items * rows_per_item
         if items > self.config.max_request_pairs:
