@@ -13,17 +13,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 from grpc.aio import ServicerContext
 
-from rmserve.artifact import Manifest, ParityReport
 from rmserve.core import RewardCore
-from rmserve.ensemble_math import AggregateName
-from rmserve.ensemble_serve import EnsembleSpread, RewardOptions, ServedScore
 from rmserve.errors import (
     DeadlineExpired,
     EngineFailure,
@@ -34,8 +31,16 @@ from rmserve.errors import (
     log_unexpected,
 )
 from rmserve.group_stats import group_stats
+from rmserve.grpc_messages import (
+    members_pb,
+    parity_pb,
+    prefer_result,
+    require_text,
+    reward_options,
+    score_fields,
+    score_result,
+)
 from rmserve.metrics import Metrics
-from rmserve.pending import Preference
 from rmserve.v1 import reward_pb2
 
 log = logging.getLogger(__name__)
@@ -56,112 +61,6 @@ RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 def status_of(error: RewardError) -> grpc.StatusCode:
     return STATUS_OF.get(type(error), grpc.StatusCode.INTERNAL)
-
-
-def _require(message: Message, name: str, where: str) -> str:
-    if not message.HasField(name):
-        raise InvalidRequest(f"{where}{name} is required (send an empty string for empty text)")
-    value = getattr(message, name)
-    assert isinstance(value, str)
-    return value
-
-
-AGGREGATE_OF: dict[int, AggregateName | None] = {
-    reward_pb2.AGGREGATE_UNSPECIFIED: None,
-    reward_pb2.AGGREGATE_MEAN: "mean",
-    reward_pb2.AGGREGATE_MIN: "min",
-    reward_pb2.AGGREGATE_MEAN_MINUS_STD: "mean_minus_std",
-}
-
-
-class ScoreOptionsMessage(Protocol):
-    """The reward options every scoring request carries (Score, ScoreBatch, ScoreGroup)."""
-
-    @property
-    def normalize(self) -> bool: ...
-    @property
-    def aggregate(self) -> int: ...
-    @property
-    def uncertainty_penalty(self) -> float: ...
-    @property
-    def return_members(self) -> bool: ...
-
-    def HasField(self, field_name: Any) -> bool: ...
-
-
-def reward_options(core: RewardCore, request: ScoreOptionsMessage) -> RewardOptions:
-    """A scoring request's normalize / aggregate / uncertainty_penalty / return_members."""
-    if request.aggregate not in AGGREGATE_OF:
-        raise InvalidRequest(f"aggregate: unknown value {request.aggregate}")
-    penalty = request.uncertainty_penalty if request.HasField("uncertainty_penalty") else None
-    return core.reward_options(
-        request.normalize, AGGREGATE_OF[request.aggregate], penalty, request.return_members
-    )
-
-
-def _ensemble_stats(spread: EnsembleSpread | None) -> reward_pb2.EnsembleStats | None:
-    if spread is None:
-        return None
-    return reward_pb2.EnsembleStats(
-        mean=spread.mean, std=spread.std, min=spread.min, member_rewards=spread.members or ()
-    )
-
-
-def score_fields(served: ServedScore) -> dict[str, Any]:
-    """The fields ScoreResult and ScoreResponse share, from one served score."""
-    score = served.score
-    return {
-        "reward": served.reward,
-        "truncated": score.truncated,
-        "response_truncated": score.response_truncated,
-        "num_tokens": score.num_tokens,
-        "ensemble": _ensemble_stats(served.ensemble),
-    }
-
-
-def score_result(served: ServedScore) -> reward_pb2.ScoreResult:
-    return reward_pb2.ScoreResult(**score_fields(served))
-
-
-def parity_pb(report: ParityReport | None) -> reward_pb2.ParityReport | None:
-    if report is None:
-        return None
-    return reward_pb2.ParityReport(
-        status=report.status,
-        reference=report.reference,
-        provider=report.provider or "",
-        pairs=report.pairs,
-        max_abs_diff=report.max_abs_diff,
-        rank_agreement=report.rank_agreement,
-        batch_invariance_max_abs_diff=report.batch_invariance_max_abs_diff,
-        tolerance=report.tolerance,
-        reason=report.reason,
-        accuracy=report.accuracy,
-        reference_accuracy=report.reference_accuracy,
-        spearman=report.spearman,
-    )
-
-
-def _prefer_result(p: Preference) -> reward_pb2.PreferResult:
-    return reward_pb2.PreferResult(
-        probability_a=p.probability_a,
-        reward_a=p.a.reward,
-        reward_b=p.b.reward,
-        truncated_a=p.a.truncated,
-        truncated_b=p.b.truncated,
-        probability_a_std=p.probability_a_std,
-    )
-
-
-def _members_pb(manifest: Manifest) -> list[reward_pb2.EnsembleMember]:
-    return [
-        reward_pb2.EnsembleMember(
-            version=m.version,
-            normalization_mean=m.normalization.mean,
-            normalization_std=m.normalization.std,
-        )
-        for m in manifest.ensemble or ()
-    ]
 
 
 def parse_request(message_type: type[M], raw: bytes) -> M:
@@ -310,7 +209,7 @@ class RewardServicer:
         async def work(
             core: RewardCore, request: reward_pb2.ScoreRequest, timeout: float | None
         ) -> reward_pb2.ScoreResponse:
-            pair = (_require(request, "prompt", ""), _require(request, "response", ""))
+            pair = (require_text(request, "prompt", ""), require_text(request, "response", ""))
             options = reward_options(core, request)
             scores = await core.score([pair], timeout)
             (served,) = core.served(scores, options)
@@ -327,7 +226,10 @@ class RewardServicer:
             core: RewardCore, request: reward_pb2.ScoreBatchRequest, timeout: float | None
         ) -> reward_pb2.ScoreBatchResponse:
             pairs = [
-                (_require(p, "prompt", f"pairs[{i}]."), _require(p, "response", f"pairs[{i}]."))
+                (
+                    require_text(p, "prompt", f"pairs[{i}]."),
+                    require_text(p, "response", f"pairs[{i}]."),
+                )
                 for i, p in enumerate(request.pairs)
             ]
             options = reward_options(core, request)
@@ -347,7 +249,7 @@ class RewardServicer:
         async def work(
             core: RewardCore, request: reward_pb2.ScoreGroupRequest, timeout: float | None
         ) -> reward_pb2.ScoreGroupResponse:
-            prompt = _require(request, "prompt", "")
+            prompt = require_text(request, "prompt", "")
             if not request.responses:
                 raise InvalidRequest("responses: a group needs at least one response")
             options = reward_options(core, request)
@@ -373,10 +275,12 @@ class RewardServicer:
         async def work(
             core: RewardCore, request: reward_pb2.PreferRequest, timeout: float | None
         ) -> reward_pb2.PreferResponse:
-            item = tuple(_require(request, f, "") for f in ("prompt", "response_a", "response_b"))
+            item = tuple(
+                require_text(request, f, "") for f in ("prompt", "response_a", "response_b")
+            )
             (preference,) = await core.prefer([(item[0], item[1], item[2])], timeout)
             return reward_pb2.PreferResponse(
-                result=_prefer_result(preference), model_version=core.model_version
+                result=prefer_result(preference), model_version=core.model_version
             )
 
         return await self._handle("Prefer", received, context, reward_pb2.PreferRequest, work)
@@ -390,11 +294,11 @@ class RewardServicer:
             items = []
             for i, it in enumerate(request.items):
                 where = f"items[{i}]."
-                texts = [_require(it, f, where) for f in ("prompt", "response_a", "response_b")]
+                texts = [require_text(it, f, where) for f in ("prompt", "response_a", "response_b")]
                 items.append((texts[0], texts[1], texts[2]))
             preferences = await core.prefer(items, timeout, field="items")
             return reward_pb2.PreferBatchResponse(
-                results=[_prefer_result(p) for p in preferences],
+                results=[prefer_result(p) for p in preferences],
                 model_version=core.model_version,
             )
 
@@ -427,7 +331,7 @@ class RewardServicer:
                 dtype=manifest.dtype,
                 parameters=manifest.parameters or 0,
                 parity=parity_pb(manifest.parity),
-                members=_members_pb(manifest),
+                members=members_pb(manifest),
                 default_aggregate=core.config.ensemble_aggregate if manifest.ensemble else "",
                 default_uncertainty_penalty=core.config.ensemble_uncertainty_penalty
                 if manifest.ensemble
