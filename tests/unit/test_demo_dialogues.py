@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from rmserve_training.backbones import minilm_folder
+from rmserve_training.demo_concepts import PHRASES
 from rmserve_training.demo_dialogues import (
     ASSISTANT,
     HUMAN,
@@ -17,7 +18,7 @@ from rmserve_training.demo_dialogues import (
     generate_dialogue_pairs,
     write_dialogue_data,
 )
-from rmserve_training.demo_tables import CAPITALS, PHRASES
+from rmserve_training.demo_tables import CAPITALS
 from rmserve_training.settings import TrainSettings
 from tokenizers import Tokenizer
 
