@@ -162,6 +162,12 @@ class TrainSettings(BaseSettings):
         description="Train on a bootstrap resample of the training pairs (drawn with "
         "replacement, seeded by --seed): ensemble members then see different data.",
     )
+    ensemble_kind: Literal["members", "shared"] = Field(
+        default="members",
+        description="With --ensemble K: 'members' trains K full models one after another; "
+        "'shared' trains K linear heads on one backbone jointly (one process; with "
+        "--bootstrap each head weights the pairs by its own resample's counts).",
+    )
 
     @model_validator(mode="after")
     def _paths_differ(self) -> TrainSettings:
