@@ -176,6 +176,12 @@ class TrainSettings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _shared_kind_needs_an_ensemble(self) -> TrainSettings:
+        if self.ensemble_kind == "shared" and self.ensemble < 2:
+            raise ValueError("ensemble_kind 'shared' needs ensemble >= 2 (the number of heads)")
+        return self
+
+    @model_validator(mode="after")
     def _lora_options_need_a_rank(self) -> TrainSettings:
         if self.lora_rank == 0 and (self.lora_alpha is not None or self.lora_dropout > 0.0):
             raise ValueError("lora_alpha and lora_dropout need lora_rank > 0")

@@ -8,10 +8,12 @@ from collections import Counter
 
 import pytest
 import torch
+from pydantic import ValidationError
 from rmserve_training.backbones import tiny_config
 from rmserve_training.bootstrap import bootstrap_counts, bootstrap_resample
 from rmserve_training.checkpoints import build_model
 from rmserve_training.loss import bradley_terry_loss, weighted_bradley_terry_loss
+from rmserve_training.settings import TrainSettings
 from rmserve_training.shared_heads import build_shared_model, head_weights
 
 
@@ -88,3 +90,10 @@ def test_head_k_starts_where_full_member_k_starts() -> None:
         assert torch.equal(head.bias[k], member.bias[0])
     ids = torch.tensor([[2, 5, 7, 3]])
     assert shared(ids, torch.ones_like(ids)).shape == (1, 3)
+
+
+def test_shared_kind_needs_at_least_two_heads() -> None:
+    paths = {"train_data": "t.jsonl", "eval_data": "e.jsonl", "out": "o"}
+    with pytest.raises(ValidationError, match="ensemble_kind 'shared' needs ensemble >= 2"):
+        TrainSettings.model_validate({**paths, "ensemble_kind": "shared"})
+    assert TrainSettings.model_validate({**paths, "ensemble": 2, "ensemble_kind": "shared"})
