@@ -27,7 +27,8 @@ from rmserve.engine import OrtEngine, load_artifact
 from rmserve.preference_data import load_preferences
 from rmserve.v1 import reward_pb2
 
-pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(TRAINING_BOUND_S)]
+pytestmark = pytest.mark.timeout(TRAINING_BOUND_S)
+on_session_loop = pytest.mark.asyncio(loop_scope="session")
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +81,7 @@ def test_manifest_holds_each_heads_held_out_stats(
     np.testing.assert_allclose(stds, raw.std(axis=0), atol=1e-4, rtol=1e-4)
 
 
+@on_session_loop
 @pytest.mark.parametrize(
     ("aggregate", "how", "lam"),
     [
@@ -110,6 +112,7 @@ async def test_served_aggregates_equal_offline_numpy(
         assert r.ensemble.std == pytest.approx(row.std(ddof=0), abs=MATH_TOL)
 
 
+@on_session_loop
 async def test_prefer_and_model_info(
     shared_server: Harness, tiny_shared_ensemble: Any, offline_raw: np.ndarray
 ) -> None:
