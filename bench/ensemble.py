@@ -1,63 +1,48 @@
-"""Is an ensemble worth it? Accuracy, disagreement as an out-of-domain signal, and cost.
+"""Is an ensemble worth it, and which kind? Full members vs heads on a shared backbone.
 
-    python bench/ensemble.py [--base-model tiny] [--epochs 3] [--train-pairs 1000] [--members 3]
-                             [--out FILE]
+    python bench/ensemble.py [--base-model minilm] [--epochs 2] [--train-pairs 400]
+                             [--members 3] [--kinds members,shared] [--work DIR] [--reuse]
+                             [--train-only] [--out FILE]
 
-On the demo data (training/demo_data.py): trains K members with ``rmserve train --ensemble K
---bootstrap`` (seeds 0..K-1), then reports (nothing is asserted):
+On the demo data (training/demo_data.py, seed 0, 300 held-out pairs) trains, with the same
+settings, data and seeds, ``rmserve train --ensemble K --bootstrap`` (K full members, seeds
+0..K-1) and ``... --ensemble-kind shared`` (one backbone, K heads, each weighting the pairs by
+its own resample), then reports for both (nothing is asserted):
 
-- held-out accuracy of each member and of the ensemble (mean of normalised members);
+- held-out accuracy of each member / head and of the ensemble (mean and min of normalised z);
 - how well the members' disagreement (std of z_k over members) separates in-domain held-out
-  responses from perturbed and off-domain ones, as AUROC (0.5: no signal, 1: perfect);
-- engine cost per pair of the ensemble vs one member, same pairs, same batches, measured
-  interleaved in one run (the machine may be shared: the ratio is the figure, not the times).
+  responses from perturbed and off-domain ones, as AUROC (0.5: no signal, 1: perfect), and how
+  alike the members are (mean pairwise correlation of z);
+- engine cost per pair of each ensemble vs one single model (full member 0), same pairs and
+  batches, interleaved in one run (the machine may be shared: the ratio is the figure);
+- training wall seconds of each kind (train, export or combine, final eval).
+
+Trained artifacts stay in ``--work`` (WORK/KIND/ensemble, and WORK/KIND/training.json with the
+training figures); ``--reuse`` measures those instead of training again, and ``--train-only``
+stops after training: so the training of each kind and the evaluation can run separately.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import random
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from ensemble_quality import HeldOut, cost_per_pair, quality
 
 from rmserve.engine import OrtEngine, load_artifact
-from rmserve.ensemble_math import member_stats, normalize_members
 from rmserve.preference_data import load_preferences
 
-OFF_DOMAIN = (
-    "def add(a, b):\n    return a + b",
-    "SELECT name FROM users WHERE id = 7;",
-    "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.",
-    "BUY NOW!!! limited offer, click here: http://example.com/deal",
-    "Chapter 3. The rain had not stopped for three days when the ship came in.",
-    "x = [i * i for i in range(10)]",
-    "|||| ---- #### 0101 1101 0010",
-    "Dear Sir or Madam, please find attached the invoice for March.",
-)
+KINDS = ("members", "shared")
 
 
-def auroc(negative: np.ndarray, positive: np.ndarray) -> float:
-    """P(a positive scores above a negative), ties counting half (Mann-Whitney U / n m)."""
-    greater = (positive[:, None] > negative[None, :]).mean()
-    ties = (positive[:, None] == negative[None, :]).mean()
-    return float(greater + 0.5 * ties)
-
-
-def shuffled_words(text: str, rng: random.Random) -> str:
-    words = text.split()
-    rng.shuffle(words)
-    return " ".join(words)
-
-
-def train_members(data: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
+def train_kind(kind: str, data: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
     from rmserve_training.ensemble_train import train_ensemble
     from rmserve_training.settings import TrainSettings
 
@@ -73,116 +58,100 @@ def train_members(data: Path, out: Path, args: argparse.Namespace) -> dict[str, 
         max_length=128,
         ensemble=args.members,
         bootstrap=True,
+        ensemble_kind=kind,
     )
+    load_before = os.getloadavg()
     started = time.perf_counter()
     result = train_ensemble(settings)
-    return {"train_seconds": round(time.perf_counter() - started, 1), **result.summary()}
-
-
-def cost_ratio(
-    ensemble: OrtEngine, single: OrtEngine, texts: list[tuple[str, str]]
-) -> dict[str, Any]:
-    prepared = single.artifact.preprocessor.prepare_many(
-        [p for p, _ in texts], [r for _, r in texts]
-    )
-    ensemble.score_prepared(prepared)  # warm both up
-    single.score_prepared(prepared)
-    one, many = [], []
-    for _ in range(5):  # interleaved, so both see the same machine load
-        start = time.perf_counter()
-        single.score_prepared(prepared)
-        one.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        ensemble.score_prepared(prepared)
-        many.append(time.perf_counter() - start)
-    pairs = len(prepared)
     return {
-        "pairs": pairs,
-        "single_ms_per_pair": round(1000 * statistics.median(one) / pairs, 4),
-        "ensemble_ms_per_pair": round(1000 * statistics.median(many) / pairs, 4),
-        "ratio": round(statistics.median(many) / statistics.median(one), 3),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        **result.summary(),
     }
+
+
+def trained(kind: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The training record of KIND, training it unless ``--reuse`` finds one in WORK."""
+    record = work / kind / "training.json"
+    if args.reuse and record.is_file():
+        summary: dict[str, Any] = json.loads(record.read_text(encoding="utf-8"))
+        return summary
+    summary = train_kind(kind, work / "data", work / kind / "ensemble", args)
+    record.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--base-model", default="tiny")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--train-pairs", type=int, default=1000)
+    parser.add_argument("--base-model", default="minilm")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--train-pairs", type=int, default=400)
     parser.add_argument("--members", type=int, default=3)
-    parser.add_argument("--model-note", help="How the --artifact ensemble was trained (JSON).")
-    parser.add_argument("--out", default="bench/results/ensemble-cpu.json")
-    parser.add_argument(
-        "--artifact",
-        help="Measure this existing ensemble artifact (its members in ARTIFACT.work/member-k, as "
-        "`rmserve train --ensemble` leaves them) instead of training one; the demo eval data "
-        "is regenerated (seed 0).",
-    )
+    parser.add_argument("--kinds", default=",".join(KINDS), help="Which kinds to train.")
+    parser.add_argument("--work", help="Folder for data and trained artifacts (default: temp).")
+    parser.add_argument("--reuse", action="store_true", help="Reuse what --work holds.")
+    parser.add_argument("--train-only", action="store_true", help="Stop after training.")
+    parser.add_argument("--out", default="bench/results/ensemble-minilm-cpu.json")
     args = parser.parse_args()
+    kinds = [k for k in args.kinds.split(",") if k]
+    if any(k not in KINDS for k in kinds):
+        parser.error(f"--kinds: each of {', '.join(KINDS)}")
     from rmserve_training.demo_data import write_demo_data
 
-    rng = random.Random(0)
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        write_demo_data(root / "data", n_train=args.train_pairs, n_eval=300, seed=0)
-        folder = Path(args.artifact) if args.artifact else root / "ensemble"
-        training = (
-            {"artifact": str(folder), "trained_here": False}
-            if args.artifact
-            else train_members(root / "data", folder, args)
+        work = Path(args.work or tmp)
+        if not (work / "data" / "eval.jsonl").is_file():
+            write_demo_data(work / "data", n_train=args.train_pairs, n_eval=300, seed=0)
+        for kind in KINDS:
+            (work / kind).mkdir(parents=True, exist_ok=True)
+        training = {kind: trained(kind, work, args) for kind in kinds}
+        if args.train_only:
+            json.dump(training, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+            return 0
+        load_before = os.getloadavg()
+        held_out = HeldOut.build(load_preferences(work / "data" / "eval.jsonl").pairs)
+        ensembles = {
+            k: OrtEngine(load_artifact(work / k / "ensemble"), provider="cpu") for k in KINDS
+        }
+        single = OrtEngine(
+            load_artifact(work / "members" / "ensemble.work" / "member-0"), provider="cpu"
         )
-        ensemble = OrtEngine(load_artifact(folder), provider="cpu")
-        member_folder = folder.with_name(folder.name + ".work") / "member-0"
-        member = OrtEngine(load_artifact(member_folder), provider="cpu")
-        manifest = ensemble.artifact.manifest
-        assert manifest.ensemble is not None
-        means = [m.normalization.mean for m in manifest.ensemble]
-        stds = [m.normalization.std for m in manifest.ensemble]
-
-        def z_of(texts: list[tuple[str, str]]) -> np.ndarray:
-            raw = ensemble.score_texts([p for p, _ in texts], [r for _, r in texts])
-            return normalize_members(raw, means, stds)
-
-        pairs = load_preferences(root / "data" / "eval.jsonl").pairs
-        z_chosen = z_of([(p.prompt, p.chosen) for p in pairs])
-        z_rejected = z_of([(p.prompt, p.rejected) for p in pairs])
-        accuracy = {
-            f"member_{k}": float(np.mean(z_chosen[:, k] > z_rejected[:, k]))
-            for k in range(z_chosen.shape[1])
+        results = {kind: quality(engine, held_out) for kind, engine in ensembles.items()}
+        cost = cost_per_pair({"single": single, **ensembles}, held_out.chosen[:128])
+        load_after = os.getloadavg()
+        records = {
+            kind: json.loads((work / kind / "training.json").read_text(encoding="utf-8"))
+            for kind in KINDS
         }
-        accuracy["ensemble_mean"] = float(np.mean(z_chosen.mean(axis=1) > z_rejected.mean(axis=1)))
-        accuracy["ensemble_min"] = float(np.mean(z_chosen.min(axis=1) > z_rejected.min(axis=1)))
-        in_domain = [(p.prompt, p.chosen) for p in pairs] + [(p.prompt, p.rejected) for p in pairs]
-        disagreement_in = member_stats(z_of(in_domain)).std
-        perturbed = {
-            "shuffled_words": [(p, shuffled_words(r, rng)) for p, r in in_domain],
-            "off_domain_text": [(p.prompt, rng.choice(OFF_DOMAIN)) for p in pairs],
-            "other_prompt": [
-                (pairs[(i + 7) % len(pairs)].prompt, p.chosen) for i, p in enumerate(pairs)
-            ],
-        }
-        separation = {}
-        for kind, texts in perturbed.items():
-            disagreement = member_stats(z_of(texts)).std
-            separation[kind] = {
-                "auroc": round(auroc(disagreement_in, disagreement), 4),
-                "mean_std_in_domain": round(float(disagreement_in.mean()), 4),
-                "mean_std_perturbed": round(float(disagreement.mean()), 4),
-            }
-        cost = cost_ratio(ensemble, member, in_domain[:128])
-    best = max(v for k, v in accuracy.items() if k.startswith("member_"))
     result = {
         "benchmark": "ensemble",
-        "machine": f"{platform.machine()} CPU, onnxruntime CPU provider; shared by several "
-        "jobs while measured (compare ratios, not times)",
-        "model": args.model_note
-        or f"{args.members} x '{args.base_model}' full models, bootstrap, seeds 0..K-1, "
-        f"{args.epochs} epochs over {args.train_pairs} demo pairs, max_length 128",
-        "training": training,
-        "accuracy": {k: round(v, 4) for k, v in accuracy.items()},
-        "ensemble_minus_best_member": round(accuracy["ensemble_mean"] - best, 4),
-        "disagreement_auroc": separation,
+        "machine": f"{platform.machine()} CPU ({os.cpu_count()} cores), onnxruntime CPU "
+        "provider; training and measurement each under the shared CPU lock",
+        "model": f"{args.members} members of '{args.base_model}' per kind, --bootstrap, seeds "
+        f"0..K-1, {args.epochs} epochs over {args.train_pairs} demo pairs, batch 16, lr "
+        f"{'1e-3' if args.base_model == 'tiny' else '1e-4'}, cls pooling, max_length 128; "
+        "held-out: 300 demo eval pairs",
+        "kinds": {
+            "members": "K full models (rmserve train --ensemble K --bootstrap)",
+            "shared": "one backbone + K linear heads trained jointly (--ensemble-kind shared)",
+        },
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+        "training": records,
+        "quality": results,
         "cost_per_pair": cost,
+        "summary": {
+            kind: {
+                "accuracy": results[kind]["accuracy"],
+                "ensemble_minus_best_member": results[kind]["ensemble_minus_best_member"],
+                "auroc": {p: v["auroc"] for p, v in results[kind]["disagreement_auroc"].items()},
+                "cost_ratio_to_single": cost["ratio_to_single"][kind],
+                "training_wall_seconds": records[kind]["wall_seconds"],
+            }
+            for kind in KINDS
+        },
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -206,6 +206,12 @@ class Manifest(_Strict):
         description="Ensemble artifacts only: the members, one per column of the [B, K] output. "
         "Absent (not written at all) for a single model, so older readers still read those.",
     )
+    ensemble_kind: Literal["shared"] | None = Field(
+        default=None,
+        description="How an ensemble's members were built: absent for full models (one "
+        "backbone each), 'shared' for K linear heads on one backbone trained jointly. Not "
+        "written at all when absent.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -236,6 +242,12 @@ class Manifest(_Strict):
             self.normalization.mean != 0.0 or self.normalization.std != 1.0
         ):
             raise ValueError("an ensemble's normalization is mean 0, std 1 (members carry theirs)")
+        return self
+
+    @model_validator(mode="after")
+    def _kind_needs_an_ensemble(self) -> Manifest:
+        if self.ensemble_kind is not None and self.ensemble is None:
+            raise ValueError("ensemble_kind is for ensembles only (no ensemble list given)")
         return self
 
     @property
@@ -269,8 +281,9 @@ def artifact_files(folder: Path) -> list[str]:
 
 def write_manifest(folder: Path, manifest: Manifest) -> Path:
     path = folder / MANIFEST_FILE
-    # A single model's manifest is written exactly as before ensembles existed.
-    exclude = {"ensemble"} if manifest.ensemble is None else None
+    # A single model's manifest is written exactly as before ensembles existed, and a full
+    # members' ensemble exactly as before shared-backbone ones.
+    exclude = {name for name in ("ensemble", "ensemble_kind") if getattr(manifest, name) is None}
     path.write_text(manifest.model_dump_json(indent=2, exclude=exclude) + "\n", encoding="utf-8")
     return path
 

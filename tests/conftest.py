@@ -117,10 +117,8 @@ class TinyEnsemble:
     summary: dict[str, Any]
 
 
-@pytest.fixture(scope="session")
-def tiny_ensemble(demo_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TinyEnsemble:
-    """A K=3 ensemble of the tiny model (bootstrap resamples, seeds 0, 1, 2), trained once."""
-    root = tmp_path_factory.mktemp("tiny-ensemble")
+def train_tiny_ensemble(demo_data_dir: Path, root: Path, *extra: str) -> dict[str, Any]:
+    """``rmserve train --ensemble 3 --bootstrap`` of the tiny model into ROOT/ensemble."""
     # Members need not be good, only different: 2 epochs over the first 600 pairs (the three
     # cost about half the CPU of tiny_run).
     lines = (demo_data_dir / "train.jsonl").read_text(encoding="utf-8").splitlines()
@@ -136,9 +134,29 @@ def tiny_ensemble(demo_data_dir: Path, tmp_path_factory: pytest.TempPathFactory)
             "--ensemble", "3",
             "--bootstrap",
             *args,
+            *extra,
         ]
     )  # fmt: skip
     assert code == 0, lines
-    summary = json.loads(lines[-1])
+    summary: dict[str, Any] = json.loads(lines[-1])
+    return summary
+
+
+@pytest.fixture(scope="session")
+def tiny_ensemble(demo_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TinyEnsemble:
+    """A K=3 ensemble of the tiny model (bootstrap resamples, seeds 0, 1, 2), trained once."""
+    root = tmp_path_factory.mktemp("tiny-ensemble")
+    summary = train_tiny_ensemble(demo_data_dir, root)
     members = [root / "ensemble.work" / f"member-{k}" for k in range(3)]
     return TinyEnsemble(root / "ensemble", members, summary)
+
+
+@pytest.fixture(scope="session")
+def tiny_shared_ensemble(
+    demo_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> TinyEnsemble:
+    """The same K=3 ensemble as ``tiny_ensemble`` (same data, seeds, epochs) built as three
+    heads on one shared backbone (``--ensemble-kind shared``): ``members`` is empty."""
+    root = tmp_path_factory.mktemp("tiny-shared-ensemble")
+    summary = train_tiny_ensemble(demo_data_dir, root, "--ensemble-kind", "shared")
+    return TinyEnsemble(root / "ensemble", [], summary)

@@ -79,10 +79,11 @@ def run_train(args: argparse.Namespace) -> int:
     require_training_extra("train")
     from .distributed import cluster_session
     from .ensemble_train import EnsembleResult, train_ensemble
+    from .shared_train import SharedEnsembleResult
     from .train import TrainResult, train
 
     with user_errors("train"), cluster_session(settings.strategy) as cluster:
-        result: TrainResult | EnsembleResult = (
+        result: TrainResult | EnsembleResult | SharedEnsembleResult = (
             train_ensemble(settings, cluster) if settings.ensemble > 1 else train(settings, cluster)
         )
     if cluster.is_main:  # under torchrun one summary, from rank 0

@@ -1,4 +1,5 @@
-"""``rmserve train --ensemble K``: K full members, one after the other, then one artifact.
+"""``rmserve train --ensemble K``: K full members, one after the other, then one artifact
+(``--ensemble-kind shared``: K heads on one backbone instead, see ``shared_train``).
 
 Member k is an ordinary training run with seed ``seed + k`` (its own initialisation, shuffling
 and, with ``--bootstrap``, its own resample of the training pairs), written to
@@ -18,6 +19,7 @@ from rmserve.evaluate import evaluate_file
 from .distributed import Cluster
 from .ensemble import combine
 from .settings import TrainSettings
+from .shared_train import SharedEnsembleResult, train_shared
 from .train import TrainResult, train
 
 
@@ -57,7 +59,11 @@ def member_settings(settings: TrainSettings, k: int) -> TrainSettings:
     )
 
 
-def train_ensemble(settings: TrainSettings, cluster: Cluster | None = None) -> EnsembleResult:
+def train_ensemble(
+    settings: TrainSettings, cluster: Cluster | None = None
+) -> EnsembleResult | SharedEnsembleResult:
+    if settings.ensemble_kind == "shared":
+        return train_shared(settings, cluster)
     members: list[TrainResult] = []
     for k in range(settings.ensemble):
         result = train(member_settings(settings, k), cluster)

@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from tokenizers import Tokenizer
@@ -28,6 +29,7 @@ from rmserve.artifact import (
     MODEL_FILE,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
+    EnsembleMember,
     FileEntry,
     Manifest,
     Normalization,
@@ -78,6 +80,9 @@ class ExportRequest:
     dtype: Dtype = "fp32"
     external_data: bool = False  # weights in model.onnx.data even when they would fit inline
     training: TrainingRecord | None = None  # how rmserve train fitted the weights
+    # A scorer with output [B, K] (heads on one backbone): its K members, and the kind.
+    ensemble: Sequence[EnsembleMember] | None = None
+    ensemble_kind: Literal["shared"] | None = None
 
 
 def validation_pairs(
@@ -261,6 +266,8 @@ def export_artifact(request: ExportRequest, out: Path) -> Manifest:
             parameters=sum(p.numel() for p in request.scorer.parameters()),
             parity=report,
             training=request.training,
+            ensemble=list(request.ensemble) if request.ensemble else None,
+            ensemble_kind=request.ensemble_kind,
         )
         write_manifest(staging, manifest)
         _move_into_place(staging, out, scratch)

@@ -162,11 +162,23 @@ class TrainSettings(BaseSettings):
         description="Train on a bootstrap resample of the training pairs (drawn with "
         "replacement, seeded by --seed): ensemble members then see different data.",
     )
+    ensemble_kind: Literal["members", "shared"] = Field(
+        default="members",
+        description="With --ensemble K: 'members' trains K full models one after another; "
+        "'shared' trains K linear heads on one backbone jointly (one process; with "
+        "--bootstrap each head weights the pairs by its own resample's counts).",
+    )
 
     @model_validator(mode="after")
     def _paths_differ(self) -> TrainSettings:
         if self.work_dir is not None and self.work_dir.resolve() == self.out.resolve():
             raise ValueError("work_dir must differ from out: the artifact holds only served files")
+        return self
+
+    @model_validator(mode="after")
+    def _shared_kind_needs_an_ensemble(self) -> TrainSettings:
+        if self.ensemble_kind == "shared" and self.ensemble < 2:
+            raise ValueError("ensemble_kind 'shared' needs ensemble >= 2 (the number of heads)")
         return self
 
     @model_validator(mode="after")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from rmserve.preference_data import PreferencePair, load_preferences
 from rmserve.preprocess import PreparedPair, Preprocessor
 
 from .backbones import resolve_backbone
+from .bootstrap import bootstrap_resample
 from .chat_template import ChatTemplateError
 from .checkpoints import (
     TrainError,
@@ -230,8 +230,7 @@ def train(settings: TrainSettings, cluster: Cluster | None = None) -> TrainResul
     preprocessor = Preprocessor(tokenizer, preprocessing)
     train_pairs = train_set.pairs
     if settings.bootstrap:
-        draw = random.Random(settings.seed)
-        train_pairs = [draw.choice(train_pairs) for _ in range(len(train_pairs))]
+        train_pairs = bootstrap_resample(train_pairs, settings.seed)
     train_data = encode(preprocessor, train_pairs)
     eval_data = encode(preprocessor, eval_set.pairs)
     data_info = {

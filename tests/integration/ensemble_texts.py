@@ -13,6 +13,7 @@ import numpy as np
 
 from rmserve.artifact import Manifest
 from rmserve.engine import OrtEngine, load_artifact
+from rmserve.v1 import reward_pb2
 
 TEXTS = [
     ("What is the capital of France?", "Paris."),
@@ -46,3 +47,17 @@ def member_stats_of(manifest: Manifest) -> tuple[np.ndarray, np.ndarray]:
     means = np.array([m.normalization.mean for m in manifest.ensemble])
     stds = np.array([m.normalization.std for m in manifest.ensemble])
     return means, stds
+
+
+def batch_request(**options: object) -> reward_pb2.ScoreBatchRequest:
+    """ScoreBatch of TEXTS with the given ensemble options."""
+    pairs = [reward_pb2.Pair(prompt=p, response=r) for p, r in TEXTS]
+    return reward_pb2.ScoreBatchRequest(pairs=pairs, **options)  # type: ignore[arg-type]
+
+
+def expected_aggregate(z: np.ndarray, how: str, penalty: float) -> np.ndarray:
+    """The served aggregate, in numpy, of normalised member rewards z [N, K]."""
+    if how == "min":
+        return np.asarray(z.min(axis=1))
+    mean, std = z.mean(axis=1), z.std(axis=1, ddof=0)
+    return np.asarray(mean - penalty * std if how == "mean_minus_std" else mean)

@@ -17,6 +17,8 @@ from ensemble_texts import (
     OFFLINE_TOL,
     TEXTS,
     TRAINING_BOUND_S,
+    batch_request,
+    expected_aggregate,
     member_stats_of,
     offline_member_rewards,
 )
@@ -45,18 +47,6 @@ async def ensemble_server(tiny_ensemble: Any) -> AsyncIterator[Harness]:
     )
     async with serving(settings) as harness:
         yield harness
-
-
-def batch_request(**options: object) -> reward_pb2.ScoreBatchRequest:
-    pairs = [reward_pb2.Pair(prompt=p, response=r) for p, r in TEXTS]
-    return reward_pb2.ScoreBatchRequest(pairs=pairs, **options)  # type: ignore[arg-type]
-
-
-def expected_aggregate(z: np.ndarray, how: str, penalty: float) -> np.ndarray:
-    if how == "min":
-        return np.asarray(z.min(axis=1))
-    mean, std = z.mean(axis=1), z.std(axis=1, ddof=0)
-    return np.asarray(mean - penalty * std if how == "mean_minus_std" else mean)
 
 
 @pytest.mark.parametrize(

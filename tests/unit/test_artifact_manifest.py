@@ -17,6 +17,7 @@ from rmserve.artifact import (
     TOKENIZER_FILE,
     WEIGHTS_FILE,
     ArtifactError,
+    EnsembleMember,
     Manifest,
     Normalization,
     ParityReport,
@@ -94,8 +95,31 @@ def test_round_trip(folder: Path) -> None:
 def test_a_single_model_manifest_has_no_ensemble_key(folder: Path) -> None:
     """Written exactly as before ensembles existed, so older servers still read it."""
     raw = json.loads((folder / MANIFEST_FILE).read_text())
-    assert "ensemble" not in raw
+    assert "ensemble" not in raw and "ensemble_kind" not in raw
     assert read_manifest(folder).ensemble is None and read_manifest(folder).members == 0
+
+
+def test_ensemble_kind_is_written_only_for_shared_backbone_ensembles(folder: Path) -> None:
+    """A full members' ensemble is written as before (no key); 'shared' is recorded."""
+    single = read_manifest(folder)
+    members = [
+        EnsembleMember(
+            name=f"h{k}", version=f"v{k}", backbone="tiny", pooling="cls",
+            normalization=Normalization(mean=0.1 * k, std=1.0 + k),
+        )
+        for k in range(2)
+    ]  # fmt: skip
+    full = Manifest.model_validate(
+        {**single.model_dump(), "ensemble": members, "normalization": {"mean": 0.0, "std": 1.0}}
+    )
+    shared = Manifest.model_validate({**full.model_dump(), "ensemble_kind": "shared"})
+    for manifest, kind in ((full, None), (shared, "shared")):
+        write_manifest(folder, manifest)
+        raw = json.loads((folder / MANIFEST_FILE).read_text())
+        assert ("ensemble_kind" in raw) == (kind is not None) and raw.get("ensemble_kind") == kind
+        assert read_manifest(folder).ensemble_kind == kind
+    with pytest.raises(ValueError, match="ensemble_kind is for ensembles only"):
+        Manifest.model_validate({**single.model_dump(), "ensemble_kind": "shared"})
 
 
 def test_external_weights_are_verified(external: Path) -> None:
