@@ -119,3 +119,9 @@ def members_pb(manifest: Manifest) -> list[reward_pb2.EnsembleMember]:
         )
         for m in manifest.ensemble or ()
     ]
+
+
+def ensemble_kind(manifest: Manifest) -> str:
+    if manifest.ensemble is None:
+        return ""
+    return manifest.ensemble_kind or "full"

@@ -32,6 +32,7 @@ from rmserve.errors import (
 )
 from rmserve.group_stats import group_stats
 from rmserve.grpc_messages import (
+    ensemble_kind,
     members_pb,
     parity_pb,
     prefer_result,
@@ -332,6 +333,7 @@ class RewardServicer:
                 parameters=manifest.parameters or 0,
                 parity=parity_pb(manifest.parity),
                 members=members_pb(manifest),
+                ensemble_kind=ensemble_kind(manifest),
                 default_aggregate=core.config.ensemble_aggregate if manifest.ensemble else "",
                 default_uncertainty_penalty=core.config.ensemble_uncertainty_penalty
                 if manifest.ensemble

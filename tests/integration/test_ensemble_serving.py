@@ -157,7 +157,7 @@ async def test_model_info_lists_the_members(ensemble_server: Harness, tiny_ensem
     assert [m.version for m in info.members] == [m.version for m in members]
     assert [m.normalization_mean for m in info.members] == [m.normalization.mean for m in members]
     assert [m.normalization_std for m in info.members] == [m.normalization.std for m in members]
-    assert info.default_aggregate == "mean"
+    assert info.default_aggregate == "mean" and info.ensemble_kind == "full"
     assert info.default_uncertainty_penalty == PENALTY_DEFAULT
     assert (info.normalization_mean, info.normalization_std) == (0.0, 1.0)
 
@@ -219,7 +219,7 @@ async def test_a_single_model_ignores_ensemble_options(shared: Harness) -> None:
     )
     assert not prefer.result.HasField("probability_a_std")
     info = await shared.stub.GetModelInfo(reward_pb2.GetModelInfoRequest(), timeout=60)
-    assert not info.members and info.default_aggregate == ""
+    assert not info.members and info.default_aggregate == "" and info.ensemble_kind == ""
 
 
 async def test_score_group_serves_the_aggregate_with_the_spread(ensemble_server: Harness) -> None:

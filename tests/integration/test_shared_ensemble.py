@@ -129,6 +129,7 @@ async def test_prefer_and_model_info(
     manifest = read_manifest(tiny_shared_ensemble.artifact)
     assert manifest.ensemble is not None
     assert [m.version for m in info.members] == [m.version for m in manifest.ensemble]
+    assert info.ensemble_kind == "shared"
     assert [m.normalization_std for m in info.members] == [
         m.normalization.std for m in manifest.ensemble
     ]
