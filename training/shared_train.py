@@ -19,16 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer
 
 from rmserve.artifact import Normalization
 from rmserve.engine import load_artifact
 from rmserve.evaluate import evaluate_file
-from rmserve.preference_data import load_preferences
-from rmserve.preprocess import Preprocessor
 
-from .backbones import resolve_backbone
-from .chat_template import ChatTemplateError
 from .checkpoints import TrainError, validation_texts
 from .distributed import Cluster
 from .export import ExportRequest, export_artifact
@@ -40,8 +35,8 @@ from .optim import build_optimizer
 from .precision import autocast, device_of
 from .settings import TrainSettings
 from .shared_heads import build_shared_model, head_members, head_weights
-from .text_setup import TextSetupError, text_setup
 from .train import METRICS_FILE, Encoded, MetricsLog, batches_for_epoch, encode, score_stacked
+from .train_inputs import load_train_inputs
 
 log = logging.getLogger(__name__)
 
@@ -135,26 +130,11 @@ def train_shared(settings: TrainSettings, cluster: Cluster | None = None) -> Sha
     metrics_log = MetricsLog(work / METRICS_FILE, append=False)
 
     # --- data --------------------------------------------------------------------------------
-    train_set = load_preferences(settings.train_data, skip_bad=settings.skip_bad_lines)
-    eval_set = load_preferences(settings.eval_data, skip_bad=settings.skip_bad_lines)
-    if not train_set.pairs or not eval_set.pairs:
-        raise TrainError("training and eval data must each hold at least one pair")
-    source = resolve_backbone(settings.base_model)
-    positions = getattr(source.config, "max_position_embeddings", None)
-    max_length = settings.max_length
-    if isinstance(positions, int) and max_length > positions:
-        if "max_length" in settings.model_fields_set:
-            raise TrainError(
-                f"--max-length {max_length} exceeds the backbone's {positions} positions"
-            )
-        max_length = positions
-    try:
-        texts = text_setup(source, max_length)
-    except (TextSetupError, ChatTemplateError) as e:
-        raise TrainError(str(e)) from e
+    inputs = load_train_inputs(settings)
+    train_set, eval_set = inputs.train_set, inputs.eval_set
+    source, texts, preprocessor = inputs.source, inputs.texts, inputs.preprocessor
     preprocessing = texts.preprocessing
     pad_token_id = preprocessing.pad_token_id
-    preprocessor = Preprocessor(Tokenizer.from_str(texts.tokenizer_json), preprocessing)
     train_data = encode(preprocessor, train_set.pairs)  # every pair once; weights resample
     eval_data = encode(preprocessor, eval_set.pairs)
     weights = head_weights(len(train_data), settings.seed, heads, settings.bootstrap)

@@ -13,14 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer
 
-from rmserve.preference_data import PreferencePair, load_preferences
+from rmserve.preference_data import PreferencePair
 from rmserve.preprocess import PreparedPair, Preprocessor
 
-from .backbones import resolve_backbone
 from .bootstrap import bootstrap_resample
-from .chat_template import ChatTemplateError
 from .checkpoints import (
     TrainError,
     build_model,
@@ -49,7 +46,7 @@ from .sharding import (
     resume_layout_error,
 )
 from .steps import evaluate_sharded, train_step
-from .text_setup import TextSetupError, text_setup
+from .train_inputs import load_train_inputs
 
 log = logging.getLogger(__name__)
 
@@ -207,27 +204,10 @@ def train(settings: TrainSettings, cluster: Cluster | None = None) -> TrainResul
     )
 
     # --- data --------------------------------------------------------------------------------
-    train_set = load_preferences(settings.train_data, skip_bad=settings.skip_bad_lines)
-    eval_set = load_preferences(settings.eval_data, skip_bad=settings.skip_bad_lines)
-    if not train_set.pairs or not eval_set.pairs:
-        raise TrainError("training and eval data must each hold at least one pair")
-    source = resolve_backbone(settings.base_model)
-    positions = getattr(source.config, "max_position_embeddings", None)
-    max_length = settings.max_length
-    if isinstance(positions, int) and max_length > positions:
-        if "max_length" in settings.model_fields_set:
-            raise TrainError(
-                f"--max-length {max_length} exceeds the backbone's {positions} positions"
-            )
-        max_length = positions  # the default window is wider than this backbone: use all of it
-    try:
-        texts = text_setup(source, max_length)
-    except (TextSetupError, ChatTemplateError) as e:
-        raise TrainError(str(e)) from e
-    tokenizer = Tokenizer.from_str(texts.tokenizer_json)
-    preprocessing = texts.preprocessing
-    pad_token_id = preprocessing.pad_token_id
-    preprocessor = Preprocessor(tokenizer, preprocessing)
+    inputs = load_train_inputs(settings)
+    train_set, eval_set = inputs.train_set, inputs.eval_set
+    source, texts, preprocessor = inputs.source, inputs.texts, inputs.preprocessor
+    pad_token_id = texts.preprocessing.pad_token_id
     train_pairs = train_set.pairs
     if settings.bootstrap:
         train_pairs = bootstrap_resample(train_pairs, settings.seed)
@@ -290,7 +270,7 @@ def train(settings: TrainSettings, cluster: Cluster | None = None) -> TrainResul
             "backbone_config": config_dict,
             "pooling": model.pooling,
             "tokenizer_json": texts.tokenizer_json,
-            "preprocessing": preprocessing.model_dump(mode="json"),
+            "preprocessing": texts.preprocessing.model_dump(mode="json"),
             "eval_metrics": eval_metrics,
             "normalization": normalization,
             "training": record.model_dump(mode="json"),
