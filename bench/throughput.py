@@ -98,11 +98,13 @@ def raw_onnxruntime(
             engine.score(batch)
         return time.perf_counter() - start
 
+    other, cpu = OtherLoad(), time.process_time()
     by_size = {size: timed(size) for size in batch_sizes}
     best = min(by_size, key=lambda size: by_size[size])
     seconds = min(timed(best), by_size[best])
     return {
         "name": "raw onnxruntime",
+        "other_cpu_cores": other.cores(time.process_time() - cpu),
         "best_batch_size": best,
         "seconds_by_batch_size": by_size,
         "pairs_per_s": len(ordered) / seconds,
@@ -127,9 +129,10 @@ def replays(
             limits.max_batch_tokens, measure=config.warmup_runs > 0,
         )  # fmt: skip
         for mode, (request_pairs, in_flight) in REPLAY_MODES.items():
-            out[f"{mode} {policy} replay"] = replay(
-                engine, prepared, request_pairs, in_flight, limits, cost, policy
-            )
+            other, cpu = OtherLoad(), time.process_time()
+            got = replay(engine, prepared, request_pairs, in_flight, limits, cost, policy)
+            got["other_cpu_cores"] = other.cores(time.process_time() - cpu)
+            out[f"{mode} {policy} replay"] = got
     return out
 
 
@@ -198,6 +201,25 @@ def batch_figures(
     }
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all cores of the machine spent busy since boot (``/proc/stat``)."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+        int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """CPU the rest of the machine used during a measurement, in cores: the machine's busy
+    time minus what the measured processes used (``own_s``)."""
+
+    def __init__(self) -> None:
+        self.busy, self.wall = machine_busy_s(), time.perf_counter()
+
+    def cores(self, own_s: float) -> float:
+        return (machine_busy_s() - self.busy - own_s) / (time.perf_counter() - self.wall)
+
+
 def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds of a process's threads by group: ``main`` (the event loop: gRPC handlers,
     small requests' tokenising, the batcher), ``grpc-core`` (gRPC's C threads: sockets,
@@ -233,10 +255,13 @@ def server_run(
         if queue.get(timeout=900) != "warm":
             raise RuntimeError("the load generator did not warm up")
         counters, cpu, started = metric_samples(server.scrape()), thread_cpu(pid), time.time()
+        other = OtherLoad()
         go.set()
         summary: dict[str, Any] = queue.get(timeout=900)
         seconds = time.time() - started
         page, cpu_after = server.scrape(), thread_cpu(pid)
+        server_cpu_s = sum(cpu_after.values()) - sum(cpu.values())
+        other_cores = other.cores(server_cpu_s + summary["client_cpu_s"])
         generator.join(timeout=60)
     finally:
         server.terminate()
@@ -245,6 +270,7 @@ def server_run(
     summary["server_cpu_share_by_thread"] = {
         group: (cpu_after[group] - cpu[group]) / seconds for group in cpu
     }
+    summary["other_cpu_cores"] = other_cores
     summary["name"] = name
     summary["load_generator_cpu_share"] = summary["client_cpu_s"] / summary["duration_s"]
     return summary
@@ -339,13 +365,15 @@ def main() -> None:
         if args.out:  # after every mix: a later failure keeps what was measured
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"{'run':44} {'tokens/s':>9} {'pairs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'batch':>6}")
+    head = f"{'run':44} {'tokens/s':>9} {'pairs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'batch':>6}"
+    print(head + f" {'other cores':>11}")
     for result in results:
         for r in result["runs"].values():
             print(
                 f"{r['name']:44} {r['tokens_per_s']:9.0f} {r['pairs_per_s']:8.1f} "
                 f"{r.get('p50_ms', float('nan')):8.1f} {r.get('p99_ms', float('nan')):8.1f} "
-                f"{r.get('mean_batch_size', r.get('best_batch_size', 0)):6.1f}"
+                f"{r.get('mean_batch_size', r.get('best_batch_size', 0)):6.1f} "
+                f"{r.get('other_cpu_cores', float('nan')):11.2f}"
             )
         print("  " + "  ".join(f"{k} = {v:.3f}" for k, v in result["ratios"].items()))
 
