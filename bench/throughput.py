@@ -2,20 +2,27 @@
 
 For each mix (prompt+response tokens uniform in short 16..64, mixed 16..256, long 256..512):
 
-  1. raw onnxruntime session on pre-tokenised pairs, sorted by length, in its best batch size
+  1. raw onnxruntime session on pre-tokenised pairs, all sorted by length, at its best batch
+     size (the median of three timings at that size: two before the server runs, one after)
   2. the server with 64 concurrent single-pair Score callers
-  3. the server with ScoreBatch requests of 256 pairs
+  3. the server with ScoreBatch requests of 256 pairs (two callers)
 
-and 2-3 twice: ``before`` is the hand-tuned policy and the server's default (``--batch-policy
-caps --max-batch-tokens 1024 --max-padding-ratio 1.05``), ``after`` batches cut by the cost model
-the server measures at warm-up (``--batch-policy measured``, caps raised to their maxima so the
-cost model decides alone, as when this benchmark's committed results were taken).
-``--unbatched`` adds the server with batching off.
+and 2-3 once per policy: ``caps``, the hand-tuned policy and the server's default
+(``--batch-policy caps --max-batch-tokens 1024 --max-padding-ratio 1.05``), and ``measured``,
+batches cut by the cost model the server measures at warm-up (``--batch-policy measured``,
+caps raised to their maxima so the cost model decides alone). ``--unbatched`` adds the server
+with batching off. Unless ``--no-replay``, each policy is also replayed on the bare session
+over the server's in-flight window (``throughput_replay.py``): ``replay / raw`` is what the
+policy and the window cost, ``server / replay`` what the server itself costs.
 
-The load generator (``rmserve.loadtest``) runs in its own process and shares the cores with the
-server; its CPU share is reported, and so is the machine's load average before and after. Use
-a MiniLM artifact with max_length >= 512 (``rmserve train --base-model minilm --max-length 512``):
-with the tiny test model the server's overhead dominates and the ratios mean nothing.
+For each server run, over the measured load only (counters read after the load generator's
+warm-up): batches, mean rows, padding (padded / real tokens), the engine's busy fraction and
+its real tokens per busy second, the server's CPU by thread group and the load generator's.
+The load generator runs in its own process and shares the cores with the server. Every run
+records ``other_cpu_cores``: what the rest of the machine used meanwhile (a figure taken while
+it is not ~0 measured a shared machine). Use a MiniLM artifact with max_length >= 512
+(``rmserve train --base-model minilm --max-length 512``): with the tiny test model the server's
+overhead dominates and the ratios mean nothing.
 
     .venv/bin/python bench/throughput.py --artifact A --out bench/results/throughput-mixes.json
 """
@@ -50,8 +57,8 @@ BATCH_DEADLINE_S = 600.0  # a ScoreBatch of 256 long pairs takes tens of seconds
 OLD_CAPS: dict[str, Any] = {"max_batch_tokens": 1024, "max_padding_ratio": 1.05}
 NO_CAPS: dict[str, Any] = {"max_batch_tokens": 1048576, "max_padding_ratio": 100.0}
 POLICIES: dict[str, dict[str, Any]] = {
-    "before": {"batch_policy": "caps", **OLD_CAPS},
-    "after": {"batch_policy": "measured", **NO_CAPS},
+    "caps": {"batch_policy": "caps", **OLD_CAPS},
+    "measured": {"batch_policy": "measured", **NO_CAPS},
 }
 RAW_BATCH_SIZES = (1, 4, 8, 16, 32)
 REPLAY_MODES = {"score64": (1, 64), "batch256": (256, 2)}  # pairs per request, callers
@@ -327,8 +334,8 @@ def run_mix(mix: str, args: argparse.Namespace) -> dict[str, Any]:
     base = raw["tokens_per_s"]
     ratios = {f"{key} / raw": r["tokens_per_s"] / base for key, r in runs.items() if key != "raw"}
     for mode in ("score64", "batch256"):
-        after, before = runs[f"{mode} after"], runs[f"{mode} before"]
-        ratios[f"{mode} after / before"] = after["tokens_per_s"] / (
+        after, before = runs[f"{mode} measured"], runs[f"{mode} caps"]
+        ratios[f"{mode} measured / caps"] = after["tokens_per_s"] / (
             before["tokens_per_s"] or float("nan")
         )
         for policy in POLICIES if args.replay else ():
