@@ -159,7 +159,7 @@ class CostTable:
 
     def describe(self) -> str:
         """The table for the log: milliseconds per batch / padded kilotokens per second."""
-        head = "rows\\len " + " ".join(f"{n:>13}" for n in self.lengths)
+        head = "rows\\len " + " ".join(f"{n:>14}" for n in self.lengths)
         lines = [
             f"engine cost table ({self.source}; ms per batch / padded ktok per s; * extrapolated):",
             head,
