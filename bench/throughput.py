@@ -2,20 +2,27 @@
 
 For each mix (prompt+response tokens uniform in short 16..64, mixed 16..256, long 256..512):
 
-  1. raw onnxruntime session on pre-tokenised pairs, sorted by length, in its best batch size
+  1. raw onnxruntime session on pre-tokenised pairs, all sorted by length, at its best batch
+     size (the median of three timings at that size: two before the server runs, one after)
   2. the server with 64 concurrent single-pair Score callers
-  3. the server with ScoreBatch requests of 256 pairs
+  3. the server with ScoreBatch requests of 256 pairs (two callers)
 
-and 2-3 twice: ``before`` is the hand-tuned policy and the server's default (``--batch-policy
-caps --max-batch-tokens 1024 --max-padding-ratio 1.05``), ``after`` batches cut by the cost model
-the server measures at warm-up (``--batch-policy measured``, caps raised to their maxima so the
-cost model decides alone, as when this benchmark's committed results were taken).
-``--unbatched`` adds the server with batching off.
+and 2-3 once per policy: ``caps``, the hand-tuned policy and the server's default
+(``--batch-policy caps --max-batch-tokens 1024 --max-padding-ratio 1.05``), and ``measured``,
+batches cut by the cost model the server measures at warm-up (``--batch-policy measured``,
+caps raised to their maxima so the cost model decides alone). ``--unbatched`` adds the server
+with batching off. Unless ``--no-replay``, each policy is also replayed on the bare session
+over the server's in-flight window (``throughput_replay.py``): ``replay / raw`` is what the
+policy and the window cost, ``server / replay`` what the server itself costs.
 
-The load generator (``rmserve.loadtest``) runs in its own process and shares the cores with the
-server; its CPU share is reported, and so is the machine's load average before and after. Use
-a MiniLM artifact with max_length >= 512 (``rmserve train --base-model minilm --max-length 512``):
-with the tiny test model the server's overhead dominates and the ratios mean nothing.
+For each server run, over the measured load only (counters read after the load generator's
+warm-up): batches, mean rows, padding (padded / real tokens), the engine's busy fraction and
+its real tokens per busy second, the server's CPU by thread group and the load generator's.
+The load generator runs in its own process and shares the cores with the server. Every run
+records ``other_cpu_cores``: what the rest of the machine used meanwhile (a figure taken while
+it is not ~0 measured a shared machine). Use a MiniLM artifact with max_length >= 512
+(``rmserve train --base-model minilm --max-length 512``): with the tiny test model the server's
+overhead dominates and the ratios mean nothing.
 
     .venv/bin/python bench/throughput.py --artifact A --out bench/results/throughput-mixes.json
 """
@@ -28,26 +35,33 @@ import multiprocessing
 import os
 import random
 import re
+import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+from throughput_replay import replay
+
 from rmserve import testing
+from rmserve.core import CoreConfig
+from rmserve.cost_model import cost_for_policy
 from rmserve.engine import OrtEngine, load_artifact
 from rmserve.loadtest import LoadPair, run
 from rmserve.preprocess import PreparedPair
+from rmserve.settings import ServerSettings
 from rmserve.testing import ServerProcess
 
 MIXES = {"short": (16, 64), "mixed": (16, 256), "long": (256, 512)}
 PAIRS = {"short": 1024, "mixed": 512, "long": 192}  # about the same tokens in each mix
 BATCH_DEADLINE_S = 600.0  # a ScoreBatch of 256 long pairs takes tens of seconds on 2 cores
-OLD_CAPS = ["--max-batch-tokens", "1024", "--max-padding-ratio", "1.05"]
-NO_CAPS = ["--max-batch-tokens", "1048576", "--max-padding-ratio", "100"]
-POLICIES = {
-    "before": ["--batch-policy", "caps", *OLD_CAPS],
-    "after": ["--batch-policy", "measured", *NO_CAPS],
+OLD_CAPS: dict[str, Any] = {"max_batch_tokens": 1024, "max_padding_ratio": 1.05}
+NO_CAPS: dict[str, Any] = {"max_batch_tokens": 1048576, "max_padding_ratio": 100.0}
+POLICIES: dict[str, dict[str, Any]] = {
+    "caps": {"batch_policy": "caps", **OLD_CAPS},
+    "measured": {"batch_policy": "measured", **NO_CAPS},
 }
 RAW_BATCH_SIZES = (1, 4, 8, 16, 32)
+REPLAY_MODES = {"score64": (1, 64), "batch256": (256, 2)}  # pairs per request, callers
 _WORD_TEXT = (
     "the reward model scores each answer for helpful correct and polite replies while "
     "capital city river mountain number water light music garden paper window market "
@@ -73,35 +87,68 @@ def make_pairs(artifact: Path, count: int, seed: int, lo: int, hi: int) -> list[
     return pairs
 
 
-def raw_onnxruntime(artifact: Path, pairs: list[LoadPair], threads: int) -> dict[str, Any]:
-    loaded = load_artifact(artifact)
-    engine = OrtEngine(loaded, "cpu", threads)
-    prepared = loaded.preprocessor.prepare_many(
-        [p.prompt for p in pairs], [p.response for p in pairs]
-    )
-    prepared.sort(key=lambda p: p.num_tokens)
-    real_tokens = sum(p.num_tokens for p in prepared)
+def server_flags(overrides: dict[str, Any]) -> list[str]:
+    return [f for k, v in overrides.items() for f in (f"--{k.replace('_', '-')}", str(v))]
 
-    def timed(batch_size: int) -> float:
-        batches: list[list[PreparedPair]] = [
-            prepared[i : i + batch_size] for i in range(0, len(prepared), batch_size)
-        ]
-        engine.score(batches[0])
-        start = time.perf_counter()
-        for batch in batches:
-            engine.score(batch)
-        return time.perf_counter() - start
 
-    by_size = {size: timed(size) for size in RAW_BATCH_SIZES}
+def timed_sorted(engine: OrtEngine, prepared: list[PreparedPair], batch_size: int) -> float:
+    """Seconds to score all of ``prepared``, sorted by length, in batches of ``batch_size``."""
+    ordered = sorted(prepared, key=lambda p: p.num_tokens)
+    batches = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+    engine.score(batches[0])
+    start = time.perf_counter()
+    for batch in batches:
+        engine.score(batch)
+    return time.perf_counter() - start
+
+
+def raw_onnxruntime(
+    engine: OrtEngine, prepared: list[PreparedPair], batch_sizes: tuple[int, ...]
+) -> dict[str, Any]:
+    """All pairs sorted by length, in batches of each size; the best size timed again. The
+    caller times it a third time after the server runs (``raw_rate``: the median of the three,
+    so neither one lucky run nor a burst of load elsewhere sets the baseline)."""
+    other, cpu = OtherLoad(), time.process_time()
+    by_size = {size: timed_sorted(engine, prepared, size) for size in batch_sizes}
     best = min(by_size, key=lambda size: by_size[size])
-    seconds = min(timed(best), by_size[best])
     return {
         "name": "raw onnxruntime",
         "best_batch_size": best,
         "seconds_by_batch_size": by_size,
-        "pairs_per_s": len(prepared) / seconds,
-        "tokens_per_s": real_tokens / seconds,
+        "seconds_at_best_batch": [by_size[best], timed_sorted(engine, prepared, best)],
+        "other_cpu_cores": other.cores(time.process_time() - cpu),
     }
+
+
+def raw_rate(raw: dict[str, Any], prepared: list[PreparedPair]) -> None:
+    """Fill in ``raw``'s rates from the median of its timings at the best batch size."""
+    seconds = statistics.median(raw["seconds_at_best_batch"])
+    raw["pairs_per_s"] = len(prepared) / seconds
+    raw["tokens_per_s"] = sum(p.num_tokens for p in prepared) / seconds
+
+
+def replays(
+    artifact: Path, engine: OrtEngine, prepared: list[PreparedPair], threads: int
+) -> dict[str, dict[str, Any]]:
+    """For each policy, ``throughput_replay.replay`` with the limits and cost model the server
+    would use (the cost table measured here, on the bare engine, as the server's warm-up does)."""
+    loaded = engine.artifact
+    long = loaded.preprocessor.prepare("", "warm up " * loaded.preprocessor.config.max_length)
+    out = {}
+    for policy, overrides in POLICIES.items():
+        settings = ServerSettings(artifact=artifact, intra_op_threads=threads, **overrides)
+        config = CoreConfig.from_settings(settings)
+        limits = config.limits
+        cost = cost_for_policy(
+            config.batch_policy, engine.score, long, limits.max_batch_size,
+            limits.max_batch_tokens, measure=config.warmup_runs > 0,
+        )  # fmt: skip
+        for mode, (request_pairs, in_flight) in REPLAY_MODES.items():
+            other, cpu = OtherLoad(), time.process_time()
+            got = replay(engine, prepared, request_pairs, in_flight, limits, cost, policy)
+            got["other_cpu_cores"] = other.cores(time.process_time() - cpu)
+            out[f"{mode} {policy} replay"] = got
+    return out
 
 
 def start_server(artifact: Path, threads: int, extra: list[str]) -> ServerProcess:
@@ -114,34 +161,97 @@ def start_server(artifact: Path, threads: int, extra: list[str]) -> ServerProces
     return server
 
 
-def _load_process(target: str, pairs: list[LoadPair], kwargs: dict[str, Any], out: Any) -> None:
+def _load_process(
+    target: str, pairs: list[LoadPair], kwargs: dict[str, Any], out: Any, go: Any
+) -> None:
+    """Warm the server up, say so, wait for ``go`` (the parent reads the server's counters
+    meanwhile), then run the measured load."""
     warm = {k: v for k, v in kwargs.items() if k not in ("duration_s", "batch_size")}
     run(target, pairs[:64], duration_s=2.0, batch_size=16, **warm)
+    out.put("warm")
+    go.wait()
     out.put(run(target, pairs, **kwargs).summary())
 
 
-def batch_figures(metrics_page: str) -> dict[str, Any]:
-    """Mean batch size and padding ratio, and the cost table, from the server's /metrics."""
+def metric_samples(metrics_page: str) -> dict[str, float]:
+    """Unlabelled ``rmserve_*`` samples of a /metrics page."""
     samples: dict[str, float] = {}
+    for line in metrics_page.splitlines():
+        m = re.match(r"(rmserve_\w+?) ([-+0-9.e]+|NaN)$", line)
+        if m:
+            samples[m.group(1)] = float(m.group(2))
+    return samples
+
+
+def cost_table(metrics_page: str) -> dict[str, float]:
     table: dict[str, float] = {}
     for line in metrics_page.splitlines():
-        m = re.match(r"(rmserve_\w+?)(\{[^}]*\})? ([-+0-9.e]+|NaN)$", line)
-        if not m:
-            continue
-        name, labels, value = m.group(1), m.group(2) or "", float(m.group(3))
-        if name == "rmserve_batch_cost_seconds":
-            got = dict(re.findall(r'(\w+)="([^"]*)"', labels))
-            table[f"{got['rows']}x{got['padded_length']}"] = value
-        elif not labels:
-            samples[name] = value
-    batches = samples.get("rmserve_batch_size_count", 0.0) or float("nan")
+        m = re.match(r"rmserve_batch_cost_seconds\{([^}]*)\} ([-+0-9.e]+)$", line)
+        if m:
+            got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+            table[f"{got['rows']}x{got['padded_length']}"] = float(m.group(2))
+    return table
+
+
+def batch_figures(
+    before: dict[str, float], after: dict[str, float], seconds: float
+) -> dict[str, Any]:
+    """What the engine did during the measured load, from the server's counters before and
+    after it: batches, their mean size and padding (padded / real tokens over all batches),
+    the fraction of the wall time the engine was running, and its tokens per running second."""
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    batches = delta("rmserve_batch_size_count") or float("nan")
+    engine_s = delta("rmserve_inference_duration_seconds_sum") or float("nan")
+    real = delta("rmserve_tokens_total") or float("nan")
     return {
-        "batches": samples.get("rmserve_batch_size_count", 0.0),
-        "mean_batch_size": samples.get("rmserve_batch_size_sum", 0.0) / batches,
-        "mean_padding_ratio": samples.get("rmserve_padding_ratio_sum", 0.0) / batches,
-        "mean_inference_s": samples.get("rmserve_inference_duration_seconds_sum", 0.0) / batches,
-        "cost_table_seconds": table,
+        "batches": delta("rmserve_batch_size_count"),
+        "mean_batch_size": delta("rmserve_batch_size_sum") / batches,
+        "padding_ratio": delta("rmserve_batch_tokens_sum") / real,
+        "mean_inference_s": engine_s / batches,
+        "engine_busy_fraction": engine_s / seconds,
+        "engine_tokens_per_busy_s": real / engine_s,
     }
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all cores of the machine spent busy since boot (``/proc/stat``)."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+        int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """CPU the rest of the machine used during a measurement, in cores: the machine's busy
+    time minus what the measured processes used (``own_s``)."""
+
+    def __init__(self) -> None:
+        self.busy, self.wall = machine_busy_s(), time.perf_counter()
+
+    def cores(self, own_s: float) -> float:
+        return (machine_busy_s() - self.busy - own_s) / (time.perf_counter() - self.wall)
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's threads by group: ``main`` (the event loop: gRPC handlers,
+    small requests' tokenising, the batcher), ``grpc-core`` (gRPC's C threads: sockets,
+    timers) and ``other`` (the engine thread, onnxruntime's workers, tokeniser workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    groups = {"main": 0.0, "grpc-core": 0.0, "other": 0.0}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        group = "main" if int(tid) == pid else "grpc-core" if comm != "python" else "other"
+        groups[group] += seconds
+    return groups
 
 
 def server_run(
@@ -149,19 +259,33 @@ def server_run(
     load: dict[str, Any],
 ) -> dict[str, Any]:  # fmt: skip
     server = start_server(artifact, threads, server_flags)
-    port = server.port
+    port, pid = server.port, server.process.pid
     try:
         ctx = multiprocessing.get_context("spawn")
-        queue = ctx.Queue()
+        queue, go = ctx.Queue(), ctx.Event()
         generator = ctx.Process(
-            target=_load_process, args=(f"127.0.0.1:{port}", pairs, load, queue)
+            target=_load_process, args=(f"127.0.0.1:{port}", pairs, load, queue, go)
         )
         generator.start()
+        if queue.get(timeout=900) != "warm":
+            raise RuntimeError("the load generator did not warm up")
+        counters, cpu, started = metric_samples(server.scrape()), thread_cpu(pid), time.time()
+        other = OtherLoad()
+        go.set()
         summary: dict[str, Any] = queue.get(timeout=900)
+        seconds = time.time() - started
+        page, cpu_after = server.scrape(), thread_cpu(pid)
+        server_cpu_s = sum(cpu_after.values()) - sum(cpu.values())
+        other_cores = other.cores(server_cpu_s + summary["client_cpu_s"])
         generator.join(timeout=60)
-        summary.update(batch_figures(server.scrape()))
     finally:
         server.terminate()
+    summary.update(batch_figures(counters, metric_samples(page), summary["duration_s"]))
+    summary["cost_table_seconds"] = cost_table(page)
+    summary["server_cpu_share_by_thread"] = {
+        group: (cpu_after[group] - cpu[group]) / seconds for group in cpu
+    }
+    summary["other_cpu_cores"] = other_cores
     summary["name"] = name
     summary["load_generator_cpu_share"] = summary["client_cpu_s"] / summary["duration_s"]
     return summary
@@ -170,13 +294,23 @@ def server_run(
 def run_mix(mix: str, args: argparse.Namespace) -> dict[str, Any]:
     lo, hi = MIXES[mix]
     pairs = make_pairs(args.artifact, int(PAIRS[mix] * args.pairs_scale), args.seed, lo, hi)
-    raw = raw_onnxruntime(args.artifact, pairs, args.threads)
+    loaded = load_artifact(args.artifact)
+    engine = OrtEngine(loaded, "cpu", args.threads)
+    prepared = loaded.preprocessor.prepare_many(
+        [p.prompt for p in pairs], [p.response for p in pairs]
+    )
+    raw = raw_onnxruntime(engine, prepared, RAW_BATCH_SIZES)
+    raw_rate(raw, prepared)
     print(f"{mix}: raw {raw['tokens_per_s']:.0f} tokens/s", flush=True)
+    runs: dict[str, dict[str, Any]] = {"raw": raw}
+    if args.replay:
+        runs.update(replays(args.artifact, engine, prepared, args.threads))
+    del engine
     single = {"mode": "score", "concurrency": 64, "duration_s": args.duration}
     batched = {"mode": "score-batch", "batch_size": 256, "concurrency": 2}
     batched.update(duration_s=args.duration, deadline_s=BATCH_DEADLINE_S)
-    runs: dict[str, dict[str, Any]] = {"raw": raw}
-    for policy, flags in POLICIES.items():
+    for policy, overrides in POLICIES.items():
+        flags = server_flags(overrides)
         runs[f"score64 {policy}"] = server_run(
             f"{mix}: server {policy}, 64 Score callers", args.artifact, pairs, args.threads,
             flags, single,
@@ -192,13 +326,23 @@ def run_mix(mix: str, args: argparse.Namespace) -> dict[str, Any]:
             f"{mix}: server, batching off", args.artifact, pairs, args.threads,
             ["--max-batch-size", "1"], single,
         )  # fmt: skip
+    engine = OrtEngine(loaded, "cpu", args.threads)
+    raw["seconds_at_best_batch"].append(timed_sorted(engine, prepared, raw["best_batch_size"]))
+    del engine
+    raw_rate(raw, prepared)
+    print(f"{mix}: raw again, median {raw['tokens_per_s']:.0f} tokens/s", flush=True)
     base = raw["tokens_per_s"]
     ratios = {f"{key} / raw": r["tokens_per_s"] / base for key, r in runs.items() if key != "raw"}
     for mode in ("score64", "batch256"):
-        after, before = runs[f"{mode} after"], runs[f"{mode} before"]
-        ratios[f"{mode} after / before"] = after["tokens_per_s"] / (
+        after, before = runs[f"{mode} measured"], runs[f"{mode} caps"]
+        ratios[f"{mode} measured / caps"] = after["tokens_per_s"] / (
             before["tokens_per_s"] or float("nan")
         )
+        for policy in POLICIES if args.replay else ():
+            ratios[f"{mode} {policy} / replay"] = (
+                runs[f"{mode} {policy}"]["tokens_per_s"]
+                / runs[f"{mode} {policy} replay"]["tokens_per_s"]
+            )
     return {"mix": mix, "tokens": [lo, hi], "pairs": len(pairs), "runs": runs, "ratios": ratios}
 
 
@@ -213,6 +357,10 @@ def main() -> None:
         "--pairs-scale", type=float, default=1.0, help="scale the pairs per mix (raw runs' length)"
     )
     parser.add_argument("--unbatched", action="store_true", help="also run batching off")
+    parser.add_argument(
+        "--no-replay", dest="replay", action="store_false",
+        help="skip the bare engine fed by the server's policy over its in-flight window",
+    )  # fmt: skip
     parser.add_argument("--note", default="", help="the machine's condition, for the record")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -238,13 +386,15 @@ def main() -> None:
         if args.out:  # after every mix: a later failure keeps what was measured
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"{'run':44} {'tokens/s':>9} {'pairs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'batch':>6}")
+    head = f"{'run':44} {'tokens/s':>9} {'pairs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'batch':>6}"
+    print(head + f" {'other cores':>11}")
     for result in results:
         for r in result["runs"].values():
             print(
                 f"{r['name']:44} {r['tokens_per_s']:9.0f} {r['pairs_per_s']:8.1f} "
                 f"{r.get('p50_ms', float('nan')):8.1f} {r.get('p99_ms', float('nan')):8.1f} "
-                f"{r.get('mean_batch_size', r.get('best_batch_size', 0)):6.1f}"
+                f"{r.get('mean_batch_size', r.get('best_batch_size', 0)):6.1f} "
+                f"{r.get('other_cpu_cores', float('nan')):11.2f}"
             )
         print("  " + "  ".join(f"{k} = {v:.3f}" for k, v in result["ratios"].items()))
 

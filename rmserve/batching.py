@@ -13,10 +13,11 @@ Policy, in order:
    The anchor always runs, even alone over a cap.
 4. Where to stop: with a cost model (``cost_model.py``: engine seconds by rows x padded
    length, measured at warm-up) the batch is the step of that growth with the most real tokens
-   per predicted engine-second (within ``RATE_TOLERANCE`` of it: the biggest such step), and it
-   never grows past the point where its predicted run would end after one of its items'
-   deadlines. Without one, it grows as far as the caps allow (the hand-tuned policy, and the
-   server's default: ``batch_policy`` 'caps').
+   per predicted engine-second (within ``RATE_TOLERANCE`` of it: the biggest such step) among
+   the steps whose shape was measured (``CostModel.measured_rows``), and it never grows past
+   the point where its predicted run would end after one of its items' deadlines. Without
+   one, it grows as far as the caps allow (the hand-tuned policy, and the server's default:
+   ``batch_policy`` 'caps').
 
 An item is the unit that must share a batch: one pair for Score, both pairs of a Prefer.
 """
@@ -179,10 +180,19 @@ def _grow_around(
     if cost is None:
         best = steps[-1]
     else:
-        rates = [s.real / cost.seconds(s.rows, s.longest) for s in steps]
-        good = (1.0 - RATE_TOLERANCE) * max(rates)
-        best = steps[max(i for i, rate in enumerate(rates) if rate >= good)]
+        # A shape bigger than any measured at its length has an extrapolated cost: a guess
+        # that ties with the measured ones (``cost_model._extrapolate``) and would win the tie
+        # with nothing measured behind it. Only the anchor alone runs whatever its shape.
+        eligible = [0] + [i for i, s in enumerate(steps[1:], 1) if _measured(cost, s)]
+        rates = {i: steps[i].real / cost.seconds(steps[i].rows, steps[i].longest) for i in eligible}
+        good = (1.0 - RATE_TOLERANCE) * max(rates.values())
+        best = steps[max(i for i, rate in rates.items() if rate >= good)]
     return by_length[best.lo : best.hi + 1]
+
+
+def _measured(cost: CostModel, span: _Span) -> bool:
+    most = cost.measured_rows(span.longest)
+    return most is None or span.rows <= most
 
 
 def _grow_once(

@@ -9,7 +9,8 @@ a measurement (warm-up off, test engines) ``AnalyticCost`` stands in: a fixed pe
 plus a per-token cost that grows with length (attention).
 
 Only ``batch_policy`` 'measured' and 'analytic' use a cost model; the default, 'caps', does not
-(on a shared 2-core CPU the measured cut did not beat the hand-set caps, README).
+(on a quiet 2-core CPU the measured cut did not beat the hand-set caps on every length mix,
+README, 'Length mixes and batch policy').
 
 Warm-up cost is bounded: a shape is measured only while its predicted time (the previous row
 count's, scaled) is under ``shape_budget_s``; larger shapes of that length are extrapolated
@@ -47,6 +48,11 @@ class CostModel(Protocol):
 
     def seconds(self, rows: int, padded_length: int) -> float: ...
 
+    def measured_rows(self, padded_length: int) -> int | None:
+        """The most rows whose cost at ``padded_length`` was measured, not extrapolated (None:
+        every shape is modelled alike). The batcher never picks a bigger batch for its rate."""
+        ...
+
 
 @dataclass(frozen=True)
 class AnalyticCost:
@@ -62,6 +68,9 @@ class AnalyticCost:
     attention_length: float = 1024.0
     source: str = "analytic"
 
+    def measured_rows(self, padded_length: int) -> int | None:
+        return None
+
     def seconds(self, rows: int, padded_length: int) -> float:
         length = float(padded_length)
         return self.overhead_s + self.token_s * rows * length * (
@@ -76,12 +85,16 @@ class CostTable:
     Between grid points: bilinear interpolation. Past the last row count: linear in rows (the
     per-row cost of the largest measured batch). Past the last length: linear in length.
     Shorter than the first length: the first length's cost.
+
+    ``measured``: for each length, the most rows actually timed (the cells above were
+    extrapolated); None: every cell was given.
     """
 
     rows: tuple[int, ...]
     lengths: tuple[int, ...]
     grid: tuple[tuple[float, ...], ...]
     source: str = "measured"
+    measured: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.rows or not self.lengths:
@@ -94,6 +107,23 @@ class CostTable:
             raise ValueError(f"cost grid must be {len(self.rows)} x {len(self.lengths)}")
         if not all(s > 0 and np.isfinite(s) for r in self.grid for s in r):
             raise ValueError("cost table seconds must be positive and finite")
+        if self.measured is not None and (
+            len(self.measured) != len(self.lengths) or min(self.measured) < 1
+        ):
+            raise ValueError(f"measured rows must be one positive count per length: {self}")
+
+    def measured_rows(self, padded_length: int) -> int | None:
+        """Between two grid lengths, the smaller of their measured row counts."""
+        if self.measured is None:
+            return None
+        j = bisect.bisect_left(self.lengths, padded_length)
+        if j == 0:
+            return self.measured[0]
+        if j == len(self.lengths):
+            return self.measured[-1]
+        if self.lengths[j] == padded_length:
+            return self.measured[j]
+        return min(self.measured[j - 1], self.measured[j])
 
     def seconds(self, rows: int, padded_length: int) -> float:
         return self._along(
@@ -125,15 +155,19 @@ class CostTable:
         array = np.minimum.accumulate(array[::-1, :], axis=0)[::-1, :]
         array = np.minimum.accumulate(array[:, ::-1], axis=1)[:, ::-1]
         grid = tuple(tuple(float(s) for s in row) for row in array)
-        return CostTable(self.rows, self.lengths, grid, self.source)
+        return CostTable(self.rows, self.lengths, grid, self.source, self.measured)
 
     def describe(self) -> str:
         """The table for the log: milliseconds per batch / padded kilotokens per second."""
-        head = "rows\\len " + " ".join(f"{n:>13}" for n in self.lengths)
-        lines = [f"engine cost table ({self.source}; ms per batch / padded ktok per s):", head]
+        head = "rows\\len " + " ".join(f"{n:>14}" for n in self.lengths)
+        lines = [
+            f"engine cost table ({self.source}; ms per batch / padded ktok per s; * extrapolated):",
+            head,
+        ]
         for r, row in zip(self.rows, self.grid, strict=True):
             cells = " ".join(
                 f"{s * 1e3:7.1f}/{r * n / s / 1e3:5.1f}"
+                + ("*" if r > (self.measured_rows(n) or r) else " ")
                 for n, s in zip(self.lengths, row, strict=True)
             )
             lines.append(f"{r:>8} {cells}")
@@ -150,6 +184,9 @@ class CachedCost:
 
     def seconds(self, rows: int, padded_length: int) -> float:
         return self._seconds(rows, padded_length)
+
+    def measured_rows(self, padded_length: int) -> int | None:
+        return self.cost.measured_rows(padded_length)
 
 
 def grid_rows(max_batch_size: int) -> tuple[int, ...]:
@@ -220,13 +257,14 @@ def measure_cost_table(
     for _ in range(rounds - 1):
         for count, length in samples:
             samples[count, length].append(timed(count, length))
-    columns = []
+    columns, most = [], []
     for length in lengths:
         measured = [n for n in rows if (n, length) in samples]
         seconds = [statistics.median(samples[n, length]) for n in measured]
         columns.append(seconds + _extrapolate(measured, seconds, rows[len(measured) :]))
+        most.append(measured[-1])
     grid = tuple(tuple(column[i] for column in columns) for i in range(len(rows)))
-    return CostTable(tuple(rows), tuple(lengths), grid).monotone()
+    return CostTable(tuple(rows), tuple(lengths), grid, measured=tuple(most)).monotone()
 
 
 def _extrapolate(

@@ -64,9 +64,9 @@ class ServerSettings(BaseSettings):
         "the most real tokens per engine-second, from engine times measured at warm-up by rows "
         "x padded length (rates within 5% are a tie won by the bigger batch; analytic without "
         "warm-up). 'analytic': the same with a fixed analytic cost. Both cost policies still "
-        "obey the caps below (raise them to let the cost model decide alone). On a shared "
-        "2-core CPU 'measured' did not beat the caps (README, 'Length mixes and batch "
-        "policy'), so 'caps' stays the default.",
+        "obey the caps below (raise them to let the cost model decide alone). On a quiet "
+        "2-core CPU 'measured' did not beat the caps on every length mix (README, 'Length "
+        "mixes and batch policy'), so 'caps' stays the default.",
     )
     max_batch_tokens: int = Field(
         default=1024,

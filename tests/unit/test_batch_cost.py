@@ -69,6 +69,22 @@ def test_cpu_linear_table_trades_padding_for_rows() -> None:
     assert sorted(i.longest for i in got.batch) == [97, 98, 99, 100, 101, 102]
 
 
+def test_shapes_past_the_measured_rows_are_not_picked_for_their_rate() -> None:
+    """Long pairs measured only alone, the bigger batches extrapolated at the same per-row
+    cost: a tie that, taken at its word, would fill the batch with nothing measured behind it
+    (as on a 2-core CPU, where 32 x 512 tokens ran 30% slower per token than 1 x 512)."""
+    per_token = table(lambda r, n: r * n * 1e-5)
+    guessed_long = CostTable(ROWS, LENGTHS, per_token.grid, measured=(32, 32, 32, 8, 1))
+    long_queue = [item(250, at=float(i)) for i in range(16)]
+    assert collect_batch(long_queue, now=100.0, limits=limits(), cost=per_token).rows == 16
+    got = collect_batch(long_queue, now=100.0, limits=limits(), cost=guessed_long)
+    assert got.rows == 1 and long_queue[0] in got.batch
+    mid_queue = [item(100, at=float(i)) for i in range(16)]  # 64..128: measured up to 8 rows
+    assert collect_batch(mid_queue, now=100.0, limits=limits(), cost=guessed_long).rows == 8
+    short_queue = [item(30, at=float(i)) for i in range(16)]
+    assert collect_batch(short_queue, now=100.0, limits=limits(), cost=guessed_long).rows == 16
+
+
 def test_caps_still_bound_a_cost_cut() -> None:
     got = collect_batch(
         mixed_window(), now=100.0, limits=limits(max_batch_size=8), cost=LONG_FAVOURING
@@ -128,9 +144,13 @@ def test_analytic_cost_prefers_sorted_neighbours_over_padding() -> None:
     assert got.rows > 1
 
 
-cost_tables = st.lists(
-    st.lists(st.floats(1e-4, 1.0), min_size=3, max_size=3), min_size=5, max_size=5
-).map(lambda g: CostTable((1, 2, 4, 8, 16), (16, 64, 256), tuple(map(tuple, g))).monotone())
+cost_tables = st.builds(
+    lambda g, measured: CostTable(
+        (1, 2, 4, 8, 16), (16, 64, 256), tuple(map(tuple, g)), measured=measured
+    ).monotone(),
+    st.lists(st.lists(st.floats(1e-4, 1.0), min_size=3, max_size=3), min_size=5, max_size=5),
+    st.none() | st.tuples(*[st.sampled_from((1, 2, 4, 8, 16))] * 3),
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -169,6 +189,8 @@ def test_cost_cut_properties_hold_for_any_queue_and_table(
     assert positions == list(range(positions[0], positions[-1] + 1))  # a run of the sorted window
     assert got.batch == [by_length[p] for p in positions]  # returned sorted by length
     if len(got.batch) > 1:
+        most = cost.measured_rows(max(i.longest for i in got.batch))
+        assert most is None or got.rows <= most  # never an extrapolated shape
         assert got.rows <= max_batch_size
         assert max_batch_tokens is None or got.padded_tokens <= max_batch_tokens
         assert ratio is None or got.padded_tokens <= ratio * got.real_tokens + 1e-9

@@ -60,6 +60,18 @@ def test_malformed_tables_are_refused(
         CostTable(rows, lengths, grid)
 
 
+def test_measured_rows_between_lengths_are_the_smaller_count() -> None:
+    table = CostTable((1, 2, 4), (16, 32, 64), ((1.0,) * 3,) * 3, measured=(4, 2, 1))
+    assert [table.measured_rows(n) for n in (8, 16, 20, 32, 48, 64, 512)] == [4, 4, 2, 2, 1, 1, 1]
+    assert TABLE.measured_rows(32) is None  # a given table: every cell counts
+    assert table.monotone().measured == (4, 2, 1)
+    assert CachedCost(table).measured_rows(20) == 2
+    assert AnalyticCost().measured_rows(512) is None
+    for wrong in ((4, 2), (4, 2, 0)):
+        with pytest.raises(ValueError, match="measured rows"):
+            CostTable((1, 2, 4), (16, 32, 64), ((1.0,) * 3,) * 3, measured=wrong)
+
+
 def test_monotone_takes_the_cheapest_time_of_any_bigger_shape() -> None:
     """Noise only adds time: 1.0 s for 1 x 16 cannot be right when 2 x 16 took 0.8 s."""
     noisy = CostTable((1, 2), (16, 32), ((1.0, 0.9), (0.8, 3.0)))
@@ -124,6 +136,8 @@ def test_measurement_extrapolates_shapes_over_its_budget_or_the_token_cap() -> N
     assert (2, 64) not in engine.shapes and (4, 64) not in engine.shapes
     assert (4, 16) in engine.shapes
     assert got.seconds(4, 64) == pytest.approx(4 * 0.065)
+    assert got.measured == (4, 1)  # the table says which shapes it only guessed
+    assert (got.measured_rows(16), got.measured_rows(64), got.measured_rows(40)) == (4, 1, 1)
     capped = TimedEngine()
     measure_cost_table(
         capped.score,
