@@ -20,10 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,22 @@ from rmserve.preprocess import PreparedPair
 from rmserve.server import RewardServer
 from rmserve.settings import ServerSettings
 
-# Session variants: onnxruntime config entries added to the server's own session options.
-VARIANTS: dict[str, dict[str, str]] = {
-    "default": {},
-    "no-spin": {"session.intra_op.allow_spinning": "0"},
+
+@dataclass(frozen=True)
+class Variant:
+    """onnxruntime config entries added to the server's session options, and server settings."""
+
+    session: dict[str, str] = field(default_factory=dict)
+    server: dict[str, Any] = field(default_factory=dict)
+
+
+VARIANTS = {
+    "default": Variant(),
+    "no-spin": Variant(session={"session.intra_op.allow_spinning": "0"}),
+    # The cost model cuts the batches (caps raised so it decides alone).
+    "measured": Variant(
+        server={"batch_policy": "measured", "max_batch_tokens": 1_048_576, "max_padding_ratio": 100}
+    ),
 }
 
 
@@ -67,6 +80,8 @@ class RecordingEngine:
     def __init__(self, inner: OrtEngine) -> None:
         self.inner = inner
         self.batches: list[Batch] = []
+        self.thread_id = 0  # the server's engine thread (runs the session's first share)
+        self.pool_thread_ids: set[int] = set()  # onnxruntime's intra-op pool
         self._lock = threading.Lock()
 
     @property
@@ -78,11 +93,56 @@ class RecordingEngine:
         return self.inner.device
 
     def score(self, pairs: Sequence[PreparedPair]) -> np.ndarray:
+        self.thread_id = threading.get_native_id()
         started = time.perf_counter()
         rewards = self.inner.score(pairs)
         with self._lock:
             self.batches.append(Batch(tuple(pairs), started, time.perf_counter() - started))
         return rewards
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SAMPLE_EVERY_S = 0.25
+
+
+def thread_cpu() -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of this process, by native thread id."""
+    seconds = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        seconds[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return seconds
+
+
+class CpuSampler:
+    """Samples every thread's CPU time until stopped, so a window can be cut afterwards."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, dict[int, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-cpu-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.perf_counter(), thread_cpu()))
+            self._stop.wait(SAMPLE_EVERY_S)
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def between(self, start: float, end: float) -> tuple[float, float, dict[int, float]]:
+        """(first sample time, last sample time, CPU seconds per thread) inside the window."""
+        inside = [sample for sample in self.samples if start <= sample[0] <= end]
+        (t0, first), (t1, last) = inside[0], inside[-1]
+        return t0, t1, {tid: cpu - first.get(tid, 0.0) for tid, cpu in last.items()}
 
 
 def session_factory(config: dict[str, str]) -> Callable[..., ort.InferenceSession]:
@@ -102,18 +162,20 @@ def _load(target: str, pairs: list[LoadPair], duration_s: float, out: Any) -> No
 
 
 async def serve_under_load(
-    artifact: Path, pairs: list[LoadPair], threads: int, config: dict[str, str], duration_s: float
+    artifact: Path, pairs: list[LoadPair], threads: int, variant: Variant, duration_s: float
 ) -> tuple[RecordingEngine, dict[str, Any]]:
     built: list[RecordingEngine] = []
 
     def factory(loaded: LoadedArtifact, s: ServerSettings) -> Engine:
-        inner = OrtEngine(loaded, "cpu", threads, session_factory=session_factory(config))
+        before = set(thread_cpu())
+        inner = OrtEngine(loaded, "cpu", threads, session_factory=session_factory(variant.session))
         built.append(RecordingEngine(inner))
+        built[0].pool_thread_ids = set(thread_cpu()) - before
         return built[0]
 
     settings = ServerSettings(
         artifact=artifact, host="127.0.0.1", port=0, metrics_port=0, provider="cpu",
-        intra_op_threads=threads,
+        intra_op_threads=threads, **variant.server,
     )  # fmt: skip
     server = RewardServer(settings, factory)
     await server.start()
@@ -123,12 +185,47 @@ async def serve_under_load(
         generator = multiprocessing.get_context("spawn").Process(
             target=_load, args=(f"127.0.0.1:{server.port}", pairs, duration_s, queue)
         )
-        generator.start()
-        summary: dict[str, Any] = await asyncio.to_thread(queue.get, True, 900)
+        with CpuSampler() as sampler:
+            generator.start()
+            summary: dict[str, Any] = await asyncio.to_thread(queue.get, True, 900)
         await asyncio.to_thread(generator.join, 60)
     finally:
         await server.stop()
+    summary["cpu"] = cpu_by_role(built[0], sampler, *summary["window"])
     return built[0], summary
+
+
+def cpu_by_role(
+    engine: RecordingEngine, sampler: CpuSampler, start: float, end: float
+) -> dict[str, Any]:
+    """Cores used by each role in the server process while the load ran, and CPU ms per pair
+    (pairs: those of the batches that ran in the same span)."""
+    t0, t1, used = sampler.between(start, end)
+    named = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    roles: dict[str, float] = {}
+    for tid, seconds in used.items():
+        if tid == engine.thread_id:
+            role = "engine thread"
+        elif tid in engine.pool_thread_ids:
+            role = "onnxruntime pool threads"
+        elif tid == threading.main_thread().native_id:
+            role = "event loop (gRPC handlers, batcher)"
+        elif named.get(tid, "").startswith("rmserve-tokenize"):
+            role = "tokenizer threads"
+        elif named.get(tid, "").startswith("bench-"):
+            continue  # this benchmark's own sampler
+        else:
+            role = "other threads (gRPC core, metrics)"
+        roles[role] = roles.get(role, 0.0) + seconds
+    pairs = sum(len(b.pairs) for b in engine.batches if t0 <= b.started <= t1)
+    return {
+        "span_s": t1 - t0,
+        "pairs": pairs,
+        "cores": {role: cpu / (t1 - t0) for role, cpu in sorted(roles.items())},
+        "cpu_ms_per_pair": {
+            role: 1000 * cpu / max(pairs, 1) for role, cpu in sorted(roles.items())
+        },
+    }
 
 
 def replay(engine: OrtEngine, batches: Sequence[Batch]) -> list[float]:
@@ -158,21 +255,25 @@ def by_rows(batches: Sequence[Batch], seconds: Sequence[float]) -> dict[str, dic
 def profile(
     artifact: Path, pairs: list[LoadPair], threads: int, variant: str, duration_s: float
 ) -> dict[str, Any]:
-    config = VARIANTS[variant]
-    engine, summary = asyncio.run(serve_under_load(artifact, pairs, threads, config, duration_s))
+    chosen = VARIANTS[variant]
+    engine, summary = asyncio.run(serve_under_load(artifact, pairs, threads, chosen, duration_s))
     start, end = summary.pop("window")
     window = [b for b in engine.batches if start <= b.started and b.started + b.seconds <= end]
     alone = replay(engine.inner, window)
+    # The same batches shortest first, as the bare run meets its shapes: any cost of the order.
+    in_order = replay(engine.inner, sorted(window, key=lambda b: b.padded_tokens // len(b.pairs)))
     served = [b.seconds for b in window]
     real = sum(b.real_tokens for b in window)
     padded = sum(b.padded_tokens for b in window)
     return {
         "artifact": str(artifact),
         "variant": variant,
-        "session_config": config,
+        "session_config": chosen.session,
+        "server_settings": chosen.server,
         "server_tokens_per_s": summary["tokens_per_s"],
         "server_p99_ms": summary["p99_ms"],
         "load_generator_cpu_share": summary["client_cpu_s"] / summary["duration_s"],
+        "server_cpu": summary["cpu"],
         "batches": len(window),
         "mean_rows": float(np.mean([len(b.pairs) for b in window])),
         "padding_ratio": padded / real,
@@ -182,6 +283,7 @@ def profile(
         "in_server_over_alone": sum(served) / sum(alone),
         "in_server_engine_tokens_per_s": real / sum(served),
         "replayed_alone_tokens_per_s": real / sum(alone),
+        "replayed_alone_sorted_tokens_per_s": real / sum(in_order),
         "by_rows_in_server": by_rows(window, served),
         "by_rows_alone": by_rows(window, alone),
     }
@@ -208,12 +310,15 @@ def main() -> None:
             print(
                 f"{key}: server {got['server_tokens_per_s']:.0f} tok/s, engine in server "
                 f"{got['in_server_engine_tokens_per_s']:.0f}, replayed alone "
-                f"{got['replayed_alone_tokens_per_s']:.0f}, bare best "
+                f"{got['replayed_alone_tokens_per_s']:.0f} (sorted "
+                f"{got['replayed_alone_sorted_tokens_per_s']:.0f}), bare best "
                 f"{runs[f'raw {name}']['tokens_per_s']:.0f}; rows {got['mean_rows']:.2f}, busy "
                 f"{got['engine_busy_share']:.2f}, in-server/alone "
                 f"{got['in_server_over_alone']:.2f}",
                 flush=True,
             )
+            cores = got["server_cpu"]["cores"]
+            print("  cores: " + ", ".join(f"{k} {v:.2f}" for k, v in cores.items()), flush=True)
     finish_record(record, args, {"fp32": str(args.fp32), "int8": str(args.int8), "runs": runs})
 
 
