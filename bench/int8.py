@@ -3,7 +3,9 @@
 For each artifact, on the same pairs (prompt+response tokens uniform in 16..256):
 
   1. raw onnxruntime session, pairs sorted by length, at its best batch size
-  2. the server (default settings) with 64 concurrent single-pair Score callers
+  2. the server (default settings) with 64 concurrent single-pair Score callers, ``--repeats``
+     times, fp32 and int8 alternating (single runs of this mix vary by about ±10% on a 2-core
+     machine); the ratio is the median of the runs' ratios
   3. the server under an open-loop load at half of (2)'s pairs/s, its p99 against one batch's
      mean service time (rmserve_inference_duration_seconds) there and in (2)
 
@@ -16,6 +18,7 @@ and the ratios int8 / fp32 of tokens/s. The gate figures come from the int8 mani
 from __future__ import annotations
 
 import argparse
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,8 @@ def open_loop_p99(
     name: str, artifact: Path, pairs: list[Any], threads: int, closed: dict[str, Any],
     duration_s: float,
 ) -> dict[str, Any]:  # fmt: skip
-    """The server at half of its closed-loop pairs/s: p99 against one batch's service time."""
+    """The server at half of ``closed``'s pairs/s (the full-load runs' median): p99 against one
+    batch's mean service time at that load and at full load."""
     rate = 0.5 * closed["pairs_per_s"]
     load = {"mode": "score", "concurrency": 64, "duration_s": duration_s, "rate": rate}
     got = server_run(
@@ -52,28 +56,42 @@ def main() -> None:
     parser.add_argument("--fp32", type=Path, required=True)
     parser.add_argument("--int8", type=Path, required=True)
     parser.add_argument("--pairs", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3, help="server runs per artifact")
     parser.add_argument("--no-open-loop", action="store_true", help="skip the open-loop runs")
     add_record_arguments(parser, duration=10.0)
     args = parser.parse_args()
 
     record = start_record(args)
     pairs = make_pairs(args.fp32, args.pairs, args.seed, *MIX)
+    artifacts = {"fp32": args.fp32, "int8": args.int8}
     single = {"mode": "score", "concurrency": 64, "duration_s": args.duration}
     runs: dict[str, dict[str, Any]] = {}
-    for name, artifact in (("fp32", args.fp32), ("int8", args.int8)):
+    for name, artifact in artifacts.items():
         runs[f"raw {name}"] = raw_onnxruntime(artifact, pairs, args.threads)
-        runs[f"score64 {name}"] = server_run(
-            f"mixed: server {name}, 64 Score callers", artifact, pairs, args.threads, [], single
-        )
-        if not args.no_open_loop:
+    server_ratios = []
+    for repeat in range(args.repeats):  # fp32 and int8 alternate, so drift hits both
+        for name, artifact in artifacts.items():
+            runs[f"score64 {name} #{repeat}"] = server_run(
+                f"mixed: server {name}, 64 Score callers, run {repeat}", artifact, pairs,
+                args.threads, [], single,
+            )  # fmt: skip
+        fp32, int8 = (runs[f"score64 {name} #{repeat}"]["tokens_per_s"] for name in artifacts)
+        server_ratios.append(int8 / fp32)
+        print(f"run {repeat}: server fp32 {fp32:.0f}, int8 {int8:.0f} tokens/s", flush=True)
+    if not args.no_open_loop:
+        for name, artifact in artifacts.items():
+            closed = [runs[f"score64 {name} #{repeat}"] for repeat in range(args.repeats)]
+            full_load = {
+                key: statistics.median(run[key] for run in closed)
+                for key in ("pairs_per_s", "mean_inference_s")
+            }
             runs[f"open-loop {name}"] = open_loop_p99(
-                name, artifact, pairs, args.threads, runs[f"score64 {name}"], args.duration
+                name, artifact, pairs, args.threads, full_load, args.duration
             )
-        print(name, {k: round(v["tokens_per_s"]) for k, v in runs.items()}, flush=True)
     ratios = {
-        f"{kind} int8 / fp32 tokens/s": runs[f"{kind} int8"]["tokens_per_s"]
-        / runs[f"{kind} fp32"]["tokens_per_s"]
-        for kind in ("raw", "score64")
+        "raw int8 / fp32 tokens/s": runs["raw int8"]["tokens_per_s"]
+        / runs["raw fp32"]["tokens_per_s"],
+        "server int8 / fp32 tokens/s, median of runs": statistics.median(server_ratios),
     }
     for name in ("fp32", "int8") if not args.no_open_loop else ():
         got = runs[f"open-loop {name}"]
@@ -91,6 +109,7 @@ def main() -> None:
         "pairs": len(pairs),
         "int8_gates": parity.model_dump() if parity else None,
         "runs": runs,
+        "server_ratio_by_run": server_ratios,
         "ratios": ratios,
     }
     finish_record(record, args, figures)
