@@ -240,7 +240,7 @@ def add_quantize_parser(subparsers: Any) -> None:
     )  # fmt: skip
     q.add_argument(
         "--percentile", type=float, default=99.999,
-        help="With --calibration-method percentile: the percentile of |activation| kept.",
+        help="With --calibration-method percentile: the share of activation values kept (%%).",
     )  # fmt: skip
     q.add_argument(
         "--symmetric-activations", action="store_true",

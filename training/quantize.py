@@ -73,7 +73,7 @@ class QuantizeOptions:
     op_types: tuple[str, ...] = ("MatMul",)  # Gemm: the reward head, no speed to win
     activation_type: Literal["int8", "uint8"] = "uint8"
     calibration_method: CalibrationName = "minmax"
-    percentile: float = 99.999  # the percentile calibrator's cut, of |activation|
+    percentile: float = 99.999  # the percentile calibrator: share of activation values kept
     # Activation scales centred on zero (int8 activations then use the whole grid).
     symmetric_activations: bool = False
     # Nodes whose name holds one of these stay fp32 (e.g. "output/dense": BERT's FFN output).
