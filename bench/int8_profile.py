@@ -6,7 +6,9 @@ For each artifact and each session variant, on the same pairs (mixed, 16..256 to
      length, real tokens, wall seconds) while a load-generator process drives 64 Score callers;
   2. the same recorded batches are replayed on the same engine with the server stopped and
      nothing else running: what those shapes cost the engine alone;
-  3. the bare session at its best batch (``throughput.raw_onnxruntime``) for reference.
+  3. the bare session at its best batch (``throughput.raw_onnxruntime``) for reference;
+  4. with ``--open-loop``, the server at half the default run's pairs/s, open loop (unwarmed,
+     so the server's latency histograms hold that run alone): where a request's time goes.
 
 So the server's tokens/s splits into (a) the shapes it forms (replay tokens/s vs the bare best
 batch), (b) what the server's other work on the same cores does to each engine run (in-server
@@ -154,16 +156,55 @@ def session_factory(config: dict[str, str]) -> Callable[..., ort.InferenceSessio
     return make
 
 
-def _load(target: str, pairs: list[LoadPair], duration_s: float, out: Any) -> None:
-    run(target, pairs[:64], mode="score", concurrency=64, duration_s=2.0)  # warm the channel
+def _load(
+    target: str, pairs: list[LoadPair], duration_s: float, rate: float | None, out: Any
+) -> None:
+    if rate is None:  # closed loop; open loop goes unwarmed, so the server's histograms hold it
+        run(target, pairs[:64], mode="score", concurrency=64, duration_s=2.0)
     started = time.perf_counter()  # CLOCK_MONOTONIC: the same clock in the server's process
-    summary = run(target, pairs, mode="score", concurrency=64, duration_s=duration_s).summary()
+    load = {"mode": "score", "concurrency": 64, "duration_s": duration_s, "rate": rate}
+    summary = run(target, pairs, **load).summary()
     out.put({**summary, "window": [started, time.perf_counter()]})
 
 
+def latency_split(registry: Any) -> dict[str, dict[str, float]]:
+    """Server-side latency histograms: count, mean and the share above 50 and 100 ms."""
+    split: dict[str, dict[str, float]] = {}
+    for family in registry.collect():
+        if family.name not in LATENCY_PARTS:
+            continue
+        above: dict[float, float] = {}
+        total = count = 0.0
+        for sample in family.samples:
+            if sample.labels.get("method", "Score") != "Score":
+                continue
+            if sample.name.endswith("_bucket"):
+                above[float(sample.labels["le"])] = sample.value
+            elif sample.name.endswith("_sum"):
+                total = sample.value
+            elif sample.name.endswith("_count"):
+                count = sample.value
+        split[LATENCY_PARTS[family.name]] = {
+            "count": count,
+            "mean_ms": 1000 * total / max(count, 1.0),
+            "share_over_50ms": 1 - above.get(0.05, 0.0) / max(count, 1.0),
+            "share_over_100ms": 1 - above.get(0.1, 0.0) / max(count, 1.0),
+        }
+    return split
+
+
+LATENCY_PARTS = {
+    "rmserve_request_duration_seconds": "request (server side)",
+    "rmserve_tokenize_duration_seconds": "tokenise",
+    "rmserve_queue_duration_seconds": "queue (until its batch is submitted)",
+    "rmserve_inference_duration_seconds": "engine, per batch",
+}
+
+
 async def serve_under_load(
-    artifact: Path, pairs: list[LoadPair], threads: int, variant: Variant, duration_s: float
-) -> tuple[RecordingEngine, dict[str, Any]]:
+    artifact: Path, pairs: list[LoadPair], threads: int, variant: Variant, duration_s: float,
+    rate: float | None = None,
+) -> tuple[RecordingEngine, dict[str, Any]]:  # fmt: skip
     built: list[RecordingEngine] = []
 
     def factory(loaded: LoadedArtifact, s: ServerSettings) -> Engine:
@@ -183,7 +224,7 @@ async def serve_under_load(
         await server.load()
         queue = multiprocessing.get_context("spawn").Queue()
         generator = multiprocessing.get_context("spawn").Process(
-            target=_load, args=(f"127.0.0.1:{server.port}", pairs, duration_s, queue)
+            target=_load, args=(f"127.0.0.1:{server.port}", pairs, duration_s, rate, queue)
         )
         with CpuSampler() as sampler:
             generator.start()
@@ -192,6 +233,7 @@ async def serve_under_load(
     finally:
         await server.stop()
     summary["cpu"] = cpu_by_role(built[0], sampler, *summary["window"])
+    summary["server_latency"] = latency_split(server.metrics.registry)
     return built[0], summary
 
 
@@ -253,10 +295,13 @@ def by_rows(batches: Sequence[Batch], seconds: Sequence[float]) -> dict[str, dic
 
 
 def profile(
-    artifact: Path, pairs: list[LoadPair], threads: int, variant: str, duration_s: float
-) -> dict[str, Any]:
+    artifact: Path, pairs: list[LoadPair], threads: int, variant: str, duration_s: float,
+    rate: float | None = None,
+) -> dict[str, Any]:  # fmt: skip
     chosen = VARIANTS[variant]
-    engine, summary = asyncio.run(serve_under_load(artifact, pairs, threads, chosen, duration_s))
+    engine, summary = asyncio.run(
+        serve_under_load(artifact, pairs, threads, chosen, duration_s, rate)
+    )
     start, end = summary.pop("window")
     window = [b for b in engine.batches if start <= b.started and b.started + b.seconds <= end]
     alone = replay(engine.inner, window)
@@ -271,7 +316,11 @@ def profile(
         "session_config": chosen.session,
         "server_settings": chosen.server,
         "server_tokens_per_s": summary["tokens_per_s"],
+        "server_pairs_per_s": summary["pairs_per_s"],
+        "client_p50_ms": summary["p50_ms"],
         "server_p99_ms": summary["p99_ms"],
+        "server_latency": summary["server_latency"],
+        "open_loop_rate": rate,
         "load_generator_cpu_share": summary["client_cpu_s"] / summary["duration_s"],
         "server_cpu": summary["cpu"],
         "batches": len(window),
@@ -295,8 +344,14 @@ def main() -> None:
     parser.add_argument("--int8", type=Path, required=True)
     parser.add_argument("--pairs", type=int, default=256)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument(
+        "--open-loop", action="store_true",
+        help="also an open-loop run at half the default server's pairs/s, latency split",
+    )  # fmt: skip
     add_record_arguments(parser, duration=8.0)
     args = parser.parse_args()
+    if args.open_loop and "default" not in args.variants:
+        parser.error("--open-loop paces from the default variant: include it in --variants")
 
     record = start_record(args)
     pairs = make_pairs(args.fp32, args.pairs, args.seed, *MIX)
@@ -319,6 +374,14 @@ def main() -> None:
             )
             cores = got["server_cpu"]["cores"]
             print("  cores: " + ", ".join(f"{k} {v:.2f}" for k, v in cores.items()), flush=True)
+        if args.open_loop:  # half of the default variant's pairs/s, where the p99 goal is set
+            rate = 0.5 * runs[f"server {name} default"]["server_pairs_per_s"]
+            got = profile(artifact, pairs, args.threads, "default", args.duration, rate)
+            runs[f"open-loop {name}"] = got
+            print(f"open loop {name} at {rate:.1f} pairs/s: client p50 {got['client_p50_ms']:.0f}"
+                  f" ms, p99 {got['server_p99_ms']:.0f} ms", flush=True)  # fmt: skip
+            for part, figures in got["server_latency"].items():
+                print(f"  {part}: " + ", ".join(f"{k} {v:.3g}" for k, v in figures.items()))
     finish_record(record, args, {"fp32": str(args.fp32), "int8": str(args.int8), "runs": runs})
 
 
