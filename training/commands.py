@@ -181,6 +181,9 @@ def run_quantize(args: argparse.Namespace) -> int:
     )
     options = QuantizeOptions(
         activation_type=args.activation_type,
+        calibration_method=args.calibration_method,
+        percentile=args.percentile,
+        symmetric_activations=args.symmetric_activations,
         exclude=tuple(args.exclude),
         calibration_pairs=args.calibration_pairs,
         eval_pairs=args.eval_pairs,
@@ -232,6 +235,18 @@ def add_quantize_parser(subparsers: Any) -> None:
         help="Leave fp32 the nodes whose name contains one of these (e.g. 'output/dense').",
     )  # fmt: skip
     q.add_argument("--activation-type", choices=["int8", "uint8"], default="uint8")
+    q.add_argument(
+        "--calibration-method", choices=["minmax", "percentile", "entropy"], default="minmax",
+        help="How activation ranges are set from the calibration pairs.",
+    )  # fmt: skip
+    q.add_argument(
+        "--percentile", type=float, default=99.999,
+        help="With --calibration-method percentile: the share of activation values kept (%%).",
+    )  # fmt: skip
+    q.add_argument(
+        "--symmetric-activations", action="store_true",
+        help="Activation ranges centred on zero (default: asymmetric, min to max).",
+    )  # fmt: skip
     q.add_argument(
         "--max-accuracy-drop", type=float, default=defaults.accuracy_drop,
         help="Refuse when accuracy falls more than this below fp32's.",

@@ -52,11 +52,17 @@ from .quantize_measure import cpu_session, measure
 
 log = logging.getLogger(__name__)
 
-# Only MinMax: onnxruntime 1.31's histogram calibrators (Percentile, Entropy) stack every
-# batch's activations into one array and fail on pairs of different lengths, and padding the
-# calibration pairs would put padding positions into the ranges.
-CalibrationName = Literal["minmax"]
-CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax}
+# onnxruntime's histogram calibrators (Percentile, Entropy) stack every activation one
+# collect_data call sees into one array, which fails on pairs of different lengths; padding them
+# would put padding positions into the ranges. So the quantiser is fed one pair per call
+# ("CalibStridedMinMax" 1, despite its name honoured by every method): the histograms merge
+# across calls, and MinMax ranges are the same as from one call.
+CalibrationName = Literal["minmax", "percentile", "entropy"]
+CALIBRATION_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "percentile": CalibrationMethod.Percentile,
+    "entropy": CalibrationMethod.Entropy,
+}
 ACTIVATION_TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
 
 
@@ -67,6 +73,9 @@ class QuantizeOptions:
     op_types: tuple[str, ...] = ("MatMul",)  # Gemm: the reward head, no speed to win
     activation_type: Literal["int8", "uint8"] = "uint8"
     calibration_method: CalibrationName = "minmax"
+    percentile: float = 99.999  # the percentile calibrator: share of activation values kept
+    # Activation scales centred on zero (int8 activations then use the whole grid).
+    symmetric_activations: bool = False
     # Nodes whose name holds one of these stay fp32 (e.g. "output/dense": BERT's FFN output).
     exclude: tuple[str, ...] = ()
     calibration_pairs: int = 256
@@ -76,11 +85,14 @@ class QuantizeOptions:
     extra_options: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
+        activations = self.activation_type + (" symmetric" if self.symmetric_activations else "")
+        calibration: str = self.calibration_method
+        if calibration == "percentile":
+            calibration += f" {self.percentile:g}"
+        excluded = "".join(f"; {part} fp32" for part in self.exclude)
         return (
             f"int8-static-qdq({'+'.join(self.op_types)}; per-channel weights; "
-            f"{self.activation_type} activations; {self.calibration_method} calibration"
-            + "".join(f"; {part} fp32" for part in self.exclude)
-            + ")"
+            f"{activations} activations; {calibration} calibration{excluded})"
         )
 
 
@@ -91,11 +103,23 @@ class QuantizeResult:
 
 
 class PairReader(CalibrationDataReader):  # type: ignore[misc]
-    """Feeds each calibration pair alone (batch of one, no padding)."""
+    """Feeds each calibration pair alone (batch of one, no padding); ``set_range`` selects the
+    pairs of one ``collect_data`` call (the quantiser's strided calibration)."""
 
     def __init__(self, pairs: Sequence[PreparedPair], pad_token_id: int, names: list[str]) -> None:
-        self._feeds: Iterator[dict[str, Any]] = (
-            pad_batch([pair], pad_token_id, names) for pair in pairs
+        self._pairs = pairs
+        self._pad_token_id = pad_token_id
+        self._names = names
+        self._feeds: Iterator[dict[str, Any]] = iter(())
+        self.set_range(0, len(pairs))
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._feeds = (
+            pad_batch([pair], self._pad_token_id, self._names)
+            for pair in self._pairs[start_index:end_index]
         )
 
     def get_next(self) -> dict[str, Any] | None:
@@ -150,6 +174,9 @@ def _quantize_graph(
             "MatMulConstBOnly": True,  # weights only: attention's activation products stay fp32
             # A quantised output would round what LayerNorm/Gelu read: keep outputs fp32.
             "OpTypesToExcludeOutputQuantization": list(options.op_types),
+            "CalibStridedMinMax": 1,  # one pair per collect_data call (see CALIBRATION_METHODS)
+            "CalibPercentile": options.percentile,
+            "ActivationSymmetric": options.symmetric_activations,
             **options.extra_options,
         },
     )

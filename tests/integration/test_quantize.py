@@ -20,6 +20,7 @@ from onnx import numpy_helper
 
 from rmserve.artifact import MODEL_FILE, read_manifest
 from rmserve.engine import OrtEngine, load_artifact
+from rmserve.preference_data import load_preferences
 from rmserve.v1 import reward_pb2
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")
@@ -200,3 +201,24 @@ def test_cli_refusal_exits_non_zero_printing_the_figures(tiny_run: Any, tmp_path
     assert figures["written"] is False and figures["failed"] == ["spearman"]
     assert 0.99 <= figures["spearman"] < 1.01 and figures["pairs"] == 300
     assert not out.exists()
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_histogram_calibration_on_pairs_of_different_lengths(
+    tiny_run: Any, tmp_path: Path, method: str
+) -> None:
+    """onnxruntime's histogram calibrators stack what one collect call sees into one array;
+    fed one pair per call, pairs of many lengths calibrate and the candidate passes the gates."""
+    from rmserve_training.quantize import QuantizeOptions, quantize_artifact
+
+    pre = load_artifact(tiny_run.artifact).preprocessor
+    prefs = load_preferences(tiny_run.train_data).pairs[:32]
+    lengths = {pre.prepare(p.prompt, p.chosen).num_tokens for p in prefs}
+    assert len(lengths) > 4  # the calibration pairs really differ in length
+    options = QuantizeOptions(calibration_method=method, calibration_pairs=32, eval_pairs=300)
+    out = tmp_path / "int8"
+    result = quantize_artifact(
+        tiny_run.artifact, tiny_run.train_data, out, eval_data=tiny_run.eval_data, options=options
+    )
+    assert f"{method}" in result.manifest.optimization and result.manifest.dtype == "int8"
+    assert result.figures.failed == () and read_manifest(out).parity is not None
