@@ -59,6 +59,7 @@ def train_kind(kind: str, data: Path, out: Path, args: argparse.Namespace) -> di
         ensemble=args.members,
         bootstrap=True,
         ensemble_kind=kind,
+        seed=args.seed,
     )
     load_before = os.getloadavg()
     started = time.perf_counter()
@@ -88,6 +89,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-pairs", type=int, default=400)
     parser.add_argument("--members", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0, help="Members use seed .. seed+K-1.")
     parser.add_argument("--kinds", default=",".join(KINDS), help="Which kinds to train.")
     parser.add_argument("--work", help="Folder for data and trained artifacts (default: temp).")
     parser.add_argument("--reuse", action="store_true", help="Reuse what --work holds.")
@@ -130,7 +132,8 @@ def main() -> int:
         "machine": f"{platform.machine()} CPU ({os.cpu_count()} cores), onnxruntime CPU "
         "provider; training and measurement each under the shared CPU lock",
         "model": f"{args.members} members of '{args.base_model}' per kind, --bootstrap, seeds "
-        f"0..K-1, {args.epochs} epochs over {args.train_pairs} demo pairs, batch 16, lr "
+        f"{args.seed}..{args.seed}+K-1, {args.epochs} epochs over {args.train_pairs} demo "
+        "pairs, batch 16, lr "
         f"{'1e-3' if args.base_model == 'tiny' else '1e-4'}, cls pooling, max_length 128; "
         "held-out: 300 demo eval pairs",
         "kinds": {
