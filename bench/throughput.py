@@ -43,7 +43,7 @@ from typing import Any
 from throughput_replay import replay
 
 from rmserve import testing
-from rmserve.core import CoreConfig
+from rmserve.core_config import CoreConfig
 from rmserve.cost_model import cost_for_policy
 from rmserve.engine import OrtEngine, load_artifact
 from rmserve.loadtest import LoadPair, run

@@ -17,14 +17,13 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from enum import Enum
 from functools import partial
 from types import TracebackType
 
 from rmserve.allocator import FreedMemoryTrimmer
-from rmserve.batching import BatchLimits, QueuedItem
-from rmserve.cost_model import BatchPolicy, CostModel, cost_for_policy, publish
+from rmserve.batching import QueuedItem
+from rmserve.core_config import CoreConfig, CoreState
+from rmserve.cost_model import CostModel, cost_for_policy, publish
 from rmserve.engine import Engine, LoadedArtifact
 from rmserve.ensemble_math import AggregateName
 from rmserve.ensemble_serve import (
@@ -36,14 +35,13 @@ from rmserve.ensemble_serve import (
     watched_rewards,
 )
 from rmserve.errors import InvalidRequest, Unavailable
-from rmserve.memory_budget import TOKENIZE_WORKERS, RequestBytesBudget, default_inflight_bytes
+from rmserve.memory_budget import TOKENIZE_WORKERS, RequestBytesBudget
 from rmserve.metrics import Metrics
 from rmserve.pending import PairScore, PendingRequest, Preference
 from rmserve.preprocess import PreparedPair
 from rmserve.providers import CUDA
 from rmserve.reward_watch import response_lengths
 from rmserve.scheduler import Batcher
-from rmserve.settings import ServerSettings
 from rmserve.text_window import UncuttableText
 from rmserve.warmup import warmup_batches
 
@@ -66,53 +64,6 @@ def _uncuttable_group_message(error: UncuttableText, field: str) -> str:
     """Name the text of a group: ``prompt``, or ``responses[3]``."""
     where = "prompt" if error.part == "prompt" else f"{field}[{error.row}]"
     return f"{where}: {error.reason}"
-
-
-class CoreState(Enum):
-    NEW = "new"
-    WARMING = "warming up"
-    SERVING = "serving"
-    DRAINING = "draining"
-    STOPPED = "stopped"
-
-
-@dataclass(frozen=True)
-class CoreConfig:
-    limits: BatchLimits
-    max_queue_pairs: int
-    max_request_pairs: int
-    warmup_runs: int = 0
-    max_inflight_bytes: int = default_inflight_bytes(64 * 1024 * 1024)
-    batch_policy: BatchPolicy = "caps"  # "measured" without warm-up runs: analytic
-    ensemble_aggregate: AggregateName = "mean"
-    ensemble_uncertainty_penalty: float = 1.0
-
-    @classmethod
-    def from_settings(
-        cls, settings: ServerSettings, max_inflight_bytes: int | None = None
-    ) -> CoreConfig:
-        """``max_inflight_bytes``: the resolved budget (None: the setting, else its default)."""
-        limits = BatchLimits(
-            max_batch_size=settings.max_batch_size,
-            max_batch_tokens=settings.max_batch_tokens,
-            max_padding_ratio=settings.max_padding_ratio,
-            max_queue_delay_s=settings.max_queue_delay_ms / 1000.0,
-            window=max(256, 8 * settings.max_batch_size),
-        )
-        if max_inflight_bytes is None:
-            max_inflight_bytes = settings.max_inflight_bytes or default_inflight_bytes(
-                settings.max_message_bytes
-            )
-        return cls(
-            limits,
-            settings.max_queue_pairs,
-            settings.max_request_pairs,
-            settings.warmup_runs,
-            max_inflight_bytes,
-            settings.batch_policy,
-            settings.ensemble_aggregate,
-            settings.ensemble_uncertainty_penalty,
-        )
 
 
 class RewardCore:

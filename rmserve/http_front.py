@@ -23,7 +23,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from rmserve import http_classify, http_get_reward, http_slime
-from rmserve.core import CoreState, RewardCore
+from rmserve.core import RewardCore
+from rmserve.core_config import CoreState
 from rmserve.errors import (
     DeadlineExpired,
     EngineFailure,

@@ -18,7 +18,8 @@ from grpc_reflection.v1alpha import reflection
 
 from rmserve.allocator import map_big_allocations
 from rmserve.artifact import Manifest
-from rmserve.core import CoreConfig, RewardCore
+from rmserve.core import RewardCore
+from rmserve.core_config import CoreConfig
 from rmserve.engine import Engine, LoadedArtifact, OrtEngine, load_artifact
 from rmserve.grpc_service import RewardServicer, add_reward_service
 from rmserve.http_front import HttpFront

@@ -11,7 +11,8 @@ import pytest
 
 from rmserve.artifact import Manifest, Normalization, ParityReport, Preprocessing
 from rmserve.batching import BatchLimits
-from rmserve.core import INLINE_TOKENIZE_PAIRS, CoreConfig, RewardCore
+from rmserve.core import INLINE_TOKENIZE_PAIRS, RewardCore
+from rmserve.core_config import CoreConfig
 from rmserve.cost_model import AnalyticCost, BatchPolicy
 from rmserve.engine import LoadedArtifact
 from rmserve.errors import EngineFailure, InvalidRequest, Unavailable

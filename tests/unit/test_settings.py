@@ -10,7 +10,7 @@ import pytest
 
 from rmserve import server_cli
 from rmserve.cli_args import settings_from_args
-from rmserve.core import CoreConfig
+from rmserve.core_config import CoreConfig
 from rmserve.settings import ServerSettings
 
 
