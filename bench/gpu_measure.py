@@ -16,7 +16,8 @@ import grpc
 import numpy as np
 
 from rmserve.engine import OrtEngine, ProviderChoice, load_artifact
-from rmserve.preprocess import PreparedPair, pad_batch
+from rmserve.padding import pad_batch
+from rmserve.preprocess import PreparedPair
 from rmserve.testing import start_server
 from rmserve.v1 import reward_pb2, reward_pb2_grpc
 

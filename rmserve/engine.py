@@ -12,7 +12,8 @@ import numpy as np
 import onnxruntime as ort
 
 from rmserve.artifact import MODEL_FILE, TOKENIZER_FILE, ArtifactError, Manifest, read_manifest
-from rmserve.preprocess import PreparedPair, Preprocessor, load_tokenizer, pad_batch
+from rmserve.padding import pad_batch
+from rmserve.preprocess import PreparedPair, Preprocessor, load_tokenizer
 from rmserve.providers import CPU as CPU  # re-exported: the engine's callers name providers
 from rmserve.providers import CUDA as CUDA
 from rmserve.providers import CudaHost, probe_cuda_host, providers_for

@@ -10,8 +10,8 @@ piece, exactly as ``tokenizer(apply_chat_template(conv, tokenize=False))`` does 
 BOS the tokenizer adds itself taken out of the template text, so it is never doubled).
 
 Token ids are int64 numpy arrays from tokenisation on, so padding a batch is a few vector
-operations, not a Python loop over rows. A text that appears several times in one call (the
-prompt of a Prefer, a group of responses to one prompt) is tokenised once.
+operations (``padding.pad_batch``), not a Python loop over rows. A text that appears several
+times in one call (the prompt of a Prefer, a group of responses to one prompt) is tokenised once.
 """
 
 from __future__ import annotations
@@ -397,24 +397,3 @@ def _copy(encoding: Encoding) -> Encoding:
 
 def _overlaps(start: int, end: int, span: tuple[int, int]) -> bool:
     return start < span[1] and end > span[0]
-
-
-def pad_batch(
-    pairs: Sequence[PreparedPair], pad_token_id: int, input_names: Sequence[str]
-) -> dict[str, np.ndarray]:
-    """Right-pad a batch into the ONNX feed. Padded cost is longest x count."""
-    if not pairs:
-        raise ValueError("cannot pad an empty batch")
-    lengths = np.fromiter((p.num_tokens for p in pairs), dtype=np.int64, count=len(pairs))
-    real = np.arange(int(lengths.max())) < lengths[:, None]  # [rows, width], row-major
-    ids = np.full(real.shape, pad_token_id, dtype=np.int64)
-    ids[real] = np.concatenate([p.input_ids for p in pairs])
-    types = np.zeros(real.shape, dtype=np.int64)
-    if "token_type_ids" in input_names:
-        types[real] = np.concatenate([p.token_type_ids for p in pairs])
-    mask = real.astype(np.int64)
-    available = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-    unknown = [name for name in input_names if name not in available]
-    if unknown:
-        raise ValueError(f"model inputs {unknown} are not produced by rmserve preprocessing")
-    return {name: available[name] for name in input_names}

@@ -27,7 +27,8 @@ import torch
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from rmserve.artifact import ParityReport
-from rmserve.preprocess import PreparedPair, pad_batch
+from rmserve.padding import pad_batch
+from rmserve.preprocess import PreparedPair
 
 from .model import Scorer
 

@@ -42,8 +42,9 @@ from rmserve.artifact import (
     write_manifest,
 )
 from rmserve.engine import load_artifact
+from rmserve.padding import pad_batch
 from rmserve.preference_data import load_preferences
-from rmserve.preprocess import PreparedPair, pad_batch
+from rmserve.preprocess import PreparedPair
 
 from .export import _check_out_folder, _move_into_place, default_version
 from .quantize_gates import Figures, Gates, QuantizeError, QuantizeRefused

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from rmserve.preprocess import PreparedPair, pad_batch
+from rmserve.padding import pad_batch
+from rmserve.preprocess import PreparedPair
 
 from .export_check import rank_agreement
 from .quantize_gates import Figures, Gates

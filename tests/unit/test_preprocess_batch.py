@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 from rmserve_training.backbones import minilm_folder
 
 from rmserve.artifact import Preprocessing
+from rmserve.padding import pad_batch
 from rmserve.preprocess import (
     SEQUENTIAL_ENCODE_TEXTS,
     PreparedPair,
     Preprocessor,
     load_tokenizer,
-    pad_batch,
 )
 
 NAMES = ["input_ids", "attention_mask", "token_type_ids"]
