@@ -32,11 +32,12 @@ from .chat_template import (
     check_renders_like_hf,
     hf_render,
 )
+from .encoded import encode
 from .export import ExportRequest, export_artifact
 from .model import ClassifierRewardModel, RewardModel, Scorer
 from .onnx_layout import Dtype
 from .text_setup import pad_token_id_of
-from .train import encode, evaluate
+from .train import evaluate
 
 log = logging.getLogger(__name__)
 

@@ -26,16 +26,16 @@ from rmserve.evaluate import evaluate_file
 
 from .checkpoints import TrainError, validation_texts
 from .distributed import Cluster
+from .encoded import batches_for_epoch, encode, score_all, score_stacked
 from .export import ExportRequest, export_artifact
 from .lora import merge_lora
 from .loss import bradley_terry_loss, preference_metrics, weighted_bradley_terry_loss
 from .memory import MemoryOptions, prepare_backbone, summary_of
-from .model import RewardModel
 from .optim import build_optimizer
 from .precision import autocast, device_of
 from .settings import TrainSettings
 from .shared_heads import build_shared_model, head_members, head_weights
-from .train import METRICS_FILE, Encoded, MetricsLog, batches_for_epoch, encode, score_stacked
+from .train import METRICS_FILE, MetricsLog
 from .train_inputs import load_train_inputs
 
 log = logging.getLogger(__name__)
@@ -74,23 +74,6 @@ def refuse_unsupported(settings: TrainSettings, cluster: Cluster | None) -> None
             "--ensemble-kind shared does not checkpoint: --resume and --stop-after-steps are "
             "for --ensemble-kind members"
         )
-
-
-def evaluate_heads(
-    model: RewardModel, data: Encoded, batch_size: int, pad_token_id: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """[N, K] rewards of the chosen and of the rejected responses, under no_grad."""
-    model.eval()
-    order = sorted(range(len(data)), key=lambda i: data.chosen[i].num_tokens)
-    chosen: list[torch.Tensor] = []
-    rejected: list[torch.Tensor] = []
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            w, r = score_stacked(model, data, order[start : start + batch_size], pad_token_id)
-            chosen.append(w.float().cpu())
-            rejected.append(r.float().cpu())
-    back = torch.argsort(torch.tensor(order))  # from length order back to data order
-    return torch.cat(chosen)[back], torch.cat(rejected)[back]
 
 
 def head_metrics(
@@ -187,7 +170,7 @@ def train_shared(settings: TrainSettings, cluster: Cluster | None = None) -> Sha
             )
 
     # --- per-head held-out metrics and normalisation stats, export ---------------------------
-    chosen, rejected = evaluate_heads(model, eval_data, settings.eval_batch_size, pad_token_id)
+    chosen, rejected = score_all(model, eval_data, settings.eval_batch_size, pad_token_id)
     metrics = head_metrics(chosen, rejected, eval_data.margins, settings.center_coef)
     normalizations = head_normalizations(chosen, rejected)
     metrics_log.write("final", step=step, heads=metrics)

@@ -14,9 +14,6 @@ from typing import Any
 
 import torch
 
-from rmserve.preference_data import PreferencePair
-from rmserve.preprocess import PreparedPair, Preprocessor
-
 from .bootstrap import bootstrap_resample
 from .checkpoints import (
     TrainError,
@@ -28,9 +25,9 @@ from .checkpoints import (
     set_rng_state,
     validation_texts,
 )
-from .distributed import Cluster, RewardDDP, join_cluster, wrap
+from .distributed import Cluster, join_cluster, wrap
+from .encoded import Encoded, batches_for_epoch, encode, score_all, score_stacked
 from .export import export_artifact
-from .export_check import torch_feed
 from .lora import merge_lora
 from .loss import bradley_terry_loss, preference_metrics
 from .memory import MemoryOptions, prepare_backbone, summary_of
@@ -82,86 +79,14 @@ class TrainResult:
         }
 
 
-@dataclass(frozen=True)
-class Encoded:
-    """A preference set tokenised once with the shared preprocessor."""
-
-    chosen: list[PreparedPair]
-    rejected: list[PreparedPair]
-    margins: torch.Tensor
-    truncated: int
-    response_truncated: int
-
-    def __len__(self) -> int:
-        return len(self.chosen)
-
-    @property
-    def lengths(self) -> list[int]:
-        return [
-            max(w.num_tokens, r.num_tokens) for w, r in zip(self.chosen, self.rejected, strict=True)
-        ]
-
-
-def encode(preprocessor: Preprocessor, pairs: Sequence[PreferencePair]) -> Encoded:
-    prompts = [p.prompt for p in pairs]
-    chosen = preprocessor.prepare_many(prompts, [p.chosen for p in pairs])
-    rejected = preprocessor.prepare_many(prompts, [p.rejected for p in pairs])
-    both = list(zip(chosen, rejected, strict=True))
-    return Encoded(
-        chosen=chosen,
-        rejected=rejected,
-        margins=torch.tensor([float(p.margin or 0.0) for p in pairs], dtype=torch.float32),
-        truncated=sum(w.truncated or r.truncated for w, r in both),
-        response_truncated=sum(w.response_truncated or r.response_truncated for w, r in both),
-    )
-
-
-def score_stacked(
-    model: Scorer | RewardDDP, data: Encoded, index: Sequence[int], pad_token_id: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward pass for both sides: chosen stacked on top of rejected, split after."""
-    sequences = [data.chosen[i] for i in index] + [data.rejected[i] for i in index]
-    device = next(model.parameters()).device
-    feed = torch_feed(sequences, pad_token_id, model.input_names)
-    rewards = model(**{k: v.to(device) for k, v in feed.items()})
-    return rewards[: len(index)], rewards[len(index) :]
-
-
 def evaluate(
     model: Scorer, data: Encoded, batch_size: int, pad_token_id: int, center_coef: float
 ) -> tuple[dict[str, float], torch.Tensor]:
     """Torch eval under no_grad; returns metrics and every eval response's reward."""
-    model.eval()
-    order = sorted(range(len(data)), key=lambda i: data.chosen[i].num_tokens)
-    chosen = torch.empty(len(data))
-    rejected = torch.empty(len(data))
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            index = order[start : start + batch_size]
-            chosen[index], rejected[index] = score_stacked(model, data, index, pad_token_id)
+    chosen, rejected = score_all(model, data, batch_size, pad_token_id)
     loss = bradley_terry_loss(chosen, rejected, data.margins, center_coef)
     metrics = {"loss": loss.item(), **preference_metrics(chosen, rejected)}
     return metrics, torch.cat([chosen, rejected])
-
-
-LENGTH_GROUP_BATCHES = 16
-
-
-def batches_for_epoch(
-    lengths: Sequence[int], batch_size: int, seed: int, epoch: int
-) -> list[list[int]]:
-    """Shuffled batches of similar lengths (less padding, faster steps): shuffle, sort windows
-    of 16 batches by length, cut, shuffle the batches. Depends only on (seed, epoch), so a
-    resumed run sees the same batches."""
-    generator = torch.Generator().manual_seed(seed * 1000 + epoch)
-    order = torch.randperm(len(lengths), generator=generator).tolist()
-    window = batch_size * LENGTH_GROUP_BATCHES
-    batches: list[list[int]] = []
-    for start in range(0, len(order), window):
-        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    shuffled = torch.randperm(len(batches), generator=generator).tolist()
-    return [batches[i] for i in shuffled]
 
 
 class MetricsLog:
