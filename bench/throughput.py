@@ -30,7 +30,6 @@ overhead dominates and the ratios mean nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import random
@@ -40,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_record import add_record_arguments, finish_record, start_record
 from throughput_replay import replay
 
 from rmserve import testing
@@ -350,9 +350,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--artifact", type=Path, default=Path("demo/artifact"))
     parser.add_argument("--mixes", nargs="+", choices=list(MIXES), default=list(MIXES))
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds per server run")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--seed", type=int, default=0)
+    add_record_arguments(parser, duration=15.0)
     parser.add_argument(
         "--pairs-scale", type=float, default=1.0, help="scale the pairs per mix (raw runs' length)"
     )
@@ -361,31 +359,20 @@ def main() -> None:
         "--no-replay", dest="replay", action="store_false",
         help="skip the bare engine fed by the server's policy over its in-flight window",
     )  # fmt: skip
-    parser.add_argument("--note", default="", help="the machine's condition, for the record")
-    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    load_before = os.getloadavg()
-    started = time.time()
+    record = start_record(args)
+    max_length = load_artifact(args.artifact).manifest.preprocessing.max_length
     results = []
     for mix in args.mixes:
         results.append(run_mix(mix, args))
-        summary = {
+        figures = {
             "artifact": str(args.artifact),
-            "max_length": load_artifact(args.artifact).manifest.preprocessing.max_length,
-            "cores": os.cpu_count(),
-            "threads": args.threads,
-            "duration_s_per_server_run": args.duration,
-            "wall_s": time.time() - started,
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-            "note": args.note,
+            "max_length": max_length,
             "policies": POLICIES,
             "mixes": results,
         }
-        if args.out:  # after every mix: a later failure keeps what was measured
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(summary, indent=2) + "\n")
+        finish_record(record, args, figures)  # after every mix: a failure keeps what was measured
     head = f"{'run':44} {'tokens/s':>9} {'pairs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'batch':>6}"
     print(head + f" {'other cores':>11}")
     for result in results:
