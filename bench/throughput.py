@@ -321,6 +321,12 @@ def run_mix(mix: str, args: argparse.Namespace) -> dict[str, Any]:
         )  # fmt: skip
         for key in (f"score64 {policy}", f"batch256 {policy}"):
             print(f"{mix}: {key} {runs[key]['tokens_per_s']:.0f} tokens/s", flush=True)
+    if args.one_worker:  # the engine as before engine workers: one batch at a time
+        for mode, load in (("score64", single), ("batch256", batched)):
+            runs[f"{mode} caps 1 worker"] = server_run(
+                f"{mix}: {mode} caps, 1 engine worker", args.artifact, pairs, args.threads,
+                [*server_flags(POLICIES["caps"]), "--engine-workers", "1"], load,
+            )  # fmt: skip
     if args.unbatched:
         runs["unbatched"] = server_run(
             f"{mix}: server, batching off", args.artifact, pairs, args.threads,
@@ -355,6 +361,9 @@ def main() -> None:
         "--pairs-scale", type=float, default=1.0, help="scale the pairs per mix (raw runs' length)"
     )
     parser.add_argument("--unbatched", action="store_true", help="also run batching off")
+    parser.add_argument(
+        "--one-worker", action="store_true", help="also run caps with --engine-workers 1"
+    )
     parser.add_argument(
         "--no-replay", dest="replay", action="store_false",
         help="skip the bare engine fed by the server's policy over its in-flight window",

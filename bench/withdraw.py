@@ -102,10 +102,10 @@ async def measure(pairs: int) -> dict[str, float]:
     rounds = 0
     while rounds < 20:
         # The held engine never finishes: mark it idle by hand so each call forms and submits
-        # PIPELINE_DEPTH more batches from the queue's head (private, for this measurement only).
+        # pipeline_depth (2) more batches from the queue's head (private, for this measurement).
         batcher._running = 0
         batcher._fill_pipeline()
-        rounds += 2  # PIPELINE_DEPTH batches per call
+        rounds += batcher.pipeline_depth  # batches per call
     take = (time.perf_counter() - start) / rounds
     return {
         "queue_pairs": pairs,

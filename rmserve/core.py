@@ -79,7 +79,9 @@ class RewardCore:
         self.config = config
         self.metrics = metrics
         self.state = CoreState.NEW
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rmserve-engine")
+        self._executor = ThreadPoolExecutor(
+            max_workers=config.engine_workers, thread_name_prefix="rmserve-engine"
+        )
         # Few, so the tokenizer's working memory stays bounded (README, 'Memory').
         self._tokenizers = ThreadPoolExecutor(
             max_workers=TOKENIZE_WORKERS, thread_name_prefix="rmserve-tokenize"
@@ -133,6 +135,7 @@ class RewardCore:
             self.config.max_queue_pairs,
             self.metrics,
             cost,
+            self.config.engine_workers,
         )
         self._batcher_task = asyncio.create_task(self._batcher.run(), name="rmserve-batcher")
         self._trim_watch = asyncio.create_task(self._trimmer.watch(), name="rmserve-trim")

@@ -31,12 +31,17 @@ class CoreConfig:
     batch_policy: BatchPolicy = "caps"  # "measured" without warm-up runs: analytic
     ensemble_aggregate: AggregateName = "mean"
     ensemble_uncertainty_penalty: float = 1.0
+    engine_workers: int = 1  # batches the engine runs at once (rmserve.engine_threads)
 
     @classmethod
     def from_settings(
-        cls, settings: ServerSettings, max_inflight_bytes: int | None = None
+        cls,
+        settings: ServerSettings,
+        max_inflight_bytes: int | None = None,
+        engine_workers: int = 1,
     ) -> CoreConfig:
-        """``max_inflight_bytes``: the resolved budget (None: the setting, else its default)."""
+        """``max_inflight_bytes``: the resolved budget (None: the setting, else its default);
+        ``engine_workers``: resolved for the engine's provider (``rmserve.engine_threads``)."""
         limits = BatchLimits(
             max_batch_size=settings.max_batch_size,
             max_batch_tokens=settings.max_batch_tokens,
@@ -57,4 +62,5 @@ class CoreConfig:
             settings.batch_policy,
             settings.ensemble_aggregate,
             settings.ensemble_uncertainty_penalty,
+            engine_workers,
         )

@@ -41,7 +41,7 @@ class Engine(Protocol):
 
     def score(self, pairs: Sequence[PreparedPair]) -> np.ndarray:
         """Blocking: float32 rewards in pair order, [B] for a single model or [B, K] for an
-        ensemble of K members. Called from one thread at a time."""
+        ensemble of K members. Called from up to ``engine_workers`` threads at once."""
         ...
 
 

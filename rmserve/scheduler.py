@@ -1,9 +1,10 @@
 """The batcher: one queue, one asyncio task, one engine thread.
 
-Batches are picked by ``collect_batch`` (pure) and run on a single engine thread so the event
-loop keeps accepting and tokenising. Up to two batches are in flight: one running and the next
-one prepared; the second is only formed early when it is already full, otherwise the batcher
-waits for the engine and takes everything that arrived meanwhile.
+Batches are picked by ``collect_batch`` (pure) and run on ``workers`` engine threads so the
+event loop keeps accepting and tokenising. Up to ``workers + 1`` batches are in flight: one
+running on each engine thread and the next one prepared; a batch is only formed while every
+engine thread is busy when it is already full, otherwise the batcher waits for a thread to
+finish and takes everything that arrived meanwhile.
 
 The queue deletes lazily: a finished request's items stay in the deque and are skipped when
 they reach the window, so withdrawing a request is O(1) and taking a batch costs O(window),
@@ -37,7 +38,7 @@ from rmserve.pending import PendingRequest
 log = logging.getLogger(__name__)
 
 Item = QueuedItem[PendingRequest]
-PIPELINE_DEPTH = 2  # batches submitted to the engine thread: one running, one prepared
+PREPARED_BATCHES = 1  # batches submitted beyond one per engine thread, ready to run next
 COMPACT_MIN_DEAD_ROWS = 4096  # below this, dead rows just wait to reach the window
 
 
@@ -61,11 +62,14 @@ class Batcher:
         max_queue_pairs: int,
         metrics: Metrics,
         cost: CostModel | None = None,
+        workers: int = 1,
     ) -> None:
-        """``cost``: cut batches by this engine cost model; None: grow to the caps in ``limits``."""
+        """``cost``: cut batches by this engine cost model; None: grow to the caps in ``limits``.
+        ``workers``: batches the engine runs at once (``executor`` has that many threads)."""
         self._engine = engine
         self._cost = None if cost is None else CachedCost(cost)
         self._executor = executor
+        self._workers = workers
         self._limits = limits
         self._max_queue_pairs = max_queue_pairs
         self._metrics = metrics
@@ -81,6 +85,11 @@ class Batcher:
 
     def clock(self) -> float:
         return self._loop.time()
+
+    @property
+    def pipeline_depth(self) -> int:
+        """Batches submitted to the engine at most: one per engine thread, and one prepared."""
+        return self._workers + PREPARED_BATCHES
 
     @property
     def pending_rows(self) -> int:
@@ -140,7 +149,7 @@ class Batcher:
                 self._dead_rows = 0
 
     def retry_after_ms(self) -> int:
-        estimate = self.pending_rows * self._seconds_per_row * 1000.0
+        estimate = self.pending_rows * self._seconds_per_row * 1000.0 / self._workers
         return int(min(10_000.0, max(10.0, estimate)))
 
     def fail_all(self, reason: str) -> None:
@@ -168,12 +177,12 @@ class Batcher:
         """Submit batches until the engine pipeline is full or nothing can run yet. Returns
         only when the queue is empty, the engine is busy (its finish wakes us) or a timer is
         set: clearing dead or expired items never ends a turn, so nothing live is stranded."""
-        while self._running < PIPELINE_DEPTH and self._queue:
+        while self._running < self.pipeline_depth and self._queue:
             now = self.clock()
             window = list(islice(self._queue, self._limits.window))
             got = collect_batch(window, now, self._limits, self._cost)
             batch = got.batch
-            if batch and self._running > 0 and not self._is_full(got, window):
+            if batch and self._running >= self._workers and not self._is_full(got, window):
                 batch = []  # the engine is busy: wait for it and take what arrives meanwhile
             self._remove_from_window(window, [*got.dropped, *got.expired, *batch])
             for item in got.expired:

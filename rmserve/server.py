@@ -21,6 +21,7 @@ from rmserve.artifact import Manifest
 from rmserve.core import RewardCore
 from rmserve.core_config import CoreConfig
 from rmserve.engine import Engine, LoadedArtifact, OrtEngine, load_artifact
+from rmserve.engine_threads import engine_workers, threads_per_batch
 from rmserve.grpc_service import RewardServicer, add_reward_service
 from rmserve.http_front import HttpFront
 from rmserve.memory_budget import (
@@ -56,7 +57,8 @@ EngineFactory = Callable[[LoadedArtifact, ServerSettings], Engine]
 
 
 def ort_engine(artifact: LoadedArtifact, settings: ServerSettings) -> Engine:
-    return OrtEngine(artifact, settings.provider, settings.intra_op_threads, settings.gpu_device_id)
+    threads = threads_per_batch(settings.intra_op_threads, settings.engine_workers)
+    return OrtEngine(artifact, settings.provider, threads, settings.gpu_device_id)
 
 
 def transport_limit(max_message_bytes: int) -> int:
@@ -193,17 +195,17 @@ class RewardServer:
             name=manifest.name, version=manifest.version, provider=engine.provider
         ).set(1)
         inflight_bytes = self._inflight_budget(artifact)
-        self.core = RewardCore(
-            engine, artifact, CoreConfig.from_settings(s, inflight_bytes), self.metrics
-        )
+        workers = engine_workers(engine.provider, s.intra_op_threads, s.engine_workers)
+        config = CoreConfig.from_settings(s, inflight_bytes, workers)
+        self.core = RewardCore(engine, artifact, config, self.metrics)
         await self.core.astart()
         if self._stop.is_set():
             return
         for name in HEALTH_SERVICES:
             await self._health.set(name, SERVING)
         log.info(
-            "SERVING %s %s on %s (%s)", manifest.name, manifest.version, engine.provider,
-            engine.device,
+            "SERVING %s %s on %s (%s), %d batch%s at once", manifest.name, manifest.version,
+            engine.provider, engine.device, workers, "" if workers == 1 else "es",
         )  # fmt: skip
 
     def _inflight_budget(self, artifact: LoadedArtifact) -> int:

@@ -48,7 +48,19 @@ class ServerSettings(BaseSettings):
         "Ignored on the CPU. One server per GPU: run a replica per device.",
     )
     intra_op_threads: int = Field(
-        default=0, ge=0, le=1024, description="onnxruntime intra-op threads (0: one per core)."
+        default=0,
+        ge=0,
+        le=1024,
+        description="The engine's onnxruntime CPU threads in all (0: one per core), split "
+        "evenly between the engine_workers batches that run at once.",
+    )
+    engine_workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Batches the engine runs at once, each on its own thread (0: 2 on a CPU, "
+        "at most one per intra-op thread; 1 on CUDA). They share one onnxruntime session, so "
+        "the weights are loaded once.",
     )
     max_batch_size: int = Field(
         default=32,

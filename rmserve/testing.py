@@ -30,7 +30,8 @@ class ScriptedEngine:
 
     ``calls`` counts ``score`` calls (warm-up included); ``fail_calls`` holds the 0-based call
     numbers that raise ``EngineError`` instead of scoring; ``batch_sizes[i]`` is the number of
-    pairs engine call ``i`` received.
+    pairs engine call ``i`` received; ``running`` counts the calls inside ``score`` now (held
+    by the gate included) and ``most_running`` the most there ever were at once.
     """
 
     def __init__(self, inner: Engine, gate_open: bool = True) -> None:
@@ -42,6 +43,8 @@ class ScriptedEngine:
         self.calls = 0
         self.scored_pairs = 0
         self.batch_sizes: list[int] = []
+        self.running = 0
+        self.most_running = 0
         self._lock = threading.Lock()
 
     @property
@@ -57,11 +60,17 @@ class ScriptedEngine:
             call = self.calls
             self.calls += 1
             self.batch_sizes.append(len(pairs))
-        if not self.gate.wait(timeout=GATE_TIMEOUT_S):
-            raise EngineError(f"ScriptedEngine gate stayed closed for {GATE_TIMEOUT_S}s")
-        if call in self.fail_calls:
-            raise EngineError(f"scripted failure of engine call {call}")
-        rewards = self.inner.score(pairs)
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+        try:
+            if not self.gate.wait(timeout=GATE_TIMEOUT_S):
+                raise EngineError(f"ScriptedEngine gate stayed closed for {GATE_TIMEOUT_S}s")
+            if call in self.fail_calls:
+                raise EngineError(f"scripted failure of engine call {call}")
+            rewards = self.inner.score(pairs)
+        finally:
+            with self._lock:
+                self.running -= 1
         with self._lock:
             self.scored_pairs += len(pairs)
         return rewards

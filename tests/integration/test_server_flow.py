@@ -23,6 +23,7 @@ from harness import (
     serving,
 )
 
+from rmserve.engine import OrtEngine
 from rmserve.grpc_service import RETRY_PUSHBACK_KEY
 from rmserve.testing import ScriptedEngine
 from rmserve.v1 import reward_pb2
@@ -189,3 +190,38 @@ async def test_drain_finishes_accepted_work_and_refuses_new(
     assert len((await accepted).results) == 4
     await asyncio.wait_for(stopping, timeout=60)
     assert engine.scored_pairs == 5
+
+
+@pytest.mark.parametrize(
+    ("intra_op_threads", "engine_workers", "at_once"),
+    [(2, 0, 2), (2, 1, 1), (1, 0, 1)],  # auto on a 2-thread CPU budget: 2; one thread: 1
+)
+async def test_engine_workers_run_that_many_batches_at_once(
+    tiny_artifact: Path,
+    offline_engine: OrtEngine,
+    intra_op_threads: int,
+    engine_workers: int,
+    at_once: int,
+) -> None:
+    built, factory = scripted_factory(gate_open=False)
+    settings = make_settings(
+        tiny_artifact,
+        max_batch_size=4,
+        intra_op_threads=intra_op_threads,
+        engine_workers=engine_workers,
+    )
+    prompts = [f"worker prompt {i}" for i in range(16)]
+    responses = ["answer " * (i % 4 + 1) for i in range(16)]
+    async with serving(settings, factory) as h:
+        engine = built[0]
+        calls = [
+            asyncio.ensure_future(h.stub.Score(score(p, r), timeout=60))
+            for p, r in zip(prompts, responses, strict=True)
+        ]
+        # Every engine thread takes a batch as soon as it is free: the gate holds them there.
+        await eventually(lambda: engine.running == at_once, f"{at_once} batches in the engine")
+        engine.gate.set()
+        replies = await asyncio.wait_for(asyncio.gather(*calls), timeout=120)
+    assert engine.most_running == at_once
+    offline = offline_engine.score_texts(prompts, responses)
+    assert [r.reward for r in replies] == pytest.approx(offline.tolist(), abs=1e-5)

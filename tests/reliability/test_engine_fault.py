@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2
 from harness import SERVICE, eventually, make_settings, scripted_factory, serving
 
 from rmserve.engine import OrtEngine
-from rmserve.scheduler import PIPELINE_DEPTH
+from rmserve.scheduler import PREPARED_BATCHES
 from rmserve.v1 import reward_pb2
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -39,8 +39,9 @@ async def test_one_failing_batch_fails_only_its_callers(
                 return e.code().name
 
         calls = [asyncio.ensure_future(one(i)) for i in range(CALLS)]
-        # Held by the closed gate: up to PIPELINE_DEPTH batches of <= 8 rows left the queue.
-        held = PIPELINE_DEPTH * 8
+        # Held by the closed gate: one running batch (one engine thread: one intra-op thread)
+        # and the prepared ones, of <= 8 rows each, left the queue.
+        held = (1 + PREPARED_BATCHES) * 8
         await eventually(lambda: h.metric("rmserve_queue_pairs") >= CALLS - held, "a full queue")
         engine.gate.set()
         results = await asyncio.wait_for(asyncio.gather(*calls), timeout=120)

@@ -44,7 +44,8 @@ class Job:
 
 
 class ManualExecutor(Executor):
-    """Queues submitted engine jobs; ``run_next`` runs the oldest one in the caller's thread."""
+    """Queues submitted engine jobs; ``run_next`` runs one (the oldest unless told) in the
+    caller's thread."""
 
     def __init__(self) -> None:
         self.jobs: list[Job] = []
@@ -54,8 +55,8 @@ class ManualExecutor(Executor):
         self.jobs.append(Job(fn, args, future))
         return future
 
-    def run_next(self) -> None:
-        job = self.jobs.pop(0)
+    def run_next(self, index: int = 0) -> None:
+        job = self.jobs.pop(index)
         job.future.set_result(job.fn(*job.args))
 
 
@@ -93,7 +94,11 @@ class Spec:
 
 class Rig:
     def __init__(
-        self, limits: BatchLimits, max_queue_pairs: int = 1 << 20, cost: CostModel | None = None
+        self,
+        limits: BatchLimits,
+        max_queue_pairs: int = 1 << 20,
+        cost: CostModel | None = None,
+        workers: int = 1,
     ) -> None:
         self.loop = ManualClockLoop()
         self.executor = ManualExecutor()
@@ -102,7 +107,9 @@ class Rig:
         self._next_tag = 1
 
         async def make() -> Batcher:
-            return Batcher(self.engine, self.executor, limits, max_queue_pairs, self.metrics, cost)
+            return Batcher(
+                self.engine, self.executor, limits, max_queue_pairs, self.metrics, cost, workers
+            )
 
         self.batcher = self.run(make())
         self.task = self.loop.create_task(self.batcher.run())

@@ -66,3 +66,21 @@ async def test_the_watch_trims_when_the_rss_grew_with_no_request_counted() -> No
     finally:
         watch.cancel()
         await asyncio.gather(watch, return_exceptions=True)
+
+
+async def test_the_watch_trims_after_a_megabyte_of_requests_not_after_every_small_one() -> None:
+    trimmer = FreedMemoryTrimmer(lambda: None, after_bytes=100 * IDLE_TRIM_BYTES, rss=lambda: 0)
+    watch = asyncio.ensure_future(trimmer.watch(interval_s=0.0))
+    try:
+        for _ in range(IDLE_TRIM_BYTES // 4096 - 1):  # a stream of small requests, busy
+            trimmer.freed(4096, idle=False)
+            await asyncio.sleep(0)  # the watch looks at every turn of the loop
+        assert trimmer.trims == 0
+        trimmer.freed(4096, idle=False)  # a megabyte in all
+        end = asyncio.get_running_loop().time() + 60.0  # "must not hang" bound
+        while not trimmer.trims and asyncio.get_running_loop().time() < end:
+            await asyncio.sleep(0.01)
+        assert trimmer.trims == 1
+    finally:
+        watch.cancel()
+        await asyncio.gather(watch, return_exceptions=True)

@@ -1,6 +1,7 @@
 """A hypothesis state machine over the Batcher: enqueue, cancel, deadlines passing, the engine
-finishing or raising, in any order. After every step: nothing live is stranded while the
-engine is idle, no pair is computed twice or at/after its deadline, counters add up."""
+finishing or raising, in any order (with two engine threads, either running batch may finish
+first). After every step: nothing live waits while an engine thread is idle, no pair is
+computed twice or at/after its deadline, counters add up."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from rmserve.batching import BatchLimits
 from rmserve.cost_model import CostModel, CostTable
 from rmserve.errors import DeadlineExpired, EngineFailure, Overloaded
 from rmserve.pending import PendingRequest
-from rmserve.scheduler import PIPELINE_DEPTH
 
 LIMITS = BatchLimits(
     max_batch_size=4, max_batch_tokens=48, max_padding_ratio=1.5, max_queue_delay_s=0.0, window=3
@@ -28,10 +28,11 @@ COST = CostTable((1, 2, 4), (16, 32), ((1.0, 1.5), (1.2, 2.0), (3.0, 5.0)), sour
 
 class BatcherMachine(RuleBasedStateMachine):
     cost: CostModel | None = None
+    workers = 1
 
     def __init__(self) -> None:
         super().__init__()
-        self.rig = Rig(LIMITS, MAX_QUEUE_PAIRS, self.cost)
+        self.rig = Rig(LIMITS, MAX_QUEUE_PAIRS, self.cost, self.workers)
         self.requests: list[PendingRequest] = []
         self.cancelled: set[int] = set()  # ids of requests the test cancelled
 
@@ -73,24 +74,28 @@ class BatcherMachine(RuleBasedStateMachine):
         self.rig.advance(seconds)
 
     @precondition(lambda self: bool(self.rig.executor.jobs))
-    @rule(fail=st.booleans(), late=st.sampled_from([0.0, 0.0, 2.0]))
-    def engine_runs_a_batch(self, fail: bool, late: float) -> None:
-        """The engine thread runs the oldest submitted batch; ``late`` moves the clock first
-        without a loop turn (the deadline passes between submission and the forward pass)."""
+    @rule(fail=st.booleans(), late=st.sampled_from([0.0, 0.0, 2.0]), pick=st.integers(0, 7))
+    def engine_runs_a_batch(self, fail: bool, late: float, pick: int) -> None:
+        """An engine thread finishes one of the running batches (the oldest ``workers``
+        submitted); ``late`` moves the clock first without a loop turn (the deadline passes
+        between submission and the forward pass)."""
+        running = min(self.workers, len(self.rig.executor.jobs))
         self.rig.engine.fail_next = fail
         self.rig.loop.now += late
-        self.rig.executor.run_next()
+        self.rig.executor.run_next(pick % running)
         self.rig.engine.fail_next = False
         self.rig.settle()
 
     # invariants ----------------------------------------------------------------------------
 
     @invariant()
-    def nothing_live_is_stranded_while_the_engine_is_idle(self) -> None:
-        if not self.rig.executor.jobs:
-            assert all(r.finished for r in self.requests)
+    def nothing_live_waits_while_an_engine_thread_is_idle(self) -> None:
+        jobs = len(self.rig.executor.jobs)
+        if jobs < self.workers:
             assert self.rig.batcher.pending_rows == 0
-        assert len(self.rig.executor.jobs) <= PIPELINE_DEPTH
+        if not jobs:
+            assert all(r.finished for r in self.requests)
+        assert jobs <= self.rig.batcher.pipeline_depth == self.workers + 1
 
     @invariant()
     def no_pair_computed_twice_or_after_its_deadline(self) -> None:
@@ -149,6 +154,19 @@ class CostBatcherMachine(BatcherMachine):
     cost = COST
 
 
+class TwoWorkerBatcherMachine(BatcherMachine):
+    """The same machine with two engine threads."""
+
+    workers = 2
+
+
+class TwoWorkerCostBatcherMachine(BatcherMachine):
+    """Two engine threads and batches cut by a cost table."""
+
+    cost = COST
+    workers = 2
+
+
 MACHINE_SETTINGS = settings(
     max_examples=150, stateful_step_count=30, deadline=None, derandomize=True
 )
@@ -156,3 +174,7 @@ BatcherMachine.TestCase.settings = MACHINE_SETTINGS
 CostBatcherMachine.TestCase.settings = MACHINE_SETTINGS
 TestBatcherMachine = BatcherMachine.TestCase
 TestCostBatcherMachine = CostBatcherMachine.TestCase
+TwoWorkerBatcherMachine.TestCase.settings = MACHINE_SETTINGS
+TwoWorkerCostBatcherMachine.TestCase.settings = MACHINE_SETTINGS
+TestTwoWorkerBatcherMachine = TwoWorkerBatcherMachine.TestCase
+TestTwoWorkerCostBatcherMachine = TwoWorkerCostBatcherMachine.TestCase
