@@ -23,11 +23,24 @@ from pathlib import Path
 from typing import Any
 
 from bench_record import add_record_arguments, finish_record, start_record
-from throughput import make_pairs, raw_onnxruntime, server_run
+from throughput import RAW_BATCH_SIZES, make_pairs, raw_onnxruntime, raw_rate, server_run
 
 from rmserve.artifact import read_manifest
+from rmserve.engine import OrtEngine, load_artifact
 
 MIX = (16, 256)
+
+
+def raw_best(artifact: Path, pairs: list[Any], threads: int) -> dict[str, Any]:
+    """A bare onnxruntime session on ``pairs``, sorted by length, at its best batch size."""
+    loaded = load_artifact(artifact)
+    engine = OrtEngine(loaded, "cpu", threads)
+    prepared = loaded.preprocessor.prepare_many(
+        [p.prompt for p in pairs], [p.response for p in pairs]
+    )
+    raw = raw_onnxruntime(engine, prepared, RAW_BATCH_SIZES)
+    raw_rate(raw, prepared)
+    return raw
 
 
 def open_loop_p99(
@@ -67,7 +80,7 @@ def main() -> None:
     single = {"mode": "score", "concurrency": 64, "duration_s": args.duration}
     runs: dict[str, dict[str, Any]] = {}
     for name, artifact in artifacts.items():
-        runs[f"raw {name}"] = raw_onnxruntime(artifact, pairs, args.threads)
+        runs[f"raw {name}"] = raw_best(artifact, pairs, args.threads)
     server_ratios = []
     for repeat in range(args.repeats):  # fp32 and int8 alternate, so drift hits both
         for name, artifact in artifacts.items():

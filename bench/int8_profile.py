@@ -6,7 +6,7 @@ For each artifact and each session variant, on the same pairs (mixed, 16..256 to
      length, real tokens, wall seconds) while a load-generator process drives 64 Score callers;
   2. the same recorded batches are replayed on the same engine with the server stopped and
      nothing else running: what those shapes cost the engine alone;
-  3. the bare session at its best batch (``throughput.raw_onnxruntime``) for reference;
+  3. the bare session at its best batch (``int8.raw_best``) for reference;
   4. with ``--open-loop``, the server at half the default run's pairs/s, open loop (unwarmed,
      so the server's latency histograms hold that run alone): where a request's time goes.
 
@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 from bench_record import add_record_arguments, finish_record, start_record
-from int8 import MIX
-from throughput import make_pairs, raw_onnxruntime
+from int8 import MIX, raw_best
+from throughput import make_pairs
 
 from rmserve.engine import Engine, LoadedArtifact, OrtEngine
 from rmserve.loadtest import LoadPair, run
@@ -357,7 +357,7 @@ def main() -> None:
     pairs = make_pairs(args.fp32, args.pairs, args.seed, *MIX)
     runs: dict[str, dict[str, Any]] = {}
     for name, artifact in (("fp32", args.fp32), ("int8", args.int8)):
-        runs[f"raw {name}"] = raw_onnxruntime(artifact, pairs, args.threads)
+        runs[f"raw {name}"] = raw_best(artifact, pairs, args.threads)
         for variant in args.variants:
             key = f"server {name} {variant}"
             runs[key] = profile(artifact, pairs, args.threads, variant, args.duration)
