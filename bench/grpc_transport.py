@@ -86,8 +86,8 @@ def _client(port: int, seconds: float, out: Any, go: Any) -> None:
             call = channel.unary_unary(
                 f"/{SERVICE}/{METHOD}", request_serializer=_same, response_deserializer=_same
             )
-            for _ in range(3 * CALLERS):  # connect and warm up
-                await call(REQUEST, timeout=60)
+            for _ in range(3 * CALLERS):  # connect (the server may still be starting), warm up
+                await call(REQUEST, timeout=60, wait_for_ready=True)
             out.put("warm")
             await asyncio.get_running_loop().run_in_executor(None, go.wait)
             calls = 0
