@@ -334,6 +334,7 @@ class RewardServicer:
                 parity=parity_pb(manifest.parity),
                 members=members_pb(manifest),
                 ensemble_kind=ensemble_kind(manifest),
+                engine_workers=core.config.engine_workers,
                 default_aggregate=core.config.ensemble_aggregate if manifest.ensemble else "",
                 default_uncertainty_penalty=core.config.ensemble_uncertainty_penalty
                 if manifest.ensemble

@@ -91,6 +91,7 @@ class ModelInfo:
     # The export's parity report (status, provider, max_abs_diff, rank_agreement, ...);
     # empty when the artifact records none.
     parity: dict[str, Any]
+    engine_workers: int = 0  # batches the server's engine runs at once (0: an older server)
 
     @classmethod
     def from_pb(cls, message: Any) -> ModelInfo:

@@ -537,6 +537,7 @@ class ModelInfo(_message.Message):
     DEFAULT_UNCERTAINTY_PENALTY_FIELD_NUMBER: _builtins.int
     DEVICE_FIELD_NUMBER: _builtins.int
     ENSEMBLE_KIND_FIELD_NUMBER: _builtins.int
+    ENGINE_WORKERS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.str
     max_length: _builtins.int
@@ -569,6 +570,8 @@ class ModelInfo(_message.Message):
     """Ensemble artifacts: how the members were built, "full" (one backbone each) or "shared"
     (K linear heads on one backbone); empty for a single-model artifact.
     """
+    engine_workers: _builtins.int
+    """Batches the engine runs at once, each on its own thread (engine_workers, resolved)."""
     @_builtins.property
     def parity(self) -> Global___ParityReport:
         """The export's check of this artifact against the fp32 source model; unset when the
@@ -605,10 +608,11 @@ class ModelInfo(_message.Message):
         default_uncertainty_penalty: _builtins.float = ...,
         device: _builtins.str = ...,
         ensemble_kind: _builtins.str = ...,
+        engine_workers: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["parity", b"parity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone", b"backbone", "default_aggregate", b"default_aggregate", "default_uncertainty_penalty", b"default_uncertainty_penalty", "device", b"device", "dtype", b"dtype", "ensemble_kind", b"ensemble_kind", "max_batch_size", b"max_batch_size", "max_batch_tokens", b"max_batch_tokens", "max_length", b"max_length", "max_queue_delay_ms", b"max_queue_delay_ms", "max_queue_pairs", b"max_queue_pairs", "max_request_pairs", b"max_request_pairs", "members", b"members", "name", b"name", "normalization_mean", b"normalization_mean", "normalization_std", b"normalization_std", "parameters", b"parameters", "parity", b"parity", "pooling", b"pooling", "provider", b"provider", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone", b"backbone", "default_aggregate", b"default_aggregate", "default_uncertainty_penalty", b"default_uncertainty_penalty", "device", b"device", "dtype", b"dtype", "engine_workers", b"engine_workers", "ensemble_kind", b"ensemble_kind", "max_batch_size", b"max_batch_size", "max_batch_tokens", b"max_batch_tokens", "max_length", b"max_length", "max_queue_delay_ms", b"max_queue_delay_ms", "max_queue_pairs", b"max_queue_pairs", "max_request_pairs", b"max_request_pairs", "members", b"members", "name", b"name", "normalization_mean", b"normalization_mean", "normalization_std", b"normalization_std", "parameters", b"parameters", "parity", b"parity", "pooling", b"pooling", "provider", b"provider", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

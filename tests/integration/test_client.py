@@ -64,7 +64,9 @@ async def test_chunks_follow_the_server_limit(face: str, shared: Harness) -> Non
     )
     async with open_client(face, target(shared), counter, max_chunk_pairs=100_000) as client:
         details = await client.score_detailed(prompts, responses)
-        assert (await client.model_info()).max_request_pairs == 2000
+        info = await client.model_info()
+        assert info.max_request_pairs == 2000
+        assert info.engine_workers == 1  # the harness's one intra-op thread: one batch at once
     sizes = [len(request.pairs) for name, request in counter.requests if name == "ScoreBatch"]
     assert sorted(sizes) == [500, 2000, 2000]  # sent concurrently: any order on the wire
     assert shared.metric("rmserve_requests_total", method="ScoreBatch", code="OK") == ok_before + 3

@@ -220,6 +220,8 @@ async def test_engine_workers_run_that_many_batches_at_once(
         ]
         # Every engine thread takes a batch as soon as it is free: the gate holds them there.
         await eventually(lambda: engine.running == at_once, f"{at_once} batches in the engine")
+        info = await h.stub.GetModelInfo(reward_pb2.GetModelInfoRequest(), timeout=60)
+        assert info.engine_workers == at_once
         engine.gate.set()
         replies = await asyncio.wait_for(asyncio.gather(*calls), timeout=120)
     assert engine.most_running == at_once
