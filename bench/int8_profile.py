@@ -214,9 +214,10 @@ async def serve_under_load(
         built[0].pool_thread_ids = set(thread_cpu()) - before
         return built[0]
 
+    # One batch at a time, as before engine workers: the replays run its batches one by one.
     settings = ServerSettings(
         artifact=artifact, host="127.0.0.1", port=0, metrics_port=0, provider="cpu",
-        intra_op_threads=threads, **variant.server,
+        intra_op_threads=threads, engine_workers=1, **variant.server,
     )  # fmt: skip
     server = RewardServer(settings, factory)
     await server.start()

@@ -12,8 +12,8 @@ and 2-3 once per policy: ``caps``, the hand-tuned policy and the server's defaul
 batches cut by the cost model the server measures at warm-up (``--batch-policy measured``,
 caps raised to their maxima so the cost model decides alone). ``--unbatched`` adds the server
 with batching off. Unless ``--no-replay``, each policy is also replayed on the bare session
-over the server's in-flight window (``throughput_replay.py``): ``replay / raw`` is what the
-policy and the window cost, ``server / replay`` what the server itself costs.
+over the server's in-flight window (``throughput_replay.py``, one batch at a time as with
+``--engine-workers 1``): ``replay / raw`` is what the policy and the window cost.
 
 For each server run, over the measured load only (counters read after the load generator's
 warm-up): batches, mean rows, padding (padded / real tokens), the engine's busy fraction and
