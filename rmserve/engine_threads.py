@@ -24,18 +24,20 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _cpu_workers(threads: int, workers: int) -> int:
+    return workers or min(AUTO_CPU_WORKERS, threads)
+
+
 def engine_workers(provider: str, intra_op_threads: int, workers: int) -> int:
     """Batches the engine runs at once: ``workers`` as set, else 1 on CUDA and on a CPU
     ``AUTO_CPU_WORKERS`` (at most one per engine thread)."""
-    if workers:
-        return workers
     if provider == CUDA:
-        return 1
-    return min(AUTO_CPU_WORKERS, intra_op_threads or cpu_cores())
+        return workers or 1
+    return _cpu_workers(intra_op_threads or cpu_cores(), workers)
 
 
 def threads_per_batch(intra_op_threads: int, workers: int) -> int:
     """onnxruntime intra-op threads for each batch on a CPU: the engine's threads (0: one per
     core) split evenly between the batches that run at once (``workers``, 0: the CPU's auto)."""
     total = intra_op_threads or cpu_cores()
-    return max(1, total // engine_workers("", total, workers))
+    return max(1, total // _cpu_workers(total, workers))

@@ -1,4 +1,4 @@
-"""The batcher: one queue, one asyncio task, one engine thread.
+"""The batcher: one queue, one asyncio task, ``workers`` engine threads.
 
 Batches are picked by ``collect_batch`` (pure) and run on ``workers`` engine threads so the
 event loop keeps accepting and tokenising. Up to ``workers + 1`` batches are in flight: one

@@ -57,7 +57,9 @@ EngineFactory = Callable[[LoadedArtifact, ServerSettings], Engine]
 
 
 def ort_engine(artifact: LoadedArtifact, settings: ServerSettings) -> Engine:
-    threads = threads_per_batch(settings.intra_op_threads, settings.engine_workers)
+    threads, workers = settings.intra_op_threads, settings.engine_workers
+    if settings.provider != "cuda" or workers:  # on CUDA one batch at a time keeps every thread
+        threads = threads_per_batch(threads, workers)
     return OrtEngine(artifact, settings.provider, threads, settings.gpu_device_id)
 
 
