@@ -69,17 +69,22 @@ async def test_the_watch_trims_when_the_rss_grew_with_no_request_counted() -> No
 
 
 async def test_the_watch_trims_after_a_megabyte_of_requests_not_after_every_small_one() -> None:
-    trimmer = FreedMemoryTrimmer(lambda: None, after_bytes=100 * IDLE_TRIM_BYTES, rss=lambda: 0)
+    loop = asyncio.get_running_loop()
+    trimmed = asyncio.Event()
+    trimmer = FreedMemoryTrimmer(
+        lambda: loop.call_soon_threadsafe(trimmed.set),
+        after_bytes=100 * IDLE_TRIM_BYTES,
+        rss=lambda: 0,
+    )
     watch = asyncio.ensure_future(trimmer.watch(interval_s=0.0))
     try:
         for _ in range(IDLE_TRIM_BYTES // 4096 - 1):  # a stream of small requests, busy
             trimmer.freed(4096, idle=False)
             await asyncio.sleep(0)  # the watch looks at every turn of the loop
-        assert trimmer.trims == 0
+        assert not trimmed.is_set()
         trimmer.freed(4096, idle=False)  # a megabyte in all
-        end = asyncio.get_running_loop().time() + 60.0  # "must not hang" bound
-        while not trimmer.trims and asyncio.get_running_loop().time() < end:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(trimmed.wait(), timeout=60.0)  # "must not hang" bound
+        await trimmer.aclose()
         assert trimmer.trims == 1
     finally:
         watch.cancel()
