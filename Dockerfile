@@ -25,10 +25,11 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY locks ./locks
 COPY rmserve ./rmserve
 COPY training ./training
 COPY docker/install-venv.sh ./docker/
-# Build the wheel and install it into a fresh venv with the variant's extras. The same script is
+# Install the variant's locked environment (exact versions, hashes) and rmserve into a fresh venv. The same script is
 # run by tests/deploy/test_install_steps.py; torch (the `train` extra) is never installed.
 RUN sh docker/install-venv.sh /src /opt/venv "${VARIANT}"
 

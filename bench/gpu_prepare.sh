@@ -10,16 +10,22 @@
 #                        after the last code change), ORT_WHEEL_NAME, minilm/ (with the last part)
 #   .whl/extra           onnx + ml_dtypes (~20 MB; its own run, or with a part if it fits)
 set -euo pipefail
-ORT=${ORT_GPU_VERSION:-1.31.1}
+lock=locks/gpu-py3.12.txt  # the GPU machine's Python; python scripts/lock.py refreshes it
 grep -qx '/.whl/' .gitignore || { echo "add /.whl/ to .gitignore first" >&2; exit 1; }
+# The lock's entries (pin and hashes) for the named packages, as a requirements file.
+pick() { awk -v want=" $* " '/^[^ #]/ { split($1, a, "=="); keep = index(want, " " a[1] " ") > 0 } keep && !/^ *#/' "$lock"; }
 rm -rf .whl && mkdir -p .whl/dl .whl/small .whl/extra
 plat=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
-dl() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${plat[@]}" -d "$1" "${@:2}"; }
-dl .whl/dl "onnxruntime-gpu==$ORT"
+dl() {
+  local folder="$1"; shift
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    "${plat[@]}" --require-hashes -d "$folder" -r <(pick "$@")
+}
+dl .whl/dl onnxruntime-gpu
 dl .whl/small pydantic pydantic-core pydantic-settings python-dotenv annotated-types typing-inspection \
-  "grpcio==1.85.*" "protobuf>=6.31,<8" "grpcio-health-checking==1.85.*" "grpcio-reflection==1.85.*" \
-  prometheus-client "aiohttp>=3.9,<4" multidict yarl frozenlist aiosignal aiohappyeyeballs propcache attrs
-dl .whl/extra "onnx==1.23.*" "ml_dtypes>=0.5"
+  grpcio protobuf grpcio-health-checking grpcio-reflection prometheus-client aiohttp multidict yarl \
+  frozenlist aiosignal aiohappyeyeballs propcache attrs
+dl .whl/extra onnx ml-dtypes
 # rmserve itself as a wheel: its `rmserve.commands` entry point (train, import-hf, ...) and the
 # rmserve_training package exist only in an installed distribution, not in the source tree.
 .venv/bin/python -m pip wheel -q --no-deps --no-build-isolation -w .whl/small .
