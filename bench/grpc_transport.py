@@ -25,8 +25,6 @@ from typing import Any
 import grpc
 from bench_record import add_record_arguments, finish_record, start_record
 
-from rmserve.testing import free_port
-
 SERVICE, METHOD = "bench.Echo", "Call"
 CALLERS = 64
 REQUEST = b"x" * 300  # about a short Score request
@@ -36,7 +34,9 @@ def _same(raw: bytes) -> bytes:
     return raw
 
 
-def _serve(kind: str, port: int, delay_s: float) -> None:
+def _serve(kind: str, bound: Any, delay_s: float) -> None:
+    """Serve on any free 127.0.0.1 port (port 0, so nothing can take it first); its number
+    goes to the ``bound`` queue."""
     if kind == "sync":
 
         def blocking(request: bytes, _context: Any) -> bytes:
@@ -50,7 +50,7 @@ def _serve(kind: str, port: int, delay_s: float) -> None:
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, {METHOD: handler}),)
         )
-        server.add_insecure_port(f"127.0.0.1:{port}")
+        bound.put(server.add_insecure_port("127.0.0.1:0"))
         server.start()
         server.wait_for_termination()
         return
@@ -73,8 +73,9 @@ def _serve(kind: str, port: int, delay_s: float) -> None:
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, {METHOD: handler}),)
         )
-        server.add_insecure_port(f"127.0.0.1:{port}")
+        port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
+        bound.put(port)
         await server.wait_for_termination()
 
     asyncio.run(main())
@@ -112,13 +113,13 @@ def process_cpu_s(pid: int) -> float:
 
 def measure(kind: str, seconds: float, delay_s: float) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
-    port = free_port()
-    server = ctx.Process(target=_serve, args=(kind, port, delay_s), daemon=True)
+    bound, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    server = ctx.Process(target=_serve, args=(kind, bound, delay_s), daemon=True)
     server.start()
-    out, go = ctx.Queue(), ctx.Event()
-    client = ctx.Process(target=_client, args=(port, seconds, out, go))
-    client.start()
     try:
+        port = int(bound.get(timeout=120))
+        client = ctx.Process(target=_client, args=(port, seconds, out, go))
+        client.start()
         if out.get(timeout=120) != "warm":
             raise RuntimeError("the client did not warm up")
         assert server.pid is not None

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,18 +30,12 @@ from typing import Any
 TIMEOUT_S = 1800
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def train_command(nproc: int, strategy: str) -> list[str]:
     if nproc == 1:
         return [sys.executable, "-m", "rmserve", "--log-level", "WARNING", "train"]
     return [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-        "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+        sys.executable, "-m", "torch.distributed.run", "--standalone",  # store on port 0
+        "--nproc-per-node", str(nproc),
         "-m", "rmserve", "--log-level", "WARNING", "train", "--strategy", strategy,
     ]  # fmt: skip
 

@@ -87,11 +87,14 @@ class HttpFront:
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
+        """Bind and serve (quietly: ``announce`` logs it once the server's start succeeded)."""
         # handler_cancellation: a caller that hangs up frees its queue slot, as in gRPC.
         self._runner = web.AppRunner(self._app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
         self.port = int(self._runner.addresses[0][1])
+
+    def announce(self, host: str) -> None:
         log.info("HTTP /get_reward, /classify, %s on %s:%d", http_slime.PATH, host, self.port)
 
     async def stop(self) -> None:

@@ -1,8 +1,9 @@
 """Wiring: gRPC server, health, reflection, metrics endpoint, model loading and shutdown.
 
-Order of life: bind ports with health NOT_SERVING → load the artifact and engine → warm up →
-SERVING. On SIGTERM/SIGINT: health NOT_SERVING (it keeps answering), new reward RPCs get
-UNAVAILABLE, accepted work finishes within ``grace_seconds``, then the process exits 0.
+Order of life: bind ports with health NOT_SERVING (a port that cannot be bound: ListenError)
+→ write the port file, if asked for → load the artifact and engine → warm up → SERVING. On
+SIGTERM/SIGINT: health NOT_SERVING (it keeps answering), new reward RPCs get UNAVAILABLE,
+accepted work finishes within ``grace_seconds``, then the process exits 0.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from rmserve.engine import Engine, LoadedArtifact, OrtEngine, load_artifact
 from rmserve.engine_threads import engine_workers, threads_per_batch
 from rmserve.grpc_service import RewardServicer, add_reward_service
 from rmserve.http_front import HttpFront
+from rmserve.listeners import NO_REUSEPORT, bind_grpc, binding, write_port_file
 from rmserve.memory_budget import (
     cgroup_memory_limit,
     folder_bytes,
@@ -71,6 +73,7 @@ def transport_limit(max_message_bytes: int) -> int:
 def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
     limit = transport_limit(settings.max_message_bytes)
     options = [
+        NO_REUSEPORT,
         ("grpc.max_receive_message_length", limit),
         ("grpc.max_send_message_length", limit),
     ]
@@ -122,6 +125,7 @@ class RewardServer:
         self._metrics_server: MetricsServer | None = None
         self._http: HttpFront | None = None
         self._stop = asyncio.Event()
+        self._started = False  # every listener bound and the gRPC server started
         self._stopped = False
 
     @property
@@ -134,9 +138,13 @@ class RewardServer:
         return self._http.port if self._http else 0
 
     async def start(self) -> None:
-        """Bind the ports and answer health checks (NOT_SERVING until ``load`` finishes)."""
+        """Bind the ports and answer health checks (NOT_SERVING until ``load`` finishes); then
+        write the port file. A port that cannot be bound raises ListenError; ``stop`` closes
+        the listeners bound before it."""
         map_big_allocations()
         s = self.settings
+        if s.port_file is not None:
+            s.port_file.unlink(missing_ok=True)  # a reader never sees an earlier run's ports
         interceptors = []
         if s.auth_token is not None:
             interceptors.append(TokenAuthInterceptor(s.auth_token.get_secret_value(), self.metrics))
@@ -152,22 +160,21 @@ class RewardServer:
         for name in HEALTH_SERVICES:
             await self._health.set(name, NOT_SERVING)
         credentials = server_credentials(s)
-        address = f"{s.host}:{s.port}"
-        if credentials is None:
-            self.port = server.add_insecure_port(address)
-        else:
-            self.port = server.add_secure_port(address, credentials)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {address}")
-        if s.health_port is not None:
-            await self._start_health_port(s.host, s.health_port)
-        self._metrics_server = MetricsServer(self.metrics, s.host, s.metrics_port)
+        with binding("metrics", s.host, s.metrics_port):
+            self._metrics_server = MetricsServer(self.metrics, s.host, s.metrics_port)
         if s.http_port is not None:
             self._http = HttpFront(
                 lambda: self.core, self.metrics, s.max_message_bytes, s.log_request_content
             )
-            await self._http.start(s.host, s.http_port)
+            with binding("HTTP", s.host, s.http_port):
+                await self._http.start(s.host, s.http_port)
+        if s.health_port is not None:
+            await self._start_health_port(s.host, s.health_port)
+        # gRPC binds last and starts at once: stop() does not free the port of a grpc.aio
+        # server that never started, so nothing may fail between the two.
+        self.port = bind_grpc(server, "gRPC", s.host, s.port, credentials)
         await server.start()
+        self._started = True
         log.info(
             "gRPC%s on %s:%d, metrics on :%d%s",
             " (TLS)" if s.tls else "",
@@ -176,14 +183,25 @@ class RewardServer:
             self.metrics_port,
             f", plaintext health on :{self.health_port}" if self.health_port else "",
         )
+        if self._http is not None:
+            self._http.announce(s.host)
+        if s.port_file is not None:
+            write_port_file(s.port_file, self.bound_ports())
+
+    def bound_ports(self) -> dict[str, int | None]:
+        """Each listener's port, as the port file has them (None: that listener is off)."""
+        return {
+            "grpc": self.port or None,
+            "health": self.health_port or None,
+            "http": self.http_port or None,
+            "metrics": self.metrics_port or None,
+        }
 
     async def _start_health_port(self, host: str, port: int) -> None:
         """grpc.health.v1 alone, in plaintext: what Kubernetes gRPC probes can reach."""
-        self._health_grpc = server = grpc.aio.server()
+        self._health_grpc = server = grpc.aio.server(options=[NO_REUSEPORT])
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        self.health_port = server.add_insecure_port(f"{host}:{port}")
-        if self.health_port == 0:
-            raise OSError(f"cannot listen on {host}:{port} (health_port)")
+        self.health_port = bind_grpc(server, "health", host, port)
         await server.start()
 
     async def load(self) -> None:
@@ -247,7 +265,10 @@ class RewardServer:
         if self._stopped:
             return
         self._stopped = True
-        self.request_stop()
+        if self._started:
+            self.request_stop()
+        else:  # a listener failed to bind: close the others quietly, nothing was served
+            self._stop.set()
         await self._health.enter_graceful_shutdown()
         if self.core is not None:
             await self.core.astop(self.settings.grace_seconds)
@@ -262,7 +283,8 @@ class RewardServer:
             await self._health_grpc.stop(grace=0.5)
         if self._metrics_server is not None:
             self._metrics_server.close()
-        log.info("stopped")
+        if self._started:
+            log.info("stopped")
 
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT (or ``request_stop``), then drain and return."""

@@ -3,16 +3,18 @@ the benchmarks, usable by others)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -79,27 +81,73 @@ class ScriptedEngine:
 # Real `rmserve serve` processes on 127.0.0.1, for tests and benchmarks ----------------------
 
 SERVER_BOUND_S = 180.0  # "must not hang" bound on start-up and exit; never a performance target
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+PORT_FILE_POLL_S = 0.01
 
 
 @dataclass
 class ServerProcess:
-    """A running ``rmserve serve`` process (see :func:`start_server`)."""
+    """A running ``rmserve serve`` process (see :func:`start_server`).
+
+    Its ports are those the server bound and wrote to ``port_file``: reading one waits for the
+    file (bounded by ``SERVER_BOUND_S``; failing with the log tail if the process exits
+    first), then keeps them all. ``own_folder``: the file's folder is this object's, removed
+    once the ports are read."""
 
     process: subprocess.Popen[bytes]
-    port: int
-    metrics_port: int
+    port_file: Path
     log: Path | None
+    own_folder: bool = False
+    _ports: dict[str, int | None] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def port(self) -> int:
+        """The gRPC port."""
+        return self._bound("grpc")
+
+    @property
+    def metrics_port(self) -> int:
+        return self._bound("metrics")
+
+    @property
+    def http_port(self) -> int:
+        """The HTTP front's port (start the server with ``--http-port 0``)."""
+        return self._bound("http")
+
+    @property
+    def health_port(self) -> int:
+        """The plaintext health port (start the server with ``--health-port 0``)."""
+        return self._bound("health")
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def ports(self, timeout: float = SERVER_BOUND_S) -> dict[str, int | None]:
+        """The port file's listeners (None: off), once the server has bound them all."""
+        if self._ports is None:
+            end = time.monotonic() + timeout
+            while not self.port_file.exists():
+                if self.process.poll() is not None and not self.port_file.exists():
+                    raise AssertionError(
+                        f"rmserve serve exited {self.process.returncode} before binding its "
+                        f"ports:\n{self.log_tail()}"
+                    )
+                if time.monotonic() > end:
+                    raise AssertionError(f"no port file after {timeout}s:\n{self.log_tail()}")
+                time.sleep(PORT_FILE_POLL_S)
+            written = json.loads(self.port_file.read_text())
+            if written.pop("pid") != self.process.pid:
+                raise AssertionError(f"{self.port_file} is another process's: {written}")
+            self._ports = written
+            if self.own_folder:
+                shutil.rmtree(self.port_file.parent, ignore_errors=True)
+        return self._ports
+
+    def _bound(self, listener: str) -> int:
+        port = self.ports()[listener]
+        if port is None:
+            raise AssertionError(f"the server's {listener} listener is off")
+        return port
 
     def output(self) -> str:
         """Everything the process wrote to stdout and stderr so far ("" without a log)."""
@@ -159,19 +207,23 @@ class ServerProcess:
 def start_server(
     artifact: Path, log: Path | None, *flags: str, hold_engine: bool = False, **env: str
 ) -> ServerProcess:
-    """Start ``rmserve serve`` on free 127.0.0.1 ports (CPU, one intra-op thread) without
-    waiting for it. ``flags`` are extra command-line flags (a later flag wins), ``env`` extra
-    ``RMSERVE_*`` variables; ``RMSERVE_*`` variables of this process are not inherited.
+    """Start ``rmserve serve`` on 127.0.0.1 (CPU, one intra-op thread) without waiting for
+    it. Every port is 0 (the server binds any free one, so nothing can take it first) unless
+    ``flags`` give one; the server writes them to a port file that ``ServerProcess.port`` and
+    its kin read (so ``flags`` must not set ``--port-file``). ``flags`` are extra command-line
+    flags (a later flag wins), ``env`` extra ``RMSERVE_*`` variables; ``RMSERVE_*`` variables
+    of this process are not inherited.
     Output goes to ``log`` (nowhere when None). ``hold_engine``: the engine holds every batch,
     warm-up included, until ``ServerProcess.release_engine`` (``rmserve.testing_serve``)."""
-    port, metrics_port = free_port(), free_port()
+    port_file = Path(tempfile.mkdtemp(prefix="rmserve-ports-")) / "ports.json"
     command = ["rmserve.testing_serve"] if hold_engine else ["rmserve.cli", "serve"]
     argv = [
         sys.executable, "-m", *command,
         "--artifact", str(artifact),
         "--host", "127.0.0.1",
-        "--port", str(port),
-        "--metrics-port", str(metrics_port),
+        "--port", "0",
+        "--metrics-port", "0",
+        "--port-file", str(port_file),
         "--provider", "cpu",
         "--intra-op-threads", "1",
         *flags,
@@ -184,4 +236,4 @@ def start_server(
     else:
         with log.open("wb") as out:
             process = subprocess.Popen(argv, env=environment, stdout=out, stderr=subprocess.STDOUT)
-    return ServerProcess(process, port, metrics_port, log)
+    return ServerProcess(process, port_file, log, own_folder=True)

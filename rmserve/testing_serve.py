@@ -6,7 +6,6 @@ injected here, through the Python API, never by a switch the real server reads."
 from __future__ import annotations
 
 import argparse
-import asyncio
 import signal
 import sys
 import threading
@@ -15,6 +14,7 @@ from collections.abc import Sequence
 from rmserve.cli_args import add_settings_arguments, settings_from_args
 from rmserve.engine import Engine, LoadedArtifact
 from rmserve.server import RewardServer, ort_engine
+from rmserve.server_cli import run_server
 from rmserve.settings import ServerSettings
 from rmserve.testing import ScriptedEngine
 
@@ -33,8 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine.gate = release
         return engine
 
-    asyncio.run(RewardServer(settings, held_engine).run())
-    return 0
+    return run_server(RewardServer(settings, held_engine))
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ from pathlib import Path
 import grpc
 
 from rmserve import testing
-from rmserve.testing import ServerProcess, free_port
+from rmserve.testing import ServerProcess
 from rmserve.v1 import reward_pb2, reward_pb2_grpc
 
-__all__ = ["LiveServer", "drive_load", "free_port", "run_entry_point", "start_server"]
+__all__ = ["LiveServer", "drive_load", "run_entry_point", "start_server"]
 
 
 LiveServer = ServerProcess

@@ -59,10 +59,10 @@ def test_unknown_service_is_unhealthy(health_server: tuple[str, health.HealthSer
 
 
 def test_unreachable_server_is_unhealthy_within_the_timeout() -> None:
-    with socket.socket() as s:  # a port nobody listens on
+    with socket.socket() as s:  # bound and never listening: nothing else can take the port
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    result = run_entry_point("--target", f"127.0.0.1:{port}", "--timeout", "2")
+        result = run_entry_point("--target", f"127.0.0.1:{port}", "--timeout", "2")
     assert result.returncode == 1
     assert "UNAVAILABLE" in result.stderr or "DEADLINE_EXCEEDED" in result.stderr
 

@@ -1,4 +1,4 @@
-"""A real Prometheus (Debian's package) on a random loopback port scrapes a running rmserve every
+"""A real Prometheus (Debian's package) on a free loopback port scrapes a running rmserve every
 second, with the PrometheusRule's groups loaded. After load, its HTTP API must show traffic,
 a finite p99, the HPA's metric through the prometheus-adapter rule, healthy alert rules, and
 data for every dashboard query."""
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import time
 import urllib.parse
@@ -17,13 +18,16 @@ from typing import Any
 import pytest
 import yaml
 from k8s_render import VARIANTS, adapter_rule, adapter_series_for, hpa_metric_name, render
-from live import LiveServer, drive_load, free_port
+from live import LiveServer, drive_load
 from prom_tools import dashboard_queries, require_binary, write_rules
 from prometheus_client.parser import text_string_to_metric_families
 
 NAMESPACE, POD = "rl-test", "rmserve-0"  # what a ServiceMonitor target carries in a cluster
 # Wide enough that every test after the load still sees it, however slowly the suite runs.
 WINDOW = "10m"
+# Prometheus listens on port 0 (any free port, so nothing can take it first) and logs the
+# address it got at info level (exporter-toolkit's line).
+LISTENING = re.compile(r'msg="Listening on" address=(\S+)')
 
 
 def get(url: str, timeout: float = 10.0) -> Any:
@@ -70,7 +74,6 @@ def prometheus(
         "scrape_configs": [{"job_name": "rmserve", "static_configs": [target]}],
     }
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
     log = folder / "prometheus.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -78,16 +81,20 @@ def prometheus(
                 binary,
                 f"--config.file={folder / 'prometheus.yml'}",
                 f"--storage.tsdb.path={folder / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
+                "--web.listen-address=127.0.0.1:0",
                 "--storage.tsdb.retention.time=1h",
-                "--log.level=warn",
+                "--log.level=info",
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{port}"
     try:
         end = time.monotonic() + 60
+        while not (listening := LISTENING.search(log.read_text())):
+            assert process.poll() is None, f"prometheus exited:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < end, f"prometheus never listened:\n{log.read_text()[-3000:]}"
+            time.sleep(0.2)
+        url = f"http://{listening.group(1)}"
         while True:
             assert process.poll() is None, f"prometheus exited:\n{log.read_text()[-3000:]}"
             try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -33,12 +32,6 @@ EPOCHS = 2
 TRAIN_PAIRS = 48  # 12 micro-batches of 4 an epoch: 6 global steps of 8 pairs
 TOTAL_STEPS = 12
 LAUNCH_TIMEOUT_S = 600  # a bound, never a synchroniser: both runs end by themselves
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _flags(data: dict[str, Path], out: Path, **extra: object) -> list[str]:
@@ -65,13 +58,13 @@ def _flags(data: dict[str, Path], out: Path, **extra: object) -> list[str]:
 
 
 def torchrun(nproc: int, flags: list[str]) -> list[str]:
-    """``python -m torch.distributed.run -m rmserve train`` on 127.0.0.1, which must exit 0
-    (a stop asked for too: torchrun would restart workers on any other code); stdout lines."""
+    """``python -m torch.distributed.run -m rmserve train`` on this machine, which must exit 0
+    (a stop asked for too: torchrun would restart workers on any other code); stdout lines.
+    ``--standalone``: the rendezvous store binds port 0 and the ranks share it, so no port is
+    picked before it is bound."""
     command = [
-        sys.executable, "-m", "torch.distributed.run",
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
         "--nproc-per-node", str(nproc),
-        "--master-addr", "127.0.0.1",
-        "--master-port", str(_free_port()),
         "-m", "rmserve", "--log-level", "WARNING", "train", *flags,
     ]  # fmt: skip
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}

@@ -1,4 +1,4 @@
-"""`rmserve serve` replicas as real processes on free 127.0.0.1 ports."""
+"""`rmserve serve` replicas as real processes on 127.0.0.1, each on ports it bound itself."""
 
 from __future__ import annotations
 
@@ -11,4 +11,4 @@ Replica = ServerProcess
 
 
 def start_replica(artifact: Path, log: Path, **env: str) -> Replica:
-    return start_server(artifact, log, "--metrics-port", "0", "--warmup-runs", "0", **env)
+    return start_server(artifact, log, "--warmup-runs", "0", **env)
