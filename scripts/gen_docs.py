@@ -66,7 +66,7 @@ SETTINGS = (
     ),
 )
 
-# A docs page cited in a description: docs/guides/serving.md#some-heading
+# A docs page cited in a description, e.g. docs/guides/operations.md#memory
 DOCS_CITATION = re.compile(r"\bdocs/((?:[\w-]+/)*[\w-]+\.md)(#[\w-]+)?")
 
 
@@ -111,7 +111,8 @@ def _md(text: str) -> str:
 
 
 def _cite_links(text: str, page_dir: Path) -> str:
-    """``docs/x.md#h`` in a description becomes a link the strict build checks."""
+    """A cited docs page (``docs/<page>.md#<anchor>``) in a description becomes a link the strict
+    build checks."""
 
     def link(m: re.Match[str]) -> str:
         target = os.path.relpath(Path(m.group(1)), page_dir.relative_to("docs"))
