@@ -57,8 +57,9 @@ MMAP_THRESHOLD_BYTES = 32 * 1024
 def map_big_allocations() -> bool:
     """glibc: serve allocations of ``MMAP_THRESHOLD_BYTES`` or more (request bytes, texts, batch
     arrays) from their own pages, unmapped when freed, instead of arena memory that freed small
-    objects fragment. Measured (README, 'Memory'): the burst's peak 331 -> 242 MiB and RSS back
-    at idle after it; throughput unchanged within noise. False where there is no glibc."""
+    objects fragment. Measured (docs/guides/operations.md#memory): the burst's peak
+    331 -> 242 MiB and RSS back at idle after it; throughput unchanged within noise. False where
+    there is no glibc."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt

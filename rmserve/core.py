@@ -82,7 +82,7 @@ class RewardCore:
         self._executor = ThreadPoolExecutor(
             max_workers=config.engine_workers, thread_name_prefix="rmserve-engine"
         )
-        # Few, so the tokenizer's working memory stays bounded (README, 'Memory').
+        # Few, so the tokenizer's working memory stays bounded (docs/guides/operations.md#memory).
         self._tokenizers = ThreadPoolExecutor(
             max_workers=TOKENIZE_WORKERS, thread_name_prefix="rmserve-tokenize"
         )

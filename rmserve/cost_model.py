@@ -10,7 +10,7 @@ plus a per-token cost that grows with length (attention).
 
 Only ``batch_policy`` 'measured' and 'analytic' use a cost model; the default, 'caps', does not
 (on a quiet 2-core CPU the measured cut did not beat the hand-set caps on every length mix,
-README, 'Length mixes and batch policy').
+docs/benchmarks/throughput.md#length-mixes-and-batch-policy).
 
 Warm-up cost is bounded: a shape is measured only while its predicted time (the previous row
 count's, scaled) is under ``shape_budget_s``; larger shapes of that length are extrapolated

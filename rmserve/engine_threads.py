@@ -3,7 +3,7 @@
 ``intra_op_threads`` is the engine's CPU threads in all (0: one per core); ``engine_workers``
 batches run at once, each on its own thread with ``intra_op_threads / engine_workers``
 onnxruntime threads. On a 2-core CPU two single-threaded batches side by side beat one batch on
-two threads (README, 'Engine workers'). On CUDA one batch at a time feeds the device.
+two threads (docs/guides/serving.md#engine-workers). On CUDA one batch at a time feeds the device.
 """
 
 from __future__ import annotations

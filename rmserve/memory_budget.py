@@ -170,7 +170,8 @@ def resolve_inflight_bytes(
             f"memory limit {memory_limit} bytes is under the {needed} bytes this server needs "
             f"for its model ({model_bytes} bytes), max_queue_pairs={max_queue_pairs} of "
             f"max_length={max_length} tokens and one request of max_message_bytes="
-            f"{max_message_bytes} (README, 'Memory'); raise the limit or lower those settings"
+            f"{max_message_bytes} (docs/guides/operations.md#the-memory-formula); raise the "
+            "limit or lower those settings"
         )
     return derived
 

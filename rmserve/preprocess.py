@@ -92,7 +92,7 @@ def _cuts_exactly(tokenizer: Tokenizer) -> bool:
                 log.warning(
                     "this tokenizer does not keep its tokens when a text is cut at a space: "
                     "long texts are tokenised whole (memory per request byte is then higher "
-                    "than the README's bound)"
+                    "than docs/guides/operations.md#the-memory-formula bounds)"
                 )
                 return False
     return True

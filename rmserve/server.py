@@ -229,7 +229,8 @@ class RewardServer:
         )  # fmt: skip
 
     def _inflight_budget(self, artifact: LoadedArtifact) -> int:
-        """``max_inflight_bytes`` as set or derived from the memory limit (README, 'Memory')."""
+        """``max_inflight_bytes`` as set or derived from the memory limit
+        (docs/guides/operations.md#the-memory-formula)."""
         s = self.settings
         memory_limit = s.memory_limit_bytes or cgroup_memory_limit()
         model_bytes = folder_bytes(artifact.folder)

@@ -86,8 +86,9 @@ class ServerSettings(BaseSettings):
         "x padded length (rates within 5% are a tie won by the bigger batch; analytic without "
         "warm-up). 'analytic': the same with a fixed analytic cost. Both cost policies still "
         "obey the caps below (raise them to let the cost model decide alone). On a quiet "
-        "2-core CPU 'measured' did not beat the caps on every length mix (README, 'Length "
-        "mixes and batch policy'), so 'caps' stays the default.",
+        "2-core CPU 'measured' did not beat the caps on every length mix "
+        "(docs/benchmarks/throughput.md#length-mixes-and-batch-policy), so 'caps' stays the "
+        "default.",
     )
     max_batch_tokens: int = Field(
         default=1024,
@@ -138,8 +139,8 @@ class ServerSettings(BaseSettings):
         le=1 << 40,
         description="Most bytes of requests (as sent) admitted and not yet answered; beyond it new "
         "requests get RESOURCE_EXHAUSTED with a retry hint, like a full queue. Unset: derived from "
-        "memory_limit_bytes (see README, 'Memory'), or 4 x max_message_bytes + 1 MiB when no "
-        "limit is known. At least max_message_bytes + 1 MiB.",
+        "memory_limit_bytes (docs/guides/operations.md#the-memory-formula), or "
+        "4 x max_message_bytes + 1 MiB when no limit is known. At least max_message_bytes + 1 MiB.",
     )
     memory_limit_bytes: int | None = Field(
         default=None,
@@ -204,7 +205,7 @@ class ServerSettings(BaseSettings):
         le=1_048_576,
         description="Scored pairs (the most recent) over which rmserve_reward_length_correlation "
         "correlates response length with reward. 1024 puts its standard error near 0.03, well "
-        "under the alert's margin (README, 'Watching for reward hacking').",
+        "under the alert's margin (docs/guides/operations.md#alerts).",
     )
     ensemble_aggregate: Literal["mean", "min", "mean_minus_std"] = Field(
         default="mean",

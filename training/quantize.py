@@ -69,7 +69,8 @@ ACTIVATION_TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
 
 @dataclass(frozen=True)
 class QuantizeOptions:
-    """How to quantise; the defaults are what measured best on MiniLM (README)."""
+    """How to quantise; the defaults are what measured best on MiniLM
+    (docs/benchmarks/int8.md#gates-on-the-demo-model)."""
 
     op_types: tuple[str, ...] = ("MatMul",)  # Gemm: the reward head, no speed to win
     activation_type: Literal["int8", "uint8"] = "uint8"

@@ -1,6 +1,7 @@
-"""Each variant's memory limit holds the documented bound (README, 'Memory') for its settings and
-the artifact it says it is sized for, so the server starts there (a limit too small for the
-model, the queue and one request of max_message_bytes is refused at start-up) and stays in it."""
+"""Each variant's memory limit holds the documented bound
+(docs/guides/operations.md#the-memory-formula) for its settings and the artifact it says it is
+sized for, so the server starts there (a limit too small for the model, the queue and one request
+of max_message_bytes is refused at start-up) and stays in it."""
 
 from __future__ import annotations
 

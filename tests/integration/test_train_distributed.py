@@ -24,7 +24,8 @@ from rmserve_training.train import TrainResult, train
 
 from rmserve.artifact import MODEL_FILE
 
-# Documented in README "Distributed training": both strategies must stay within this.
+# Documented in docs/guides/training.md#equivalence-with-one-process: both strategies must stay
+# within this.
 WEIGHT_TOLERANCE = 1e-5
 METRIC_TOLERANCE = 1e-6
 BATCH_SIZE = 4

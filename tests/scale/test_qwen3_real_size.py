@@ -4,7 +4,8 @@ peaks at ~5 GB RAM).
 A random-weight Qwen3 reward model at the Qwen3-0.6B shape (> 2 GiB of fp32 weights) with a
 ChatML-style template goes through ``rmserve import-hf`` (weights beyond the protobuf limit, so
 external data without being asked), ``rmserve serve`` and ScoreBatch; served rewards equal the
-HF model's own forward (≤ 1e-3). Prints the figures the README quotes as one JSON line."""
+HF model's own forward (≤ 1e-3). Prints the figures
+docs/benchmarks/demo-and-real-size.md#a-real-size-decoder-on-the-cpu quotes as one JSON line."""
 
 from __future__ import annotations
 

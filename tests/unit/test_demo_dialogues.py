@@ -119,7 +119,7 @@ def test_reading_the_whole_dialogue_wins_and_the_last_reply_alone_is_chance(
 def test_default_window_keeps_the_first_turn_the_old_one_cut_most(
     rows: tuple[list[Row], list[Row]],
 ) -> None:
-    """What the recipe section of the README says about ``max_length``."""
+    """What docs/guides/training.md#recipe-for-long-dialogues says about ``max_length``."""
     evaluation = rows[1]
     text = (minilm_folder() / "tokenizer.json").read_text(encoding="utf-8")
     bare = Tokenizer.from_str(text)

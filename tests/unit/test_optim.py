@@ -82,7 +82,8 @@ def test_first_step_moves_the_head_by_its_own_lr() -> None:
 
 
 def test_same_head_and_backbone_lr_updates_exactly_as_one_decay_split() -> None:
-    """With --head-lr unset the groups change no update (the README's claim about the demo)."""
+    """With --head-lr unset the groups change no update (the demo claim in
+    docs/guides/training.md#recipe-for-long-dialogues)."""
     grouped, plain = build_model({}, "cls", 0, "tiny"), build_model({}, "cls", 0, "tiny")
     optimizer, scheduler = build_optimizer(grouped, settings(lr=1e-3), 3)
     reference = torch.optim.AdamW(

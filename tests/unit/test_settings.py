@@ -94,8 +94,9 @@ def test_core_config_carries_the_batching_settings() -> None:
 
 
 def test_the_caps_policy_with_its_caps_is_the_default_and_cost_policies_are_selectable() -> None:
-    """The measured cut lost to the caps on the benchmark machine (README), so the default
-    stays the hand-set policy with its old caps."""
+    """The measured cut lost to the caps on the benchmark machine
+    (docs/benchmarks/throughput.md#length-mixes-and-batch-policy), so the default stays the
+    hand-set policy with its old caps."""
     config = CoreConfig.from_settings(ServerSettings(artifact=Path("/a")))
     assert config.batch_policy == "caps"
     assert (config.limits.max_batch_tokens, config.limits.max_padding_ratio) == (1024, 1.05)
