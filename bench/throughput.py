@@ -43,11 +43,11 @@ from bench_record import add_record_arguments, finish_record, start_record
 from throughput_replay import replay
 
 from rmserve import testing
-from rmserve.core_config import CoreConfig
 from rmserve.cost_model import cost_for_policy
 from rmserve.engine import OrtEngine, load_artifact
 from rmserve.loadtest import LoadPair, run
 from rmserve.preprocess import PreparedPair
+from rmserve.server import core_config
 from rmserve.settings import ServerSettings
 from rmserve.testing import ServerProcess
 
@@ -137,7 +137,7 @@ def replays(
     out = {}
     for policy, overrides in POLICIES.items():
         settings = ServerSettings(artifact=artifact, intra_op_threads=threads, **overrides)
-        config = CoreConfig.from_settings(settings)
+        config = core_config(settings)
         limits = config.limits
         cost = cost_for_policy(
             config.batch_policy, engine.score, long, limits.max_batch_size,
