@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from enum import Enum
 
 from rmserve.batching import BatchLimits
-from rmserve.cost_model import BatchPolicy
 from rmserve.ensemble_math import AggregateName
 from rmserve.memory_budget import default_inflight_bytes
 
@@ -27,7 +26,6 @@ class CoreConfig:
     max_request_pairs: int
     warmup_runs: int = 0
     max_inflight_bytes: int = default_inflight_bytes(64 * 1024 * 1024)
-    batch_policy: BatchPolicy = "caps"  # "measured" without warm-up runs: analytic
     ensemble_aggregate: AggregateName = "mean"
     ensemble_uncertainty_penalty: float = 1.0
     engine_workers: int = 1  # batches the engine runs at once (rmserve.engine_threads)

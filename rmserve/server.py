@@ -87,7 +87,6 @@ def core_config(
         s.max_request_pairs,
         s.warmup_runs,
         max_inflight_bytes,
-        s.batch_policy,
         s.ensemble_aggregate,
         s.ensemble_uncertainty_penalty,
         engine_workers,

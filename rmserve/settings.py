@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from rmserve.memory_budget import smallest_inflight_bytes
 from rmserve.reward_watch import DEFAULT_LENGTH_WINDOW
 
+REMOVED_BATCH_POLICIES = ("measured", "analytic")  # the engine cost-model cuts
+
 
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RMSERVE_", extra="forbid", frozen=True)
@@ -69,31 +71,28 @@ class ServerSettings(BaseSettings):
         description="Most pairs per engine batch (1 turns batching off; a Prefer's two "
         "responses always share a batch).",
     )
-    batch_policy: Literal["caps", "measured", "analytic"] = Field(
+    # A str, not Literal["caps"]: a removed policy gets the validator's message, not argparse's.
+    batch_policy: str = Field(
         default="caps",
-        description="Where to cut a batch from the length-sorted queue. 'caps' (default): as "
-        "large as max_batch_size, max_batch_tokens and max_padding_ratio allow. 'measured': "
-        "the most real tokens per engine-second, from engine times measured at warm-up by rows "
-        "x padded length (rates within 5% are a tie won by the bigger batch; analytic without "
-        "warm-up). 'analytic': the same with a fixed analytic cost. Both cost policies still "
-        "obey the caps below (raise them to let the cost model decide alone). On a quiet "
-        "2-core CPU 'measured' did not beat the caps on every length mix (README, 'Length "
-        "mixes and batch policy'), so 'caps' stays the default.",
+        description="Where to cut a batch from the length-sorted queue: 'caps', the only policy, "
+        "grows it as large as max_batch_size, max_batch_tokens and max_padding_ratio allow. "
+        "'measured' and 'analytic' (cut by an engine cost model) were removed: they did not "
+        "beat 'caps' beyond run-to-run noise in any benchmark (README, 'Batching').",
     )
     max_batch_tokens: int = Field(
         default=1024,
         ge=1,
         le=1_048_576,
-        description="Most padded tokens per engine batch (longest pair x pairs), under every "
-        "batch policy; a single longer item still runs alone. MiniLM on CPU peaks at 512-2048 "
+        description="Most padded tokens per engine batch (longest pair x pairs); a single "
+        "longer item still runs alone. MiniLM on CPU peaks at 512-2048 "
         "padded tokens per batch (bench/throughput.py); raise it on GPUs.",
     )
     max_padding_ratio: float = Field(
         default=1.05,
         ge=1.0,
         le=100.0,
-        description="Grow a batch only while padded tokens / real tokens stays at or under this, "
-        "under every batch policy. On CPU small sorted batches beat big padded ones: 1.05 "
+        description="Grow a batch only while padded tokens / real tokens stays at or under this. "
+        "On CPU small sorted batches beat big padded ones: 1.05 "
         "served 8% more tokens/s than 1.25 with MiniLM on 2 cores (bench/throughput.py). GPUs "
         "favour larger batches.",
     )
@@ -151,9 +150,8 @@ class ServerSettings(BaseSettings):
         default=2,
         ge=0,
         le=100_000,
-        description="Warm-up rounds before SERVING; each runs short and max-length batches. "
-        "With batch_policy 'measured', warm-up also times the engine by rows x padded length "
-        "(0: no warm-up, so the analytic cost instead).",
+        description="Warm-up rounds before SERVING; each runs short and max-length batches "
+        "(on CUDA: every shape class the batcher can form). 0: no warm-up.",
     )
     max_connection_age_seconds: float = Field(
         default=300.0,
@@ -214,6 +212,18 @@ class ServerSettings(BaseSettings):
         description="Debugging only: log prompts and responses of each request at DEBUG level. "
         "Off, no log line carries request text.",
     )
+
+    @field_validator("batch_policy")
+    @classmethod
+    def _only_caps(cls, value: str) -> str:
+        if value in REMOVED_BATCH_POLICIES:
+            raise ValueError(
+                f"batch_policy {value!r} was removed (it did not beat 'caps' beyond run-to-run "
+                "noise in any benchmark: README, 'Batching'); set 'caps' or leave it unset"
+            )
+        if value != "caps":
+            raise ValueError(f"batch_policy must be 'caps', got {value!r}")
+        return value
 
     @field_validator("max_request_pairs")
     @classmethod
