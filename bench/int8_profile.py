@@ -54,11 +54,7 @@ class Variant:
 VARIANTS = {
     "default": Variant(),
     "no-spin": Variant(session={"session.intra_op.allow_spinning": "0"}),
-    # The cost model cuts the batches (caps raised so it decides alone).
-    "measured": Variant(
-        server={"batch_policy": "measured", "max_batch_tokens": 1_048_576, "max_padding_ratio": 100}
-    ),
-}
+}  # a "measured" variant (the cost model's cut) went with the policy: docs/guides/serving.md#batch-policy
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,12 @@ For each mix (prompt+response tokens uniform in short 16..64, mixed 16..256, lon
   2. the server with 64 concurrent single-pair Score callers
   3. the server with ScoreBatch requests of 256 pairs (two callers)
 
-and 2-3 once per policy: ``caps``, the hand-tuned policy and the server's default
-(``--batch-policy caps --max-batch-tokens 1024 --max-padding-ratio 1.05``), and ``measured``,
-batches cut by the cost model the server measures at warm-up (``--batch-policy measured``,
-caps raised to their maxima so the cost model decides alone). ``--unbatched`` adds the server
-with batching off. Unless ``--no-replay``, each policy is also replayed on the bare session
-over the server's in-flight window (``throughput_replay.py``, one batch at a time as with
-``--engine-workers 1``): ``replay / raw`` is what the policy and the window cost.
+with the server's default policy, ``caps`` (``--max-batch-tokens 1024 --max-padding-ratio
+1.05``; the ``measured`` cost-model policy this script also ran until it was removed is in the
+docs/guides/serving.md#batch-policy). ``--unbatched`` adds the server with batching off. Unless
+``--no-replay``, the policy is also replayed on the bare session over the server's in-flight
+window (``throughput_replay.py``, one batch at a time as with ``--engine-workers 1``):
+``replay / raw`` is what the policy and the window cost.
 
 For each server run, over the measured load only (counters read after the load generator's
 warm-up): batches, mean rows, padding (padded / real tokens), the engine's busy fraction and
@@ -43,11 +42,10 @@ from bench_record import add_record_arguments, finish_record, start_record
 from throughput_replay import replay
 
 from rmserve import testing
-from rmserve.core_config import CoreConfig
-from rmserve.cost_model import cost_for_policy
 from rmserve.engine import OrtEngine, load_artifact
 from rmserve.loadtest import LoadPair, run
 from rmserve.preprocess import PreparedPair
+from rmserve.server import core_config
 from rmserve.settings import ServerSettings
 from rmserve.testing import ServerProcess
 
@@ -55,11 +53,7 @@ MIXES = {"short": (16, 64), "mixed": (16, 256), "long": (256, 512)}
 PAIRS = {"short": 1024, "mixed": 512, "long": 192}  # about the same tokens in each mix
 BATCH_DEADLINE_S = 600.0  # a ScoreBatch of 256 long pairs takes tens of seconds on 2 cores
 OLD_CAPS: dict[str, Any] = {"max_batch_tokens": 1024, "max_padding_ratio": 1.05}
-NO_CAPS: dict[str, Any] = {"max_batch_tokens": 1048576, "max_padding_ratio": 100.0}
-POLICIES: dict[str, dict[str, Any]] = {
-    "caps": {"batch_policy": "caps", **OLD_CAPS},
-    "measured": {"batch_policy": "measured", **NO_CAPS},
-}
+POLICIES: dict[str, dict[str, Any]] = {"caps": {"batch_policy": "caps", **OLD_CAPS}}
 RAW_BATCH_SIZES = (1, 4, 8, 16, 32)
 REPLAY_MODES = {"score64": (1, 64), "batch256": (256, 2)}  # pairs per request, callers
 _WORD_TEXT = (
@@ -130,22 +124,15 @@ def raw_rate(raw: dict[str, Any], prepared: list[PreparedPair]) -> None:
 def replays(
     artifact: Path, engine: OrtEngine, prepared: list[PreparedPair], threads: int
 ) -> dict[str, dict[str, Any]]:
-    """For each policy, ``throughput_replay.replay`` with the limits and cost model the server
-    would use (the cost table measured here, on the bare engine, as the server's warm-up does)."""
-    loaded = engine.artifact
-    long = loaded.preprocessor.prepare("", "warm up " * loaded.preprocessor.config.max_length)
+    """For each policy, ``throughput_replay.replay`` with the limits the server would use."""
     out = {}
     for policy, overrides in POLICIES.items():
         settings = ServerSettings(artifact=artifact, intra_op_threads=threads, **overrides)
-        config = CoreConfig.from_settings(settings)
+        config = core_config(settings)
         limits = config.limits
-        cost = cost_for_policy(
-            config.batch_policy, engine.score, long, limits.max_batch_size,
-            limits.max_batch_tokens, measure=config.warmup_runs > 0,
-        )  # fmt: skip
         for mode, (request_pairs, in_flight) in REPLAY_MODES.items():
             other, cpu = OtherLoad(), time.process_time()
-            got = replay(engine, prepared, request_pairs, in_flight, limits, cost, policy)
+            got = replay(engine, prepared, request_pairs, in_flight, limits, policy)
             got["other_cpu_cores"] = other.cores(time.process_time() - cpu)
             out[f"{mode} {policy} replay"] = got
     return out
@@ -181,16 +168,6 @@ def metric_samples(metrics_page: str) -> dict[str, float]:
         if m:
             samples[m.group(1)] = float(m.group(2))
     return samples
-
-
-def cost_table(metrics_page: str) -> dict[str, float]:
-    table: dict[str, float] = {}
-    for line in metrics_page.splitlines():
-        m = re.match(r"rmserve_batch_cost_seconds\{([^}]*)\} ([-+0-9.e]+)$", line)
-        if m:
-            got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
-            table[f"{got['rows']}x{got['padded_length']}"] = float(m.group(2))
-    return table
 
 
 def batch_figures(
@@ -281,7 +258,6 @@ def server_run(
     finally:
         server.terminate()
     summary.update(batch_figures(counters, metric_samples(page), summary["duration_s"]))
-    summary["cost_table_seconds"] = cost_table(page)
     summary["server_cpu_share_by_thread"] = {
         group: (cpu_after[group] - cpu[group]) / seconds for group in cpu
     }
@@ -340,10 +316,6 @@ def run_mix(mix: str, args: argparse.Namespace) -> dict[str, Any]:
     base = raw["tokens_per_s"]
     ratios = {f"{key} / raw": r["tokens_per_s"] / base for key, r in runs.items() if key != "raw"}
     for mode in ("score64", "batch256"):
-        after, before = runs[f"{mode} measured"], runs[f"{mode} caps"]
-        ratios[f"{mode} measured / caps"] = after["tokens_per_s"] / (
-            before["tokens_per_s"] or float("nan")
-        )
         for policy in POLICIES if args.replay else ():
             ratios[f"{mode} {policy} / replay"] = (
                 runs[f"{mode} {policy}"]["tokens_per_s"]

@@ -3,7 +3,7 @@
 The bare baseline of ``bench/throughput.py`` sorts *all* pairs and runs them at its best batch
 size; the server only ever sees what its callers have in flight (64 single pairs, or two
 requests of 256). This replays that closed loop without a server: ``collect_batch`` (the
-batcher's pure cut, with the same limits and cost model) picks each batch from the queued
+batcher's pure cut, with the same limits) picks each batch from the queued
 items, the engine scores it on this thread, and the callers whose requests completed send
 their next ones, which join the queue one batch later (as in the server, where the next batch
 is cut the moment the engine finishes, before the answered callers' next requests arrive).
@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from rmserve.batching import BatchLimits, QueuedItem, collect_batch
-from rmserve.cost_model import CostModel
 from rmserve.engine import OrtEngine
 from rmserve.preprocess import PreparedPair
 
@@ -38,8 +37,7 @@ def replay(
     request_pairs: int,
     in_flight: int,
     limits: BatchLimits,
-    cost: CostModel | None,
-    policy: str = "",
+    policy: str = "caps",
 ) -> dict[str, Any]:
     """Score every pair of ``prepared`` (in send order) through a closed loop of ``in_flight``
     callers, each sending ``request_pairs`` pairs per request."""
@@ -65,7 +63,7 @@ def replay(
     start = time.perf_counter()
     while queue:
         window = list(queue)[: limits.window]
-        batch = collect_batch(window, float(arrivals), limits, cost).batch
+        batch = collect_batch(window, float(arrivals), limits).batch
         taken = {id(item) for item in batch}
         kept = [item for item in queue if id(item) not in taken]
         queue.clear()

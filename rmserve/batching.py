@@ -10,14 +10,9 @@ Policy, in order:
    and the batch grows from the anchor to whichever neighbour in that order is closest in
    length, while the caps hold: rows <= ``max_batch_size`` and, when set, padded tokens
    (longest x rows) <= ``max_batch_tokens`` and padded / real tokens <= ``max_padding_ratio``.
-   The anchor always runs, even alone over a cap.
-4. Where to stop: with a cost model (``cost_model.py``: engine seconds by rows x padded
-   length, measured at warm-up) the batch is the step of that growth with the most real tokens
-   per predicted engine-second (within ``RATE_TOLERANCE`` of it: the biggest such step) among
-   the steps whose shape was measured (``CostModel.measured_rows``), and it never grows past
-   the point where its predicted run would end after one of its items' deadlines. Without
-   one, it grows as far as the caps allow (the hand-tuned policy, and the server's default:
-   ``batch_policy`` 'caps').
+   The anchor always runs, even alone over a cap. The batch grows as far as the caps allow
+   (``batch_policy`` 'caps', the only policy: docs/guides/serving.md#batch-policy says why
+   the cost-model policies were removed).
 
 An item is the unit that must share a batch: one pair for Score, both pairs of a Prefer.
 """
@@ -28,7 +23,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from rmserve.cost_model import CostModel
 from rmserve.preprocess import PreparedPair
 
 
@@ -104,10 +98,8 @@ def collect_batch(
     snapshot: Sequence[QueuedItem[OwnerT]],
     now: float,
     limits: BatchLimits,
-    cost: CostModel | None = None,
 ) -> Collected[OwnerT]:
-    """Pick the next batch from ``snapshot``, the oldest ``limits.window`` queued items; with
-    ``cost``, cut where real tokens per predicted engine-second is highest.
+    """Pick the next batch from ``snapshot``, the oldest ``limits.window`` queued items.
 
     Pure: reads the items (and whether their owners finished), never mutates anything.
     """
@@ -128,7 +120,7 @@ def collect_batch(
         ready_at = oldest.enqueued_at + limits.max_queue_delay_s
         if ready_at > now:
             return Collected([], expired, dropped, wait_until=ready_at)
-    return Collected(_grow_around(oldest, live, limits, cost, now), expired, dropped)
+    return Collected(_grow_around(oldest, live, limits), expired, dropped)
 
 
 def _fits(rows: int, longest: int, real: int, limits: BatchLimits) -> bool:
@@ -140,12 +132,6 @@ def _fits(rows: int, longest: int, real: int, limits: BatchLimits) -> bool:
     )
 
 
-# Rates this close to the best are a tie (timing noise on a busy machine is larger), and a tie
-# goes to the bigger batch: it amortises what the engine table cannot see, the per-batch work
-# around the engine (thread hand-offs, the GIL, answering callers).
-RATE_TOLERANCE = 0.05
-
-
 @dataclass(slots=True)
 class _Span:
     """A contiguous run ``[lo, hi]`` of the length-sorted window and its totals."""
@@ -155,56 +141,24 @@ class _Span:
     rows: int
     longest: int
     real: int
-    deadline: float | None  # the earliest deadline among its items
-
-
-def _earliest(a: float | None, b: float | None) -> float | None:
-    return b if a is None else a if b is None else min(a, b)
 
 
 def _grow_around(
-    anchor: QueuedItem[OwnerT],
-    window: list[QueuedItem[OwnerT]],
-    limits: BatchLimits,
-    cost: CostModel | None,
-    now: float,
+    anchor: QueuedItem[OwnerT], window: list[QueuedItem[OwnerT]], limits: BatchLimits
 ) -> list[QueuedItem[OwnerT]]:
     by_length = sorted(window, key=lambda item: (item.longest, item.enqueued_at))
     at = by_length.index(anchor)
-    span = _Span(at, at, anchor.rows, anchor.longest, anchor.real_tokens, anchor.deadline)
-    steps = [span]
-    while (
-        grown := _grow_once(steps[-1], by_length, anchor.longest, limits, cost, now)
-    ) is not None:
-        steps.append(grown)
-    if cost is None:
-        best = steps[-1]
-    else:
-        # A shape bigger than any measured at its length has an extrapolated cost: a guess
-        # that ties with the measured ones (``cost_model._extrapolate``) and would win the tie
-        # with nothing measured behind it. Only the anchor alone runs whatever its shape.
-        eligible = [0] + [i for i, s in enumerate(steps[1:], 1) if _measured(cost, s)]
-        rates = {i: steps[i].real / cost.seconds(steps[i].rows, steps[i].longest) for i in eligible}
-        good = (1.0 - RATE_TOLERANCE) * max(rates.values())
-        best = steps[max(i for i, rate in rates.items() if rate >= good)]
-    return by_length[best.lo : best.hi + 1]
-
-
-def _measured(cost: CostModel, span: _Span) -> bool:
-    most = cost.measured_rows(span.longest)
-    return most is None or span.rows <= most
+    span = _Span(at, at, anchor.rows, anchor.longest, anchor.real_tokens)
+    while (grown := _grow_once(span, by_length, anchor.longest, limits)) is not None:
+        span = grown
+    return by_length[span.lo : span.hi + 1]
 
 
 def _grow_once(
-    span: _Span,
-    by_length: list[QueuedItem[OwnerT]],
-    anchor_length: int,
-    limits: BatchLimits,
-    cost: CostModel | None,
-    now: float,
+    span: _Span, by_length: list[QueuedItem[OwnerT]], anchor_length: int, limits: BatchLimits
 ) -> _Span | None:
-    """``span`` grown by its closest-in-length neighbour that keeps the caps (and, with a cost
-    model, its deadlines), or None when neither neighbour can join."""
+    """``span`` grown by its closest-in-length neighbour that keeps the caps, or None when
+    neither neighbour can join."""
     candidates = []
     if span.lo > 0:
         candidates.append(span.lo - 1)
@@ -216,14 +170,6 @@ def _grow_once(
         item = by_length[i]
         rows, longest = span.rows + item.rows, max(span.longest, item.longest)
         real = span.real + item.real_tokens
-        if not _fits(rows, longest, real, limits):
-            continue
-        deadline = _earliest(span.deadline, item.deadline)
-        if (
-            cost is not None
-            and deadline is not None
-            and now + cost.seconds(rows, longest) > deadline
-        ):
-            continue
-        return _Span(min(span.lo, i), max(span.hi, i), rows, longest, real, deadline)
+        if _fits(rows, longest, real, limits):
+            return _Span(min(span.lo, i), max(span.hi, i), rows, longest, real)
     return None

@@ -23,7 +23,6 @@ from types import TracebackType
 from rmserve.allocator import FreedMemoryTrimmer
 from rmserve.batching import QueuedItem
 from rmserve.core_config import CoreConfig, CoreState
-from rmserve.cost_model import CostModel, cost_for_policy, publish
 from rmserve.engine import Engine, LoadedArtifact
 from rmserve.ensemble_math import AggregateName
 from rmserve.ensemble_serve import (
@@ -125,7 +124,7 @@ class RewardCore:
             raise RuntimeError(f"RewardCore.astart() called when {self.state.value}")
         self.state = CoreState.WARMING
         loop = asyncio.get_running_loop()
-        cost = await loop.run_in_executor(self._executor, self._warm_up)
+        await loop.run_in_executor(self._executor, self._warm_up)
         self._idle = asyncio.Event()
         self._idle.set()
         self._batcher = Batcher(
@@ -134,7 +133,6 @@ class RewardCore:
             self.config.limits,
             self.config.max_queue_pairs,
             self.metrics,
-            cost,
             self.config.engine_workers,
         )
         self._batcher_task = asyncio.create_task(self._batcher.run(), name="rmserve-batcher")
@@ -182,8 +180,8 @@ class RewardCore:
     ) -> None:
         await self.astop()
 
-    def _warm_up(self) -> CostModel | None:
-        """Warm-up runs, then the cost model the batcher cuts by (measured here)."""
+    def _warm_up(self) -> None:
+        """The warm-up runs (``rmserve.warmup``)."""
         preprocessor = self.artifact.preprocessor
         max_length = preprocessor.config.max_length
         short = preprocessor.prepare("warm-up prompt", "warm-up response")
@@ -194,17 +192,6 @@ class RewardCore:
             for batch in batches:
                 self.engine.score(batch)
         log.info("warm-up done: %d runs of %d batches", self.config.warmup_runs, len(batches))
-        cost = cost_for_policy(
-            self.config.batch_policy,
-            self.engine.score,
-            long,
-            limits.max_batch_size,
-            limits.max_batch_tokens,
-            measure=self.config.warmup_runs > 0,
-        )
-        if cost is not None:
-            publish(cost, self.metrics.batch_cost, limits.max_batch_size, max_length)
-        return cost
 
     # requests ------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The arithmetic of ensemble rewards, pure numpy: normalise members, aggregate, prefer.
+"""The arithmetic of rewards, pure numpy: normalise ensemble members, aggregate, prefer, and the
+one logistic function (``sigmoid``) every preference and probability is computed with.
 
 ``raw`` is an [N, K] array: N pairs scored by K members. Each member k is normalised with its
 own held-out statistics, z_k = (r_k - mean_k) / std_k, before anything is combined (members'
@@ -8,8 +9,9 @@ members with ddof 0. Everything is computed in float64.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, get_args, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -55,12 +57,20 @@ def preference(raw_a: npt.ArrayLike, raw_b: npt.ArrayLike) -> tuple[F64, F64]:
     """P(a preferred to b) per item, [N] each: the mean over members of
     sigma(r_a^k - r_b^k) on raw member rewards, and its standard deviation over members."""
     diff = np.asarray(raw_a, dtype=np.float64) - np.asarray(raw_b, dtype=np.float64)
-    probabilities = stable_sigmoid(diff)
+    probabilities = sigmoid(diff)
     return probabilities.mean(axis=1), probabilities.std(axis=1, ddof=0)
 
 
-def stable_sigmoid(x: F64) -> F64:
-    """Logistic function that neither overflows nor loses precision for large |x|."""
-    e = np.exp(-np.abs(x))
-    result: F64 = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-    return result
+@overload
+def sigmoid(x: float) -> float: ...
+@overload
+def sigmoid(x: F64) -> F64: ...
+def sigmoid(x: float | F64) -> float | F64:
+    """The logistic function 1 / (1 + e^-x) in float64, elementwise for an array: it neither
+    overflows nor loses precision for large |x| (e^-|x| is all it exponentiates)."""
+    if isinstance(x, np.ndarray):
+        e = np.exp(-np.abs(x))
+        result: F64 = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+        return result
+    z = math.exp(-abs(x))
+    return 1.0 / (1.0 + z) if x >= 0 else z / (1.0 + z)

@@ -22,9 +22,10 @@ from rmserve.ensemble_math import (
     member_stats,
     normalize_members,
     preference,
+    sigmoid,
 )
 from rmserve.errors import InvalidRequest
-from rmserve.pending import PairScore, Preference, sigmoid
+from rmserve.pending import PairScore, Preference
 
 
 @dataclass(frozen=True)

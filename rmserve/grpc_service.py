@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -28,7 +27,6 @@ from rmserve.errors import (
     Overloaded,
     RewardError,
     Unavailable,
-    log_unexpected,
 )
 from rmserve.group_stats import group_stats
 from rmserve.grpc_messages import (
@@ -42,6 +40,7 @@ from rmserve.grpc_messages import (
     score_result,
 )
 from rmserve.metrics import Metrics
+from rmserve.request_scope import RequestScopes
 from rmserve.v1 import reward_pb2
 
 log = logging.getLogger(__name__)
@@ -62,6 +61,11 @@ RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 def status_of(error: RewardError) -> grpc.StatusCode:
     return STATUS_OF.get(type(error), grpc.StatusCode.INTERNAL)
+
+
+def code_label(error: RewardError) -> str:
+    """The ``code`` label of ``rmserve_requests_total`` for a failed RPC: its status's name."""
+    return str(status_of(error).name)
 
 
 def parse_request(message_type: type[M], raw: bytes) -> M:
@@ -112,6 +116,34 @@ def add_reward_service(servicer: RewardServicer, server: Any) -> None:
     server.add_registered_method_handlers(REWARD_SERVICE.full_name, handlers)
 
 
+# A RewardService method's own part: the servicer, the core, the parsed request, the time left.
+Work = Callable[["RewardServicer", RewardCore, M, "float | None"], Awaitable[R]]
+# What gRPC calls: the servicer, the request's bytes, the call.
+Method = Callable[["RewardServicer", RequestBytes, ServicerContext], Awaitable[R]]
+
+
+def rpc(request_type: type[M]) -> Callable[[Work[M, R]], Method[R]]:
+    """A RewardService method from its ``work``: parsed as ``request_type`` and run through
+    ``RewardServicer._handle`` under the name of ``work``."""
+
+    def method(work: Work[M, R]) -> Method[R]:
+        name = work.__name__
+
+        async def handle(
+            self: RewardServicer, received: RequestBytes, context: ServicerContext
+        ) -> R:
+            async def bound(core: RewardCore, request: M, timeout: float | None) -> R:
+                return await work(self, core, request, timeout)
+
+            return await self._handle(name, received, context, request_type, bound)
+
+        handle.__name__, handle.__qualname__ = name, work.__qualname__
+        handle.__doc__ = work.__doc__
+        return handle
+
+    return method
+
+
 class RewardServicer:
     """RewardService over raw request bytes: register it with ``add_reward_service``."""
 
@@ -122,10 +154,8 @@ class RewardServicer:
         max_message_bytes: int,
         log_content: bool = False,
     ) -> None:
-        self._core = core
-        self._metrics = metrics
+        self._requests = RequestScopes(core, metrics, code_label, log_content)
         self._max_message_bytes = max_message_bytes
-        self._log_content = log_content  # the log_request_content debug setting
 
     async def _handle(
         self,
@@ -135,47 +165,30 @@ class RewardServicer:
         request_type: type[M],
         work: Callable[[RewardCore, M, float | None], Awaitable[R]],
     ) -> R:
-        """Run one RPC: size check, memory admission, parse, core call, metrics, and the single
-        error-to-status mapping."""
-        start = time.perf_counter()
-        code = grpc.StatusCode.OK
-        error: RewardError | None = None
+        """Run one RPC: size check, memory admission, parse, core call (``RequestScope``: the
+        metrics, and a bug answered as INTERNAL), then the single error-to-status mapping."""
         try:
-            core = self._core()
-            if core is None:
-                raise Unavailable("server is loading the model; retry later")
-            size = received.size
-            if size > self._max_message_bytes:  # refused before a Python object is built
-                raise InvalidRequest(
-                    f"request: {size} bytes is over max_message_bytes={self._max_message_bytes}"
-                )
-            with core.admit_bytes(size):
-                return await self._parse_and_run(
-                    core, method, received, context, request_type, work
-                )
-        except RewardError as e:
-            code, error = status_of(e), e
-        except Exception as e:  # a bug: answer INTERNAL with the reason, keep serving
-            log_unexpected(log, method, e, self._log_content)
-            code, error = grpc.StatusCode.INTERNAL, RewardError(f"{type(e).__name__}: {e}")
-        except BaseException:  # the client cancelled or its deadline passed
-            code = grpc.StatusCode.CANCELLED
-            raise
+            with self._requests.open(method) as scope:
+                core = scope.core()
+                size = received.size
+                if size > self._max_message_bytes:  # refused before a Python object is built
+                    raise InvalidRequest(
+                        f"request: {size} bytes is over max_message_bytes={self._max_message_bytes}"
+                    )
+                with core.admit_bytes(size):
+                    return await self._parse_and_run(
+                        core, method, received, context, request_type, work
+                    )
         finally:
             received.take()  # the bytes go now, not when gRPC drops the call
-            self._metrics.requests.labels(method=method, code=code.name).inc()
-            self._metrics.request_duration.labels(method=method).observe(
-                time.perf_counter() - start
-            )
-        # The traceback holds the frames that held the request; dropped here, its memory is
-        # freed now instead of at the next full garbage collection.
-        error.__traceback__ = None
+        error = scope.error
+        assert error is not None  # the block returned unless it failed
         if isinstance(error, Overloaded):
             context.set_trailing_metadata(((RETRY_PUSHBACK_KEY, str(error.retry_after_ms)),))
         if context.done():  # gRPC's own deadline timer ended the call: nothing can be sent
             raise asyncio.CancelledError
         try:
-            await context.abort(code, str(error))
+            await context.abort(status_of(error), str(error))
         except grpc.aio.InternalError:  # the call ended between the check and the abort
             raise asyncio.CancelledError from None
         raise AssertionError("context.abort returned")
@@ -189,7 +202,7 @@ class RewardServicer:
         request_type: type[M],
         work: Callable[[RewardCore, M, float | None], Awaitable[R]],
     ) -> R:
-        """The only frame that holds the parsed request (``_handle`` drops it with the error)."""
+        """The only frame that holds the parsed request (the scope drops it with the error)."""
         try:
             request = parse_request(request_type, received.take())
         except InvalidRequest:
@@ -200,147 +213,107 @@ class RewardServicer:
                 request_type.DESCRIPTOR.full_name,
             )
             raise
-        if self._log_content:
+        if self._requests.log_content:
             log.debug("%s request: %s", method, str(request)[:4096])
         return await work(core, request, context.time_remaining())
 
+    @rpc(reward_pb2.ScoreRequest)
     async def Score(
-        self, received: RequestBytes, context: ServicerContext
+        self, core: RewardCore, request: reward_pb2.ScoreRequest, timeout: float | None
     ) -> reward_pb2.ScoreResponse:
-        async def work(
-            core: RewardCore, request: reward_pb2.ScoreRequest, timeout: float | None
-        ) -> reward_pb2.ScoreResponse:
-            pair = (require_text(request, "prompt", ""), require_text(request, "response", ""))
-            options = reward_options(core, request)
-            scores = await core.score([pair], timeout)
-            (served,) = core.served(scores, options)
-            return reward_pb2.ScoreResponse(
-                **score_fields(served), model_version=core.model_version
-            )
+        pair = (require_text(request, "prompt", ""), require_text(request, "response", ""))
+        options = reward_options(core, request)
+        scores = await core.score([pair], timeout)
+        (served,) = core.served(scores, options)
+        return reward_pb2.ScoreResponse(**score_fields(served), model_version=core.model_version)
 
-        return await self._handle("Score", received, context, reward_pb2.ScoreRequest, work)
-
+    @rpc(reward_pb2.ScoreBatchRequest)
     async def ScoreBatch(
-        self, received: RequestBytes, context: ServicerContext
+        self, core: RewardCore, request: reward_pb2.ScoreBatchRequest, timeout: float | None
     ) -> reward_pb2.ScoreBatchResponse:
-        async def work(
-            core: RewardCore, request: reward_pb2.ScoreBatchRequest, timeout: float | None
-        ) -> reward_pb2.ScoreBatchResponse:
-            pairs = [
-                (
-                    require_text(p, "prompt", f"pairs[{i}]."),
-                    require_text(p, "response", f"pairs[{i}]."),
-                )
-                for i, p in enumerate(request.pairs)
-            ]
-            options = reward_options(core, request)
-            scores = await core.score(pairs, timeout, field="pairs")
-            served = core.served(scores, options)
-            return reward_pb2.ScoreBatchResponse(
-                results=[score_result(s) for s in served], model_version=core.model_version
-            )
-
-        return await self._handle(
-            "ScoreBatch", received, context, reward_pb2.ScoreBatchRequest, work
+        pairs = [
+            (require_text(p, "prompt", f"pairs[{i}]."), require_text(p, "response", f"pairs[{i}]."))
+            for i, p in enumerate(request.pairs)
+        ]
+        options = reward_options(core, request)
+        scores = await core.score(pairs, timeout, field="pairs")
+        served = core.served(scores, options)
+        return reward_pb2.ScoreBatchResponse(
+            results=[score_result(s) for s in served], model_version=core.model_version
         )
 
+    @rpc(reward_pb2.ScoreGroupRequest)
     async def ScoreGroup(
-        self, received: RequestBytes, context: ServicerContext
+        self, core: RewardCore, request: reward_pb2.ScoreGroupRequest, timeout: float | None
     ) -> reward_pb2.ScoreGroupResponse:
-        async def work(
-            core: RewardCore, request: reward_pb2.ScoreGroupRequest, timeout: float | None
-        ) -> reward_pb2.ScoreGroupResponse:
-            prompt = require_text(request, "prompt", "")
-            if not request.responses:
-                raise InvalidRequest("responses: a group needs at least one response")
-            options = reward_options(core, request)
-            scores = await core.score_group(prompt, request.responses, timeout)
-            served = core.served(scores, options)
-            stats = group_stats([s.reward for s in served])
-            return reward_pb2.ScoreGroupResponse(
-                results=[score_result(s) for s in served],
-                mean=stats.mean,
-                std=stats.std,
-                advantages=stats.advantages,
-                advantage_epsilon=stats.epsilon,
-                model_version=core.model_version,
-            )
-
-        return await self._handle(
-            "ScoreGroup", received, context, reward_pb2.ScoreGroupRequest, work
+        prompt = require_text(request, "prompt", "")
+        if not request.responses:
+            raise InvalidRequest("responses: a group needs at least one response")
+        options = reward_options(core, request)
+        scores = await core.score_group(prompt, request.responses, timeout)
+        served = core.served(scores, options)
+        stats = group_stats([s.reward for s in served])
+        return reward_pb2.ScoreGroupResponse(
+            results=[score_result(s) for s in served],
+            mean=stats.mean,
+            std=stats.std,
+            advantages=stats.advantages,
+            advantage_epsilon=stats.epsilon,
+            model_version=core.model_version,
         )
 
+    @rpc(reward_pb2.PreferRequest)
     async def Prefer(
-        self, received: RequestBytes, context: ServicerContext
+        self, core: RewardCore, request: reward_pb2.PreferRequest, timeout: float | None
     ) -> reward_pb2.PreferResponse:
-        async def work(
-            core: RewardCore, request: reward_pb2.PreferRequest, timeout: float | None
-        ) -> reward_pb2.PreferResponse:
-            item = tuple(
-                require_text(request, f, "") for f in ("prompt", "response_a", "response_b")
-            )
-            (preference,) = await core.prefer([(item[0], item[1], item[2])], timeout)
-            return reward_pb2.PreferResponse(
-                result=prefer_result(preference), model_version=core.model_version
-            )
-
-        return await self._handle("Prefer", received, context, reward_pb2.PreferRequest, work)
-
-    async def PreferBatch(
-        self, received: RequestBytes, context: ServicerContext
-    ) -> reward_pb2.PreferBatchResponse:
-        async def work(
-            core: RewardCore, request: reward_pb2.PreferBatchRequest, timeout: float | None
-        ) -> reward_pb2.PreferBatchResponse:
-            items = []
-            for i, it in enumerate(request.items):
-                where = f"items[{i}]."
-                texts = [require_text(it, f, where) for f in ("prompt", "response_a", "response_b")]
-                items.append((texts[0], texts[1], texts[2]))
-            preferences = await core.prefer(items, timeout, field="items")
-            return reward_pb2.PreferBatchResponse(
-                results=[prefer_result(p) for p in preferences],
-                model_version=core.model_version,
-            )
-
-        return await self._handle(
-            "PreferBatch", received, context, reward_pb2.PreferBatchRequest, work
+        item = tuple(require_text(request, f, "") for f in ("prompt", "response_a", "response_b"))
+        (preference,) = await core.prefer([(item[0], item[1], item[2])], timeout)
+        return reward_pb2.PreferResponse(
+            result=prefer_result(preference), model_version=core.model_version
         )
 
-    async def GetModelInfo(
-        self, received: RequestBytes, context: ServicerContext
-    ) -> reward_pb2.ModelInfo:
-        async def work(
-            core: RewardCore, request: reward_pb2.GetModelInfoRequest, timeout: float | None
-        ) -> reward_pb2.ModelInfo:
-            manifest, limits = core.artifact.manifest, core.config.limits
-            return reward_pb2.ModelInfo(
-                name=manifest.name,
-                version=manifest.version,
-                max_length=manifest.preprocessing.max_length,
-                normalization_mean=manifest.normalization.mean,
-                normalization_std=manifest.normalization.std,
-                provider=core.engine.provider,
-                device=core.engine.device,
-                max_batch_size=limits.max_batch_size,
-                max_batch_tokens=limits.max_batch_tokens or 0,  # 0: no cap
-                max_request_pairs=core.config.max_request_pairs,
-                max_queue_pairs=core.config.max_queue_pairs,
-                max_queue_delay_ms=limits.max_queue_delay_s * 1000.0,
-                backbone=manifest.backbone,
-                pooling=manifest.pooling,
-                dtype=manifest.dtype,
-                parameters=manifest.parameters or 0,
-                parity=parity_pb(manifest.parity),
-                members=members_pb(manifest),
-                ensemble_kind=ensemble_kind(manifest),
-                engine_workers=core.config.engine_workers,
-                default_aggregate=core.config.ensemble_aggregate if manifest.ensemble else "",
-                default_uncertainty_penalty=core.config.ensemble_uncertainty_penalty
-                if manifest.ensemble
-                else 0.0,
-            )
+    @rpc(reward_pb2.PreferBatchRequest)
+    async def PreferBatch(
+        self, core: RewardCore, request: reward_pb2.PreferBatchRequest, timeout: float | None
+    ) -> reward_pb2.PreferBatchResponse:
+        items = []
+        for i, it in enumerate(request.items):
+            where = f"items[{i}]."
+            texts = [require_text(it, f, where) for f in ("prompt", "response_a", "response_b")]
+            items.append((texts[0], texts[1], texts[2]))
+        preferences = await core.prefer(items, timeout, field="items")
+        return reward_pb2.PreferBatchResponse(
+            results=[prefer_result(p) for p in preferences], model_version=core.model_version
+        )
 
-        return await self._handle(
-            "GetModelInfo", received, context, reward_pb2.GetModelInfoRequest, work
+    @rpc(reward_pb2.GetModelInfoRequest)
+    async def GetModelInfo(
+        self, core: RewardCore, request: reward_pb2.GetModelInfoRequest, timeout: float | None
+    ) -> reward_pb2.ModelInfo:
+        manifest, limits = core.artifact.manifest, core.config.limits
+        return reward_pb2.ModelInfo(
+            name=manifest.name,
+            version=manifest.version,
+            max_length=manifest.preprocessing.max_length,
+            normalization_mean=manifest.normalization.mean,
+            normalization_std=manifest.normalization.std,
+            provider=core.engine.provider,
+            device=core.engine.device,
+            max_batch_size=limits.max_batch_size,
+            max_batch_tokens=limits.max_batch_tokens or 0,  # 0: no cap
+            max_request_pairs=core.config.max_request_pairs,
+            max_queue_pairs=core.config.max_queue_pairs,
+            max_queue_delay_ms=limits.max_queue_delay_s * 1000.0,
+            backbone=manifest.backbone,
+            pooling=manifest.pooling,
+            dtype=manifest.dtype,
+            parameters=manifest.parameters or 0,
+            parity=parity_pb(manifest.parity),
+            members=members_pb(manifest),
+            ensemble_kind=ensemble_kind(manifest),
+            engine_workers=core.config.engine_workers,
+            default_aggregate=core.config.ensemble_aggregate if manifest.ensemble else "",
+            default_uncertainty_penalty=core.config.ensemble_uncertainty_penalty
+            if manifest.ensemble
+            else 0.0,
         )

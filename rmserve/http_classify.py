@@ -39,9 +39,9 @@ from aiohttp import web
 from rmserve.artifact import ChatTemplate
 from rmserve.conversation import MessageError, render_prompt, validate_messages
 from rmserve.core import RewardCore
+from rmserve.ensemble_math import sigmoid
 from rmserve.errors import InvalidRequest
 from rmserve.http_json import json_object, optional_bool
-from rmserve.pending import sigmoid
 from rmserve.rendered_input import split_rendered
 
 METHOD = "http_classify"

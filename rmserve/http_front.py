@@ -7,8 +7,9 @@
   ``http_slime_reward``.
 
 ``GET /health`` is 200 while serving, else 503. Every protocol goes through one wrapper here:
-memory admission of the body, the same core, batcher and metrics as gRPC, and domain errors
-mapped to HTTP codes in one place (400 naming the field, 429 + Retry-After, 503, 504).
+memory admission of the body, then the request scope gRPC uses too (``rmserve.request_scope``:
+the same core, metrics and bug handling), and domain errors mapped to HTTP codes in one place
+(400 naming the field, 429 + Retry-After, 503, 504).
 Plaintext and without auth: the server settings refuse ``http_port`` together with TLS or
 ``auth_token``.
 """
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -32,9 +32,9 @@ from rmserve.errors import (
     Overloaded,
     RewardError,
     Unavailable,
-    log_unexpected,
 )
 from rmserve.metrics import Metrics
+from rmserve.request_scope import RequestScopes
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,13 @@ STATUS_OF: dict[type[RewardError], tuple[int, str]] = {
 }
 
 
-def error_response(error: RewardError) -> tuple[web.Response, str]:
-    """The one mapping point: a domain error → (HTTP response, metrics code label)."""
+def code_label(error: RewardError) -> str:
+    """The ``code`` label of ``rmserve_requests_total``: the gRPC code's name, as for gRPC."""
+    return STATUS_OF.get(type(error), (500, "INTERNAL"))[1]
+
+
+def error_response(error: RewardError) -> web.Response:
+    """The one mapping point: a domain error → its HTTP response."""
     status, code = STATUS_OF.get(type(error), (500, "INTERNAL"))
     headers = {}
     if isinstance(error, Overloaded):
@@ -59,7 +64,7 @@ def error_response(error: RewardError) -> tuple[web.Response, str]:
     elif isinstance(error, Unavailable):
         headers["Retry-After"] = "1"
     body = {"error": {"code": code, "message": str(error)}}
-    return web.json_response(body, status=status, headers=headers), code
+    return web.json_response(body, status=status, headers=headers)
 
 
 class HttpFront:
@@ -72,9 +77,8 @@ class HttpFront:
         max_body_bytes: int,
         log_request_content: bool = False,
     ) -> None:
-        self._core = core
-        self._log_content = log_request_content
-        self._metrics = metrics
+        self._core = core  # for /health
+        self._requests = RequestScopes(core, metrics, code_label, log_request_content)
         self._max_body_bytes = max_body_bytes
         # aiohttp stops reading a body at client_max_size (413); a Content-Length over it is
         # refused before a byte of the body is read (get_reward).
@@ -116,44 +120,27 @@ class HttpFront:
         self._app.router.add_post(path, serve)
 
     async def _serve(self, request: web.Request, method: str, handler: Handler) -> web.Response:
-        """One request of any protocol: admission, body, handler, metrics, and the one
-        mapping of domain errors to HTTP codes."""
-        start = time.perf_counter()
-        code = "OK"
-        try:
-            core = self._core()
-            if core is None:
-                raise Unavailable("server is loading the model; retry later")
-            length = request.content_length
-            if length is not None and length > self._max_body_bytes:  # as aiohttp bounds read()
-                raise web.HTTPRequestEntityTooLarge(
-                    max_size=self._max_body_bytes,
-                    actual_size=length,
-                    text=f"request body: {length} bytes is over "
-                    f"max_message_bytes={self._max_body_bytes}",
-                )
-            if length is None:  # chunked: bounded by client_max_size, admitted once read
-                body = await request.read()
-                with core.admit_bytes(len(body)):
-                    return await handler(core, body)
-            with core.admit_bytes(length):  # before a byte of the body is read
-                return await handler(core, await request.read())
-        except RewardError as e:
-            e.__traceback__ = None  # its frames held the request body
-            response, code = error_response(e)
-            return response
-        except web.HTTPException as e:  # e.g. 413 for a body over max_message_bytes
-            code = "INVALID_ARGUMENT" if e.status < 500 else "INTERNAL"
-            raise
-        except Exception as e:  # a bug: answer 500 with the reason, keep serving
-            log_unexpected(log, method, e, self._log_content)
-            response, code = error_response(RewardError(f"{type(e).__name__}: {e}"))
-            return response
-        except BaseException:  # the caller hung up
-            code = "CANCELLED"
-            raise
-        finally:
-            self._metrics.requests.labels(method=method, code=code).inc()
-            self._metrics.request_duration.labels(method=method).observe(
-                time.perf_counter() - start
-            )
+        """One request of any protocol: admission, body, handler (``RequestScope``: the
+        metrics, and a bug answered as 500), then the one mapping of domain errors to HTTP."""
+        with self._requests.open(method) as scope:
+            core = scope.core()
+            try:
+                length = request.content_length
+                if length is not None and length > self._max_body_bytes:  # as read() is bound
+                    raise web.HTTPRequestEntityTooLarge(
+                        max_size=self._max_body_bytes,
+                        actual_size=length,
+                        text=f"request body: {length} bytes is over "
+                        f"max_message_bytes={self._max_body_bytes}",
+                    )
+                if length is None:  # chunked: bounded by client_max_size, admitted once read
+                    body = await request.read()
+                    with core.admit_bytes(len(body)):
+                        return await handler(core, body)
+                with core.admit_bytes(length):  # before a byte of the body is read
+                    return await handler(core, await request.read())
+            except web.HTTPException as e:  # e.g. 413 for a body over max_message_bytes
+                scope.let_through("INVALID_ARGUMENT" if e.status < 500 else "INTERNAL")
+                raise
+        assert scope.error is not None  # the block returned unless it failed
+        return error_response(scope.error)

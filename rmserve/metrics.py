@@ -130,11 +130,6 @@ class Metrics:
             "rmserve_reward", "Raw rewards served (watch for reward drift during RL).",
             buckets=REWARD_BUCKETS, registry=r,
         )  # fmt: skip
-        self.batch_cost = Gauge(
-            "rmserve_batch_cost_seconds", "Engine seconds per batch by rows x padded length, "
-            "from the cost model the batcher cuts by (measured at warm-up or analytic).",
-            ["rows", "padded_length"], registry=r,
-        )  # fmt: skip
         self.model_info = Gauge(
             "rmserve_model_info", "The served model; always 1.", ["name", "version", "provider"],
             registry=r,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,14 +27,6 @@ class Preference:
     a: PairScore
     b: PairScore
     probability_a_std: float | None = None  # ensembles only: the spread over members
-
-
-def sigmoid(x: float) -> float:
-    """Numerically stable logistic function in float64."""
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    z = math.exp(x)
-    return z / (1.0 + z)
 
 
 class PendingRequest:

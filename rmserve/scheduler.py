@@ -29,7 +29,6 @@ from itertools import islice
 import numpy as np
 
 from rmserve.batching import BatchLimits, Collected, QueuedItem, collect_batch
-from rmserve.cost_model import CachedCost, CostModel
 from rmserve.engine import Engine
 from rmserve.errors import DeadlineExpired, EngineFailure, Overloaded, Unavailable
 from rmserve.metrics import Metrics
@@ -61,13 +60,10 @@ class Batcher:
         limits: BatchLimits,
         max_queue_pairs: int,
         metrics: Metrics,
-        cost: CostModel | None = None,
         workers: int = 1,
     ) -> None:
-        """``cost``: cut batches by this engine cost model; None: grow to the caps in ``limits``.
-        ``workers``: batches the engine runs at once (``executor`` has that many threads)."""
+        """``workers``: batches the engine runs at once (``executor`` has that many threads)."""
         self._engine = engine
-        self._cost = None if cost is None else CachedCost(cost)
         self._executor = executor
         self._workers = workers
         self._limits = limits
@@ -180,7 +176,7 @@ class Batcher:
         while self._running < self.pipeline_depth and self._queue:
             now = self.clock()
             window = list(islice(self._queue, self._limits.window))
-            got = collect_batch(window, now, self._limits, self._cost)
+            got = collect_batch(window, now, self._limits)
             batch = got.batch
             if batch and self._running >= self._workers and not self._is_full(got, window):
                 batch = []  # the engine is busy: wait for it and take what arrives meanwhile

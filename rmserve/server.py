@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from rmserve.allocator import map_big_allocations
 from rmserve.artifact import Manifest
+from rmserve.batching import BatchLimits
 from rmserve.core import RewardCore
 from rmserve.core_config import CoreConfig
 from rmserve.engine import Engine, LoadedArtifact, OrtEngine, load_artifact
@@ -28,6 +29,7 @@ from rmserve.http_front import HttpFront
 from rmserve.listeners import NO_REUSEPORT, bind_grpc, binding, write_port_file
 from rmserve.memory_budget import (
     cgroup_memory_limit,
+    default_inflight_bytes,
     folder_bytes,
     required_memory_bytes,
     resolve_inflight_bytes,
@@ -63,6 +65,34 @@ def ort_engine(artifact: LoadedArtifact, settings: ServerSettings) -> Engine:
     if settings.provider != "cuda" or workers:  # on CUDA one batch at a time keeps every thread
         threads = threads_per_batch(threads, workers)
     return OrtEngine(artifact, settings.provider, threads, settings.gpu_device_id)
+
+
+def core_config(
+    settings: ServerSettings, max_inflight_bytes: int | None = None, engine_workers: int = 1
+) -> CoreConfig:
+    """The core's config from the server settings. ``max_inflight_bytes``: the resolved budget
+    (None: the setting, else its default); ``engine_workers``: resolved for the engine's provider
+    (``rmserve.engine_threads``)."""
+    s = settings
+    limits = BatchLimits(
+        max_batch_size=s.max_batch_size,
+        max_batch_tokens=s.max_batch_tokens,
+        max_padding_ratio=s.max_padding_ratio,
+        max_queue_delay_s=s.max_queue_delay_ms / 1000.0,
+        window=max(256, 8 * s.max_batch_size),
+    )
+    if max_inflight_bytes is None:
+        max_inflight_bytes = s.max_inflight_bytes or default_inflight_bytes(s.max_message_bytes)
+    return CoreConfig(
+        limits,
+        s.max_queue_pairs,
+        s.max_request_pairs,
+        s.warmup_runs,
+        max_inflight_bytes,
+        s.ensemble_aggregate,
+        s.ensemble_uncertainty_penalty,
+        engine_workers,
+    )
 
 
 def transport_limit(max_message_bytes: int) -> int:
@@ -216,7 +246,7 @@ class RewardServer:
         ).set(1)
         inflight_bytes = self._inflight_budget(artifact)
         workers = engine_workers(engine.provider, s.intra_op_threads, s.engine_workers)
-        config = CoreConfig.from_settings(s, inflight_bytes, workers)
+        config = core_config(s, inflight_bytes, workers)
         self.core = RewardCore(engine, artifact, config, self.metrics)
         await self.core.astart()
         if self._stop.is_set():

@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from rmserve.memory_budget import smallest_inflight_bytes
 from rmserve.reward_watch import DEFAULT_LENGTH_WINDOW
 
+REMOVED_BATCH_POLICIES = ("measured", "analytic")  # the engine cost-model cuts
+
 
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RMSERVE_", extra="forbid", frozen=True)
@@ -33,15 +35,6 @@ class ServerSettings(BaseSettings):
         le=65535,
         description="Also serve OpenRLHF's remote reward-model protocol (POST /get_reward) over "
         "HTTP on this port, same core and batcher (0: any free port; unset: off).",
-    )
-    port_file: Path | None = Field(
-        default=None,
-        description="Once every listener is bound, before the model loads, write the ports "
-        'here as one JSON object, e.g. {"grpc": 43121, "health": null, "http": null, '
-        '"metrics": 39223, "pid": 1234} (null: that listener is off). Written atomically '
-        "(a temporary file in the same folder, then renamed); an earlier file is removed at "
-        "start-up. With port 0 this is how a launcher learns the ports without racing for "
-        "them. A port that is given and already in use stops the server with exit code 3.",
     )
     provider: Literal["auto", "cuda", "cpu"] = Field(
         default="auto",
@@ -78,32 +71,28 @@ class ServerSettings(BaseSettings):
         description="Most pairs per engine batch (1 turns batching off; a Prefer's two "
         "responses always share a batch).",
     )
-    batch_policy: Literal["caps", "measured", "analytic"] = Field(
+    # A str, not Literal["caps"]: a removed policy gets the validator's message, not argparse's.
+    batch_policy: str = Field(
         default="caps",
-        description="Where to cut a batch from the length-sorted queue. 'caps' (default): as "
-        "large as max_batch_size, max_batch_tokens and max_padding_ratio allow. 'measured': "
-        "the most real tokens per engine-second, from engine times measured at warm-up by rows "
-        "x padded length (rates within 5% are a tie won by the bigger batch; analytic without "
-        "warm-up). 'analytic': the same with a fixed analytic cost. Both cost policies still "
-        "obey the caps below (raise them to let the cost model decide alone). On a quiet "
-        "2-core CPU 'measured' did not beat the caps on every length mix "
-        "(docs/benchmarks/throughput.md#length-mixes-and-batch-policy), so 'caps' stays the "
-        "default.",
+        description="Where to cut a batch from the length-sorted queue: 'caps', the only policy, "
+        "grows it as large as max_batch_size, max_batch_tokens and max_padding_ratio allow. "
+        "'measured' and 'analytic' (cut by an engine cost model) were removed: they did not "
+        "beat 'caps' beyond run-to-run noise in any benchmark (docs/guides/serving.md#batch-policy).",
     )
     max_batch_tokens: int = Field(
         default=1024,
         ge=1,
         le=1_048_576,
-        description="Most padded tokens per engine batch (longest pair x pairs), under every "
-        "batch policy; a single longer item still runs alone. MiniLM on CPU peaks at 512-2048 "
+        description="Most padded tokens per engine batch (longest pair x pairs); a single "
+        "longer item still runs alone. MiniLM on CPU peaks at 512-2048 "
         "padded tokens per batch (bench/throughput.py); raise it on GPUs.",
     )
     max_padding_ratio: float = Field(
         default=1.05,
         ge=1.0,
         le=100.0,
-        description="Grow a batch only while padded tokens / real tokens stays at or under this, "
-        "under every batch policy. On CPU small sorted batches beat big padded ones: 1.05 "
+        description="Grow a batch only while padded tokens / real tokens stays at or under this. "
+        "On CPU small sorted batches beat big padded ones: 1.05 "
         "served 8% more tokens/s than 1.25 with MiniLM on 2 cores (bench/throughput.py). GPUs "
         "favour larger batches.",
     )
@@ -139,8 +128,8 @@ class ServerSettings(BaseSettings):
         le=1 << 40,
         description="Most bytes of requests (as sent) admitted and not yet answered; beyond it new "
         "requests get RESOURCE_EXHAUSTED with a retry hint, like a full queue. Unset: derived from "
-        "memory_limit_bytes (docs/guides/operations.md#the-memory-formula), or "
-        "4 x max_message_bytes + 1 MiB when no limit is known. At least max_message_bytes + 1 MiB.",
+        "memory_limit_bytes (docs/guides/operations.md#the-memory-formula), or 4 x max_message_bytes + 1 MiB when no "
+        "limit is known. At least max_message_bytes + 1 MiB.",
     )
     memory_limit_bytes: int | None = Field(
         default=None,
@@ -161,9 +150,8 @@ class ServerSettings(BaseSettings):
         default=2,
         ge=0,
         le=100_000,
-        description="Warm-up rounds before SERVING; each runs short and max-length batches. "
-        "With batch_policy 'measured', warm-up also times the engine by rows x padded length "
-        "(0: no warm-up, so the analytic cost instead).",
+        description="Warm-up rounds before SERVING; each runs short and max-length batches "
+        "(on CUDA: every shape class the batcher can form). 0: no warm-up.",
     )
     max_connection_age_seconds: float = Field(
         default=300.0,
@@ -205,7 +193,7 @@ class ServerSettings(BaseSettings):
         le=1_048_576,
         description="Scored pairs (the most recent) over which rmserve_reward_length_correlation "
         "correlates response length with reward. 1024 puts its standard error near 0.03, well "
-        "under the alert's margin (docs/guides/operations.md#alerts).",
+        "under the alert's margin (docs/guides/operations.md#watching-for-reward-hacking).",
     )
     ensemble_aggregate: Literal["mean", "min", "mean_minus_std"] = Field(
         default="mean",
@@ -224,6 +212,18 @@ class ServerSettings(BaseSettings):
         description="Debugging only: log prompts and responses of each request at DEBUG level. "
         "Off, no log line carries request text.",
     )
+
+    @field_validator("batch_policy")
+    @classmethod
+    def _only_caps(cls, value: str) -> str:
+        if value in REMOVED_BATCH_POLICIES:
+            raise ValueError(
+                f"batch_policy {value!r} was removed (it did not beat 'caps' beyond run-to-run "
+                "noise in any benchmark: docs/guides/serving.md#batch-policy); set 'caps' or leave it unset"
+            )
+        if value != "caps":
+            raise ValueError(f"batch_policy must be 'caps', got {value!r}")
+        return value
 
     @field_validator("max_request_pairs")
     @classmethod

@@ -3,7 +3,7 @@
 CPU: a short and a max-length pair, each alone and in a batch as full as the caps allow (what
 the first requests look like; the CPU provider allocates per run and compiles nothing).
 
-CUDA: every shape class the batcher can form, the cost model's grid (rows 1, 2, 4, ... up to
+CUDA: every shape class the batcher can form, a grid (rows 1, 2, 4, ... up to
 ``max_batch_size``, padded length 16, 32, ... up to ``max_length``, within
 ``max_batch_tokens``), largest first. What a first run of a shape costs on onnxruntime's CUDA
 provider is memory: its arena grows to the largest batch once (largest first, so later batches
@@ -18,8 +18,28 @@ measures the first run of an unseen shape after warm-up against its later runs, 
 from __future__ import annotations
 
 from rmserve.batching import BatchLimits
-from rmserve.cost_model import grid_lengths, grid_rows
 from rmserve.preprocess import PreparedPair
+
+MIN_GRID_LENGTH = 16
+
+
+def grid_rows(max_batch_size: int) -> tuple[int, ...]:
+    """1, 2, 4, ... up to ``max_batch_size`` (included)."""
+    rows = [1 << i for i in range(max_batch_size.bit_length()) if 1 << i <= max_batch_size]
+    if rows[-1] != max_batch_size:
+        rows.append(max_batch_size)
+    return tuple(rows)
+
+
+def grid_lengths(max_length: int) -> tuple[int, ...]:
+    """16, 32, 64, ... up to ``max_length`` (included); just ``max_length`` if it is shorter."""
+    lengths = []
+    n = MIN_GRID_LENGTH
+    while n < max_length:
+        lengths.append(n)
+        n *= 2
+    lengths.append(max_length)
+    return tuple(lengths)
 
 
 def cut(pair: PreparedPair, length: int) -> PreparedPair:

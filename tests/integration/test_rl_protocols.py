@@ -27,7 +27,7 @@ from harness import Harness, eventually, make_settings, scripted_factory, servin
 from hf_families import FAMILIES, build
 
 from rmserve.conversation import render_prompt
-from rmserve.pending import sigmoid
+from rmserve.ensemble_math import sigmoid
 from rmserve.v1 import reward_pb2
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

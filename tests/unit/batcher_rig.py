@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 import numpy as np
 
 from rmserve.batching import BatchLimits, QueuedItem
-from rmserve.cost_model import CostModel
 from rmserve.engine import EngineError
 from rmserve.metrics import Metrics
 from rmserve.pending import PendingRequest
@@ -97,7 +96,6 @@ class Rig:
         self,
         limits: BatchLimits,
         max_queue_pairs: int = 1 << 20,
-        cost: CostModel | None = None,
         workers: int = 1,
     ) -> None:
         self.loop = ManualClockLoop()
@@ -108,7 +106,7 @@ class Rig:
 
         async def make() -> Batcher:
             return Batcher(
-                self.engine, self.executor, limits, max_queue_pairs, self.metrics, cost, workers
+                self.engine, self.executor, limits, max_queue_pairs, self.metrics, workers
             )
 
         self.batcher = self.run(make())

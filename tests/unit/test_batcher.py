@@ -8,7 +8,6 @@ import pytest
 from batcher_rig import Rig, Spec, reward_of
 
 from rmserve.batching import BatchLimits
-from rmserve.cost_model import CostTable
 from rmserve.errors import DeadlineExpired, EngineFailure, Overloaded, Unavailable
 from rmserve.pending import PendingRequest
 from rmserve.scheduler import COMPACT_MIN_DEAD_ROWS
@@ -206,26 +205,3 @@ def test_fail_all_answers_every_queued_request(rig: Rig) -> None:
     assert_answered(first)
     rig.advance(10.0)  # the cancelled deadline timer does not fire
     assert rig.metric("rmserve_expired_total") == 0
-
-
-def test_cost_model_cuts_the_queue_into_its_cheapest_batches() -> None:
-    """Two rows cost least per pair: six queued pairs run as three batches of two, the second
-    formed while the first runs (it left items behind, so it is as good as it gets)."""
-    cost = CostTable((1, 2, 4, 8), (16,), ((1.0,), (1.2,), (3.0,), (8.0,)), source="fake")
-    rig = Rig(limits(window=8), cost=cost)
-    try:
-        first = hold_engine(rig)
-        requests = rig.submit(*[Spec((5,)) for _ in range(6)])
-        rig.settle()
-        assert len(rig.executor.jobs) == 2  # the held batch and the next cut, already formed
-        sizes = []
-        while rig.executor.jobs:
-            before = len(rig.engine.computed)
-            rig.executor.run_next()
-            rig.settle()
-            sizes.append(len(rig.engine.computed) - before)
-        assert sizes == [1, 2, 2, 2]
-        for request in [first, *requests]:
-            assert_answered(request)
-    finally:
-        rig.close()

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from rmserve.batching import BatchLimits
-from rmserve.cost_model import CostModel, CostTable
 from rmserve.errors import DeadlineExpired, EngineFailure, Overloaded
 from rmserve.pending import PendingRequest
 
@@ -21,18 +20,12 @@ LIMITS = BatchLimits(
 MAX_QUEUE_PAIRS = 12
 
 
-# Per-token cost lowest at 2 rows, and 1 s per batch: cost cuts leave items behind and the
-# deadline rule (0.5-4 s timeouts) stops batches from growing.
-COST = CostTable((1, 2, 4), (16, 32), ((1.0, 1.5), (1.2, 2.0), (3.0, 5.0)), source="fake")
-
-
 class BatcherMachine(RuleBasedStateMachine):
-    cost: CostModel | None = None
     workers = 1
 
     def __init__(self) -> None:
         super().__init__()
-        self.rig = Rig(LIMITS, MAX_QUEUE_PAIRS, self.cost, self.workers)
+        self.rig = Rig(LIMITS, MAX_QUEUE_PAIRS, self.workers)
         self.requests: list[PendingRequest] = []
         self.cancelled: set[int] = set()  # ids of requests the test cancelled
 
@@ -148,22 +141,9 @@ class BatcherMachine(RuleBasedStateMachine):
         self.rig.close()
 
 
-class CostBatcherMachine(BatcherMachine):
-    """The same machine with batches cut by a cost table."""
-
-    cost = COST
-
-
 class TwoWorkerBatcherMachine(BatcherMachine):
     """The same machine with two engine threads."""
 
-    workers = 2
-
-
-class TwoWorkerCostBatcherMachine(BatcherMachine):
-    """Two engine threads and batches cut by a cost table."""
-
-    cost = COST
     workers = 2
 
 
@@ -171,10 +151,6 @@ MACHINE_SETTINGS = settings(
     max_examples=150, stateful_step_count=30, deadline=None, derandomize=True
 )
 BatcherMachine.TestCase.settings = MACHINE_SETTINGS
-CostBatcherMachine.TestCase.settings = MACHINE_SETTINGS
 TestBatcherMachine = BatcherMachine.TestCase
-TestCostBatcherMachine = CostBatcherMachine.TestCase
 TwoWorkerBatcherMachine.TestCase.settings = MACHINE_SETTINGS
-TwoWorkerCostBatcherMachine.TestCase.settings = MACHINE_SETTINGS
 TestTwoWorkerBatcherMachine = TwoWorkerBatcherMachine.TestCase
-TestTwoWorkerCostBatcherMachine = TwoWorkerCostBatcherMachine.TestCase

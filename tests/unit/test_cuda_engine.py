@@ -20,12 +20,11 @@ from rmserve.artifact import (
     Preprocessing,
 )
 from rmserve.batching import BatchLimits
-from rmserve.cost_model import grid_lengths, grid_rows
 from rmserve.cuda_libs import cuda_device_count
 from rmserve.engine import LoadedArtifact, OrtEngine
 from rmserve.preprocess import PreparedPair, Preprocessor, load_tokenizer
 from rmserve.providers import CPU, CUDA, CudaHost, cuda_options, providers_for
-from rmserve.warmup import warmup_batches
+from rmserve.warmup import grid_lengths, grid_rows, warmup_batches
 
 CUDA_HOST = CudaHost([CUDA, CPU], [], devices=2)
 
@@ -237,6 +236,15 @@ def pair(length: int) -> PreparedPair:
 
 def shapes(batches: Sequence[Sequence[PreparedPair]]) -> list[tuple[int, int]]:
     return [(len(b), max(p.num_tokens for p in b)) for b in batches]
+
+
+def test_grids_cover_the_batcher_shapes() -> None:
+    assert grid_rows(32) == (1, 2, 4, 8, 16, 32)
+    assert grid_rows(24) == (1, 2, 4, 8, 16, 24)
+    assert grid_rows(1) == (1,)
+    assert grid_lengths(512) == (16, 32, 64, 128, 256, 512)
+    assert grid_lengths(100) == (16, 32, 64, 100)
+    assert grid_lengths(8) == (8,)
 
 
 def test_cpu_warm_up_is_short_and_long_alone_and_full() -> None:

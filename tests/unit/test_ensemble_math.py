@@ -15,11 +15,11 @@ from rmserve.ensemble_math import (
     member_stats,
     normalize_members,
     preference,
-    stable_sigmoid,
+    sigmoid,
 )
 from rmserve.ensemble_serve import preferences, resolve_options, served_scores
 from rmserve.errors import InvalidRequest
-from rmserve.pending import PairScore, sigmoid
+from rmserve.pending import PairScore
 
 RAW = np.array([[1.0, 3.0, -2.0], [0.5, 0.5, 0.5], [-4.0, 10.0, 2.5]])
 MEANS = [0.5, 2.0, -1.0]
@@ -75,9 +75,19 @@ def test_preference_is_the_mean_of_member_sigmoids_on_raw_rewards() -> None:
 
 
 def test_sigmoid_is_stable_at_the_extremes() -> None:
-    values = stable_sigmoid(np.array([-1000.0, -30.0, 0.0, 30.0, 1000.0]))
+    values = sigmoid(np.array([-1000.0, -30.0, 0.0, 30.0, 1000.0]))
     assert np.isfinite(values).all()
     assert values[0] == 0.0 and values[2] == 0.5 and values[4] == 1.0
+    scalars = [sigmoid(x) for x in (-1000.0, -710.0, 0.0, 710.0, 1000.0)]  # e^710 overflows
+    assert scalars[0] == 0.0 and scalars[2] == 0.5 and scalars[4] == 1.0
+    assert all(isinstance(p, float) and 0.0 <= p <= 1.0 for p in scalars)
+
+
+@pytest.mark.parametrize("x", [1.5, -1.5, 0.0, 1e-12, -36.7, 36.7, 123.4, -700.0])
+def test_one_sigmoid_for_scalars_and_arrays(x: float) -> None:
+    assert sigmoid(2.5 - 1.0) == pytest.approx(0.8175744762, abs=1e-10)  # DESIGN.md's example
+    assert sigmoid(x) + sigmoid(-x) == pytest.approx(1.0, abs=1e-15)
+    assert sigmoid(x) == float(sigmoid(np.array([x]))[0])  # the same number either way
 
 
 def manifest(members: int | None) -> Manifest:

@@ -10,7 +10,7 @@ import pytest
 
 from rmserve import server_cli
 from rmserve.cli_args import settings_from_args
-from rmserve.core_config import CoreConfig
+from rmserve.server import core_config
 from rmserve.settings import ServerSettings
 
 
@@ -87,26 +87,34 @@ def test_core_config_carries_the_batching_settings() -> None:
     s = ServerSettings(
         artifact=Path("/a"), max_batch_size=12, max_batch_tokens=999, max_queue_delay_ms=5.0
     )
-    config = CoreConfig.from_settings(s)
+    config = core_config(s)
     assert (config.limits.max_batch_size, config.limits.max_batch_tokens) == (12, 999)
     assert config.limits.max_queue_delay_s == pytest.approx(0.005)
     assert (config.max_queue_pairs, config.max_request_pairs) == (16384, 4096)
 
 
-def test_the_caps_policy_with_its_caps_is_the_default_and_cost_policies_are_selectable() -> None:
-    """The measured cut lost to the caps on the benchmark machine
-    (docs/benchmarks/throughput.md#length-mixes-and-batch-policy), so the default stays the
-    hand-set policy with its old caps."""
-    config = CoreConfig.from_settings(ServerSettings(artifact=Path("/a")))
-    assert config.batch_policy == "caps"
+def test_the_caps_policy_with_its_caps_is_the_default_and_still_accepted() -> None:
+    s = ServerSettings(artifact=Path("/a"))
+    assert s.batch_policy == "caps"
+    config = core_config(s)
     assert (config.limits.max_batch_tokens, config.limits.max_padding_ratio) == (1024, 1.05)
-    for policy in ("measured", "analytic"):
-        chosen = serve_settings(
-            ["--artifact", "/a", "--batch-policy", policy, "--max-batch-tokens", "1048576",
-             "--max-padding-ratio", "100"]
-        )  # fmt: skip
-        config = CoreConfig.from_settings(chosen)
-        assert config.batch_policy == policy
-        assert (config.limits.max_batch_tokens, config.limits.max_padding_ratio) == (1 << 20, 100)
-    with pytest.raises(SystemExit):
+    assert serve_settings(["--artifact", "/a", "--batch-policy", "caps"]).batch_policy == "caps"
+
+
+@pytest.mark.parametrize("policy", ["measured", "analytic"])
+def test_the_removed_cost_policies_are_refused_by_name(
+    policy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        serve_settings(["--artifact", "/a", "--batch-policy", policy])
+    message = str(info.value)
+    assert "--batch-policy" in message and "RMSERVE_BATCH_POLICY" in message
+    assert f"batch_policy {policy!r} was removed" in message
+    monkeypatch.setenv("RMSERVE_BATCH_POLICY", policy)
+    with pytest.raises(ValueError, match=f"batch_policy {policy!r} was removed"):
+        ServerSettings(artifact=Path("/a"))
+
+
+def test_an_unknown_batch_policy_is_refused() -> None:
+    with pytest.raises(SystemExit, match="batch_policy must be 'caps', got 'fastest'"):
         serve_settings(["--artifact", "/a", "--batch-policy", "fastest"])
