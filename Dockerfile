@@ -27,7 +27,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY locks ./locks
 COPY rmserve ./rmserve
-COPY training ./training
+COPY rmserve_training ./rmserve_training
 COPY docker/install-venv.sh ./docker/
 # Install the variant's locked environment (exact versions, hashes) and rmserve into a fresh venv. The same script is
 # run by tests/deploy/test_install_steps.py; torch (the `train` extra) is never installed.

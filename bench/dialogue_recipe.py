@@ -29,15 +29,15 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from rmserve_training.backbones import resolve_backbone
-from rmserve_training.demo_dialogues import write_dialogue_data
-from rmserve_training.settings import TrainSettings
-from rmserve_training.train import train
 from tokenizers import Tokenizer
 
 from rmserve.artifact import Preprocessing
 from rmserve.preference_data import load_preferences
 from rmserve.preprocess import Preprocessor
+from rmserve_training.backbones import resolve_backbone
+from rmserve_training.demo_dialogues import write_dialogue_data
+from rmserve_training.settings import TrainSettings
+from rmserve_training.train import train
 
 # The defaults before this recipe; every field not named here is the same in both.
 OLD_DEFAULTS: dict[str, Any] = {"max_length": 256, "head_lr": None}

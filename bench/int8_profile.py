@@ -54,7 +54,7 @@ class Variant:
 VARIANTS = {
     "default": Variant(),
     "no-spin": Variant(session={"session.intra_op.allow_spinning": "0"}),
-}  # a "measured" variant (the cost model's cut) went with the policy: docs/guides/serving.md#batch-policy
+}  # the "measured" variant went with its policy (docs/guides/serving.md#batch-policy)
 
 
 @dataclass(frozen=True)

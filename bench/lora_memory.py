@@ -1,5 +1,5 @@
 """Peak training memory of one optimiser step on a random Qwen3-shaped decoder (CPU): full
-fine-tuning vs LoRA, gradient checkpointing and bf16 autocast (training/memory.py).
+fine-tuning vs LoRA, gradient checkpointing and bf16 autocast (rmserve_training/memory.py).
 
 Each configuration runs in its own process; the figure is the growth of peak RSS from just
 before the first step (model built and prepared) to its end: gradients, optimiser state and
@@ -35,11 +35,12 @@ def peak_rss_bytes() -> int:
 
 def one_step(name: str) -> dict[str, Any]:
     import torch
+    from transformers import AutoModel, Qwen3Config
+
     from rmserve_training.loss import bradley_terry_loss
     from rmserve_training.memory import MemoryOptions, prepare_backbone
     from rmserve_training.model import RewardModel
     from rmserve_training.precision import autocast
-    from transformers import AutoModel, Qwen3Config
 
     torch.set_num_threads(2)
     config = Qwen3Config(

@@ -77,7 +77,8 @@ class ServerSettings(BaseSettings):
         description="Where to cut a batch from the length-sorted queue: 'caps', the only policy, "
         "grows it as large as max_batch_size, max_batch_tokens and max_padding_ratio allow. "
         "'measured' and 'analytic' (cut by an engine cost model) were removed: they did not "
-        "beat 'caps' beyond run-to-run noise in any benchmark (docs/guides/serving.md#batch-policy).",
+        "beat 'caps' beyond run-to-run noise in any benchmark "
+        "(docs/guides/serving.md#batch-policy).",
     )
     max_batch_tokens: int = Field(
         default=1024,
@@ -128,8 +129,8 @@ class ServerSettings(BaseSettings):
         le=1 << 40,
         description="Most bytes of requests (as sent) admitted and not yet answered; beyond it new "
         "requests get RESOURCE_EXHAUSTED with a retry hint, like a full queue. Unset: derived from "
-        "memory_limit_bytes (docs/guides/operations.md#the-memory-formula), or 4 x max_message_bytes + 1 MiB when no "
-        "limit is known. At least max_message_bytes + 1 MiB.",
+        "memory_limit_bytes (docs/guides/operations.md#the-memory-formula), or "
+        "4 x max_message_bytes + 1 MiB when no limit is known. At least max_message_bytes + 1 MiB.",
     )
     memory_limit_bytes: int | None = Field(
         default=None,
@@ -219,7 +220,8 @@ class ServerSettings(BaseSettings):
         if value in REMOVED_BATCH_POLICIES:
             raise ValueError(
                 f"batch_policy {value!r} was removed (it did not beat 'caps' beyond run-to-run "
-                "noise in any benchmark: docs/guides/serving.md#batch-policy); set 'caps' or leave it unset"
+                "noise in any benchmark: docs/guides/serving.md#batch-policy); set 'caps' or "
+                "leave it unset"
             )
         if value != "caps":
             raise ValueError(f"batch_policy must be 'caps', got {value!r}")

@@ -15,5 +15,5 @@ NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$site_dir"
 rm -rf "$site_dir"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/mypy rmserve training
+.venv/bin/mypy rmserve rmserve_training
 .venv/bin/python -m pytest "$@"

@@ -17,14 +17,14 @@ import pytest
 import torch
 from harness import make_settings, serving
 from hf_families import FAMILIES, Family, build
-from rmserve_training.chat_template import analyse_chat_template
-from rmserve_training.import_hf import import_hf
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rmserve.artifact import MODEL_FILE
 from rmserve.engine import OrtEngine, load_artifact
 from rmserve.preprocess import PreparedPair
 from rmserve.v1 import reward_pb2
+from rmserve_training.chat_template import analyse_chat_template
+from rmserve_training.import_hf import import_hf
 
 Cli = Callable[[list[str]], tuple[int, list[str]]]
 MAX_LENGTH = 128

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from rmserve_training.backbones import minilm_folder
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
     AutoModelForSequenceClassification,
@@ -22,6 +21,7 @@ from transformers import (
 
 from rmserve.artifact import read_manifest
 from rmserve.engine import OrtEngine, load_artifact
+from rmserve_training.backbones import minilm_folder
 
 Cli = Callable[[list[str]], tuple[int, list[str]]]
 SPECIAL = ["<pad>", "<s>", "</s>", "<unk>", "<|user|>", "<|assistant|>"]

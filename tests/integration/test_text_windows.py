@@ -7,12 +7,12 @@ import pytest
 from hf_families import FAMILIES, _tokenizer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rmserve_training.backbones import minilm_folder
 from tokenizers import Tokenizer
 
 from rmserve.artifact import Preprocessing
 from rmserve.preprocess import Preprocessor, load_tokenizer
 from rmserve.text_window import window_chars
+from rmserve_training.backbones import minilm_folder
 
 MAX_LENGTH = 24
 PIECES = [

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 import torch
-from rmserve_training.settings import TrainSettings
-from rmserve_training.train import TrainResult, train
 
 from rmserve.artifact import MODEL_FILE
+from rmserve_training.settings import TrainSettings
+from rmserve_training.train import TrainResult, train
 
 # Documented in docs/guides/training.md#equivalence-with-one-process: both strategies must stay
 # within this.

@@ -17,15 +17,15 @@ import pytest
 import torch
 from harness import make_settings, serving
 from hf_families import FAMILIES, build
-from rmserve_training.checkpoints import load_checkpoint, model_from_checkpoint
-from rmserve_training.demo_data import write_demo_data
-from rmserve_training.export_check import torch_feed
 from transformers import AutoTokenizer
 
 from rmserve.artifact import MODEL_FILE, read_manifest
 from rmserve.engine import OrtEngine, load_artifact
 from rmserve.preprocess import PreparedPair
 from rmserve.v1 import reward_pb2
+from rmserve_training.checkpoints import load_checkpoint, model_from_checkpoint
+from rmserve_training.demo_data import write_demo_data
+from rmserve_training.export_check import torch_feed
 
 Cli = Callable[[list[str]], tuple[int, list[str]]]
 MAX_LENGTH = 96

@@ -66,6 +66,7 @@ def _eval_pairs(path: Path, n: int) -> tuple[list[str], list[str]]:
 
 def test_artifact_matches_torch_on_padded_batches(tiny_run: Any) -> None:
     import torch
+
     from rmserve_training.checkpoints import load_checkpoint, model_from_checkpoint
     from rmserve_training.export_check import torch_feed
 

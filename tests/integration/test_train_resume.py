@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import BertConfig, BertModel
+
 from rmserve_training.backbones import minilm_folder, tiny_config
 from rmserve_training.settings import TrainSettings
 from rmserve_training.train import train
-from transformers import BertConfig, BertModel
 
 
 def _losses(work_dir: Path) -> dict[int, float]:

@@ -5,6 +5,8 @@ import re
 from pathlib import Path
 
 import pytest
+
+from rmserve.preference_data import load_preferences
 from rmserve_training.demo_data import (
     CAPITALS,
     FAMILIES,
@@ -12,8 +14,6 @@ from rmserve_training.demo_data import (
     generate_demo_pairs,
     write_demo_data,
 )
-
-from rmserve.preference_data import load_preferences
 
 Row = dict[str, str]
 

@@ -9,6 +9,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from tokenizers import Tokenizer
+
+from rmserve.artifact import Preprocessing
+from rmserve.preference_data import load_preferences
+from rmserve.preprocess import Preprocessor
 from rmserve_training.backbones import minilm_folder
 from rmserve_training.demo_concepts import PHRASES
 from rmserve_training.demo_dialogues import (
@@ -20,11 +25,6 @@ from rmserve_training.demo_dialogues import (
 )
 from rmserve_training.demo_tables import CAPITALS
 from rmserve_training.settings import TrainSettings
-from tokenizers import Tokenizer
-
-from rmserve.artifact import Preprocessing
-from rmserve.preference_data import load_preferences
-from rmserve.preprocess import Preprocessor
 
 Row = dict[str, str | int]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from rmserve_training.distributed import Cluster, join_cluster
 from rmserve_training.sharding import resume_layout_error
 from rmserve_training.steps import rank_share

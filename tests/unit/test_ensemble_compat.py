@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rmserve_training.ensemble import EnsembleError, check_compatible
 
 from rmserve.artifact import Manifest
+from rmserve_training.ensemble import EnsembleError, check_compatible
 
 BASE: dict[str, Any] = {
     "format_version": 1,

@@ -1,4 +1,4 @@
-"""LoRA, gradient checkpointing and bf16 on small random backbones (training/memory.py)."""
+"""LoRA, gradient checkpointing and bf16 on small random backbones (rmserve_training/memory.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from typing import Any
 
 import pytest
 import torch
+from transformers import AutoModel, Qwen3Config
+
+from rmserve.artifact import Manifest, TrainingRecord
 from rmserve_training.backbones import tiny_config
 from rmserve_training.lora import LoraOptions, has_lora, merge_lora
 from rmserve_training.loss import bradley_terry_loss
@@ -14,9 +17,6 @@ from rmserve_training.memory import MemoryOptions, prepare_backbone
 from rmserve_training.model import RewardModel
 from rmserve_training.precision import autocast, effective_precision
 from rmserve_training.settings import TrainSettings
-from transformers import AutoModel, Qwen3Config
-
-from rmserve.artifact import Manifest, TrainingRecord
 
 FP32 = MemoryOptions("fp32", gradient_checkpointing=False, lora=None)
 

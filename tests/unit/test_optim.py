@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
+
 from rmserve_training.checkpoints import build_model
 from rmserve_training.optim import build_optimizer, lr_factor, parameter_groups
 from rmserve_training.settings import TrainSettings
-from torch import nn
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rmserve_training.backbones import minilm_folder
 from tokenizers import Tokenizer, processors
 
 from rmserve.pair_layout import PairLayout
 from rmserve.preprocess import load_tokenizer
+from rmserve_training.backbones import minilm_folder
 
 WORDS = st.lists(st.sampled_from(["the", "reward", "model", "42", "naïve", "!", ""]), max_size=12)
 

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rmserve_training.backbones import minilm_folder
 
 from rmserve.artifact import Preprocessing
 from rmserve.padding import pad_batch
@@ -17,6 +16,7 @@ from rmserve.preprocess import (
     Preprocessor,
     load_tokenizer,
 )
+from rmserve_training.backbones import minilm_folder
 
 NAMES = ["input_ids", "attention_mask", "token_type_ids"]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
 from rmserve_training.quantize_graph import fp32_for_unquantized_consumers
 from rmserve_training.quantize_measure import average_ranks, spearman
 

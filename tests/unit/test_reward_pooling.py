@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from rmserve_training.model import RewardModel, last_token_index, pool, position_ids_from_mask
 from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel
+
+from rmserve_training.model import RewardModel, last_token_index, pool, position_ids_from_mask
 
 RIGHT = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
 LEFT = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from rmserve_training.backbones import minilm_folder
 from tokenizers import Encoding
 
 from rmserve.artifact import ChatTemplate, Preprocessing, ReasoningSplit
@@ -14,6 +13,7 @@ from rmserve.client.trl import consecutive_groups
 from rmserve.group_stats import ADVANTAGE_EPSILON, group_stats
 from rmserve.preprocess import Preprocessor, load_tokenizer
 from rmserve.rendered_input import split_rendered
+from rmserve_training.backbones import minilm_folder
 
 CHATML = ChatTemplate(
     prefix="<|im_start|>user\n",

@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 import torch
 from pydantic import ValidationError
+
 from rmserve_training.backbones import tiny_config
 from rmserve_training.bootstrap import bootstrap_counts, bootstrap_resample
 from rmserve_training.checkpoints import build_model

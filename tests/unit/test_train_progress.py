@@ -6,6 +6,7 @@ import io
 import logging
 
 import pytest
+
 from rmserve_training.progress import LOG_EVERY_STEPS, StepProgress
 
 

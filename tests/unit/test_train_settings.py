@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 import pytest
-from rmserve_training.settings import TrainSettings
 
 from rmserve.cli_args import add_settings_arguments, settings_from_args
+from rmserve_training.settings import TrainSettings
 
 REQUIRED = ["--train-data", "t.jsonl", "--eval-data", "e.jsonl", "--out", "art"]
 

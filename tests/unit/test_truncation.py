@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from rmserve_training.backbones import minilm_folder
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from rmserve.artifact import ChatTemplate, Preprocessing
 from rmserve.preprocess import Preprocessor, load_tokenizer
+from rmserve_training.backbones import minilm_folder
 
 CLS, SEP = 101, 102
 

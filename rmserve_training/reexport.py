@@ -6,10 +6,14 @@ from pathlib import Path
 
 from rmserve.artifact import Manifest
 from rmserve.preference_data import load_preferences
-
-from .checkpoints import export_request, load_checkpoint, model_from_checkpoint, validation_texts
-from .export import export_artifact
-from .onnx_layout import Dtype
+from rmserve_training.checkpoints import (
+    export_request,
+    load_checkpoint,
+    model_from_checkpoint,
+    validation_texts,
+)
+from rmserve_training.export import export_artifact
+from rmserve_training.onnx_layout import Dtype
 
 
 def reexport(

@@ -39,8 +39,7 @@ from rmserve.artifact import (
     write_manifest,
 )
 from rmserve.engine import OrtEngine, load_artifact
-
-from .onnx_layout import AUTO_EXTERNAL_BYTES, write_model
+from rmserve_training.onnx_layout import AUTO_EXTERNAL_BYTES, write_model
 
 PARITY_TOLERANCE = 1e-4  # the combined graph runs each member's own nodes: only fp noise
 CHECK_TEXTS = (

@@ -15,12 +15,11 @@ from typing import Any
 
 from rmserve.engine import load_artifact
 from rmserve.evaluate import evaluate_file
-
-from .distributed import Cluster
-from .ensemble import combine
-from .settings import TrainSettings
-from .shared_train import SharedEnsembleResult, train_shared
-from .train import TrainResult, train
+from rmserve_training.distributed import Cluster
+from rmserve_training.ensemble import combine
+from rmserve_training.settings import TrainSettings
+from rmserve_training.shared_train import SharedEnsembleResult, train_shared
+from rmserve_training.train import TrainResult, train
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,8 @@ import onnxruntime as ort
 
 from rmserve.padding import pad_batch
 from rmserve.preprocess import PreparedPair
-
-from .export_check import rank_agreement
-from .quantize_gates import Figures, Gates
+from rmserve_training.export_check import rank_agreement
+from rmserve_training.quantize_gates import Figures, Gates
 
 INVARIANCE_BATCH = 16
 CPU = "CPUExecutionProvider"

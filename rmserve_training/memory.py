@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from rmserve.artifact import LoraRecord, TrainingRecord
-
-from .lora import LoraOptions, add_lora, trainable_parameters
-from .model import RewardModel
-from .precision import Precision, device_of, effective_precision
+from rmserve_training.lora import LoraOptions, add_lora, trainable_parameters
+from rmserve_training.model import RewardModel
+from rmserve_training.precision import Precision, device_of, effective_precision
 
 
 @dataclass(frozen=True)

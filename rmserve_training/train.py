@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from .bootstrap import bootstrap_resample
-from .checkpoints import (
+from rmserve_training.bootstrap import bootstrap_resample
+from rmserve_training.checkpoints import (
     TrainError,
     build_model,
     export_request,
@@ -25,25 +25,25 @@ from .checkpoints import (
     set_rng_state,
     validation_texts,
 )
-from .distributed import Cluster, join_cluster, wrap
-from .encoded import Encoded, batches_for_epoch, encode, score_all, score_stacked
-from .export import export_artifact
-from .lora import merge_lora
-from .loss import bradley_terry_loss, preference_metrics
-from .memory import MemoryOptions, prepare_backbone, summary_of
-from .model import Scorer
-from .optim import build_optimizer
-from .precision import autocast, device_of
-from .progress import StepProgress
-from .settings import TrainSettings
-from .sharding import (
+from rmserve_training.distributed import Cluster, join_cluster, wrap
+from rmserve_training.encoded import Encoded, batches_for_epoch, encode, score_all, score_stacked
+from rmserve_training.export import export_artifact
+from rmserve_training.lora import merge_lora
+from rmserve_training.loss import bradley_terry_loss, preference_metrics
+from rmserve_training.memory import MemoryOptions, prepare_backbone, summary_of
+from rmserve_training.model import Scorer
+from rmserve_training.optim import build_optimizer
+from rmserve_training.precision import autocast, device_of
+from rmserve_training.progress import StepProgress
+from rmserve_training.settings import TrainSettings
+from rmserve_training.sharding import (
     full_model_state,
     full_optimizer_state,
     load_optimizer_state,
     resume_layout_error,
 )
-from .steps import evaluate_sharded, train_step
-from .train_inputs import load_train_inputs
+from rmserve_training.steps import evaluate_sharded, train_step
+from rmserve_training.train_inputs import load_train_inputs
 
 log = logging.getLogger(__name__)
 

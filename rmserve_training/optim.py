@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .settings import TrainSettings
+from rmserve_training.settings import TrainSettings
 
 
 def parameter_groups(

@@ -23,20 +23,23 @@ import torch
 from rmserve.artifact import Normalization
 from rmserve.engine import load_artifact
 from rmserve.evaluate import evaluate_file
-
-from .checkpoints import TrainError, validation_texts
-from .distributed import Cluster
-from .encoded import batches_for_epoch, encode, score_all, score_stacked
-from .export import ExportRequest, export_artifact
-from .lora import merge_lora
-from .loss import bradley_terry_loss, preference_metrics, weighted_bradley_terry_loss
-from .memory import MemoryOptions, prepare_backbone, summary_of
-from .optim import build_optimizer
-from .precision import autocast, device_of
-from .settings import TrainSettings
-from .shared_heads import build_shared_model, head_members, head_weights
-from .train import METRICS_FILE, MetricsLog
-from .train_inputs import load_train_inputs
+from rmserve_training.checkpoints import TrainError, validation_texts
+from rmserve_training.distributed import Cluster
+from rmserve_training.encoded import batches_for_epoch, encode, score_all, score_stacked
+from rmserve_training.export import ExportRequest, export_artifact
+from rmserve_training.lora import merge_lora
+from rmserve_training.loss import (
+    bradley_terry_loss,
+    preference_metrics,
+    weighted_bradley_terry_loss,
+)
+from rmserve_training.memory import MemoryOptions, prepare_backbone, summary_of
+from rmserve_training.optim import build_optimizer
+from rmserve_training.precision import autocast, device_of
+from rmserve_training.settings import TrainSettings
+from rmserve_training.shared_heads import build_shared_model, head_members, head_weights
+from rmserve_training.train import METRICS_FILE, MetricsLog
+from rmserve_training.train_inputs import load_train_inputs
 
 log = logging.getLogger(__name__)
 

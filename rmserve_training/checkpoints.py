@@ -12,13 +12,17 @@ import torch
 
 from rmserve.artifact import Normalization, Preprocessing, TrainingRecord
 from rmserve.preference_data import PreferencePair
-
-from .backbones import architecture_of, backbone_from_config, build_backbone, resolve_backbone
-from .export import ExportRequest
-from .lora import merge_lora
-from .memory import MemoryOptions, prepare_backbone
-from .model import Pooling, RewardModel
-from .onnx_layout import Dtype
+from rmserve_training.backbones import (
+    architecture_of,
+    backbone_from_config,
+    build_backbone,
+    resolve_backbone,
+)
+from rmserve_training.export import ExportRequest
+from rmserve_training.lora import merge_lora
+from rmserve_training.memory import MemoryOptions, prepare_backbone
+from rmserve_training.model import Pooling, RewardModel
+from rmserve_training.onnx_layout import Dtype
 
 
 class TrainError(Exception):

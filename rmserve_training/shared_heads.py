@@ -16,10 +16,9 @@ import torch
 from torch import nn
 
 from rmserve.artifact import EnsembleMember, Normalization
-
-from .bootstrap import bootstrap_counts
-from .checkpoints import build_model
-from .model import Pooling, RewardModel
+from rmserve_training.bootstrap import bootstrap_counts
+from rmserve_training.checkpoints import build_model
+from rmserve_training.model import Pooling, RewardModel
 
 
 def member_head(hidden_size: int, seed: int) -> nn.Linear:

@@ -40,8 +40,7 @@ from rmserve.artifact import (
     write_manifest,
 )
 from rmserve.preprocess import PreparedPair, Preprocessor
-
-from .export_check import (
+from rmserve_training.export_check import (
     OUTPUT_NAME,
     TOLERANCES,
     CheckResult,
@@ -50,8 +49,8 @@ from .export_check import (
     reference_scores,
     torch_feed,
 )
-from .model import Scorer
-from .onnx_layout import Dtype, write_model
+from rmserve_training.model import Scorer
+from rmserve_training.onnx_layout import Dtype, write_model
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,16 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .demo_concepts import CONCEPTS, LANGUAGE_COUNTRY, PHRASES
-from .demo_tables import CAPITALS, FACTS, TASKS
-from .demo_wording import CLOSERS, PREAMBLES, REFUSAL_REASONS, REFUSALS, RUDE, SUBJECT_CHANGES
+from rmserve_training.demo_concepts import CONCEPTS, LANGUAGE_COUNTRY, PHRASES
+from rmserve_training.demo_tables import CAPITALS, FACTS, TASKS
+from rmserve_training.demo_wording import (
+    CLOSERS,
+    PREAMBLES,
+    REFUSAL_REASONS,
+    REFUSALS,
+    RUDE,
+    SUBJECT_CHANGES,
+)
 
 FLAW_WEIGHTS = {"wrong": 0.30, "cutoff": 0.18, "refusal": 0.20, "rude": 0.20, "off_topic": 0.12}
 

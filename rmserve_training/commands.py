@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rmserve.cli_args import add_settings_arguments, settings_from_args
-
-from .settings import TrainSettings
+from rmserve_training.settings import TrainSettings
 
 TRAIN_EXTRA_MODULES = ("torch", "transformers", "onnx", "peft")
 
@@ -40,12 +39,11 @@ def user_errors(command: str) -> Iterator[None]:
     expected: tuple[type[Exception], ...] = (DataError, FileNotFoundError)
     if command != "demo-data":
         from rmserve.artifact import ArtifactError
-
-        from .checkpoints import TrainError
-        from .ensemble import EnsembleError
-        from .export_check import ExportError
-        from .import_hf import HfImportError
-        from .quantize_gates import QuantizeError
+        from rmserve_training.checkpoints import TrainError
+        from rmserve_training.ensemble import EnsembleError
+        from rmserve_training.export_check import ExportError
+        from rmserve_training.import_hf import HfImportError
+        from rmserve_training.quantize_gates import QuantizeError
 
         expected += (ArtifactError, EnsembleError, ExportError, HfImportError, QuantizeError)
         expected += (TrainError,)
@@ -62,8 +60,8 @@ def print_result(result: dict[str, Any]) -> None:
 
 
 def run_demo_data(args: argparse.Namespace) -> int:
-    from .demo_data import write_demo_data
-    from .demo_dialogues import write_dialogue_data
+    from rmserve_training.demo_data import write_demo_data
+    from rmserve_training.demo_dialogues import write_dialogue_data
 
     write = write_dialogue_data if args.format == "dialogue" else write_demo_data
     with user_errors("demo-data"):
@@ -77,10 +75,10 @@ def run_demo_data(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     settings = settings_from_args(TrainSettings, args)
     require_training_extra("train")
-    from .distributed import cluster_session
-    from .ensemble_train import EnsembleResult, train_ensemble
-    from .shared_train import SharedEnsembleResult
-    from .train import TrainResult, train
+    from rmserve_training.distributed import cluster_session
+    from rmserve_training.ensemble_train import EnsembleResult, train_ensemble
+    from rmserve_training.shared_train import SharedEnsembleResult
+    from rmserve_training.train import TrainResult, train
 
     with user_errors("train"), cluster_session(settings.strategy) as cluster:
         result: TrainResult | EnsembleResult | SharedEnsembleResult = (
@@ -95,7 +93,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_ensemble(args: argparse.Namespace) -> int:
     require_training_extra("ensemble")
-    from .ensemble import combine
+    from rmserve_training.ensemble import combine
 
     with user_errors("ensemble"):
         manifest = combine(
@@ -118,7 +116,7 @@ def run_ensemble(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     require_training_extra("export")
-    from .reexport import reexport
+    from rmserve_training.reexport import reexport
 
     with user_errors("export"):
         manifest = reexport(
@@ -142,7 +140,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_import_hf(args: argparse.Namespace) -> int:
     require_training_extra("import-hf")
-    from .import_hf import import_hf
+    from rmserve_training.import_hf import import_hf
 
     with user_errors("import-hf"):
         manifest = import_hf(
@@ -171,8 +169,8 @@ def run_import_hf(args: argparse.Namespace) -> int:
 
 def run_quantize(args: argparse.Namespace) -> int:
     require_training_extra("quantize")
-    from .quantize import QuantizeOptions, quantize_artifact
-    from .quantize_gates import Gates, QuantizeRefused
+    from rmserve_training.quantize import QuantizeOptions, quantize_artifact
+    from rmserve_training.quantize_gates import Gates, QuantizeRefused
 
     gates = Gates(
         accuracy_drop=args.max_accuracy_drop,
@@ -215,7 +213,7 @@ def run_quantize(args: argparse.Namespace) -> int:
 
 
 def add_quantize_parser(subparsers: Any) -> None:
-    from .quantize_gates import Gates
+    from rmserve_training.quantize_gates import Gates
 
     defaults = Gates()
     q = subparsers.add_parser(

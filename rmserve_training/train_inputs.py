@@ -9,12 +9,11 @@ from tokenizers import Tokenizer
 
 from rmserve.preference_data import LoadResult, load_preferences
 from rmserve.preprocess import Preprocessor
-
-from .backbones import BackboneSource, resolve_backbone
-from .chat_template import ChatTemplateError
-from .checkpoints import TrainError
-from .settings import TrainSettings
-from .text_setup import TextSetup, TextSetupError, text_setup
+from rmserve_training.backbones import BackboneSource, resolve_backbone
+from rmserve_training.chat_template import ChatTemplateError
+from rmserve_training.checkpoints import TrainError
+from rmserve_training.settings import TrainSettings
+from rmserve_training.text_setup import TextSetup, TextSetupError, text_setup
 
 
 @dataclass(frozen=True)

@@ -45,11 +45,10 @@ from rmserve.engine import load_artifact
 from rmserve.padding import pad_batch
 from rmserve.preference_data import load_preferences
 from rmserve.preprocess import PreparedPair
-
-from .export import _check_out_folder, _move_into_place, default_version
-from .quantize_gates import Figures, Gates, QuantizeError, QuantizeRefused
-from .quantize_graph import rewire_file, unfuse_attention
-from .quantize_measure import cpu_session, measure
+from rmserve_training.export import _check_out_folder, _move_into_place, default_version
+from rmserve_training.quantize_gates import Figures, Gates, QuantizeError, QuantizeRefused
+from rmserve_training.quantize_graph import rewire_file, unfuse_attention
+from rmserve_training.quantize_measure import cpu_session, measure
 
 log = logging.getLogger(__name__)
 

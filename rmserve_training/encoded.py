@@ -10,10 +10,9 @@ import torch
 
 from rmserve.preference_data import PreferencePair
 from rmserve.preprocess import PreparedPair, Preprocessor
-
-from .distributed import RewardDDP
-from .export_check import torch_feed
-from .model import Scorer
+from rmserve_training.distributed import RewardDDP
+from rmserve_training.export_check import torch_feed
+from rmserve_training.model import Scorer
 
 
 @dataclass(frozen=True)
