@@ -31,7 +31,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from tokenizers import Tokenizer
 
-from rmserve.artifact import Preprocessing
+from rmserve.artifact.manifest import Preprocessing
 from rmserve.preference_data import load_preferences
 from rmserve.preprocess import Preprocessor
 from rmserve_training.backbones import resolve_backbone

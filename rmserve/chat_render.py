@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rmserve.artifact import ChatTemplate, ReasoningSplit, Strip
+from rmserve.artifact.manifest import ChatTemplate, ReasoningSplit, Strip
 
 
 @dataclass(frozen=True, slots=True)

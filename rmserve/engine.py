@@ -11,7 +11,13 @@ from typing import Any, Protocol
 import numpy as np
 import onnxruntime as ort
 
-from rmserve.artifact import MODEL_FILE, TOKENIZER_FILE, ArtifactError, Manifest, read_manifest
+from rmserve.artifact.manifest import (
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    ArtifactError,
+    Manifest,
+    read_manifest,
+)
 from rmserve.padding import pad_batch
 from rmserve.preprocess import PreparedPair, Preprocessor, load_tokenizer
 from rmserve.providers import CPU as CPU  # re-exported: the engine's callers name providers

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rmserve.artifact import Manifest
+from rmserve.artifact.manifest import Manifest
 from rmserve.ensemble_math import (
     AGGREGATES,
     AggregateName,

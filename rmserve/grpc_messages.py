@@ -6,7 +6,7 @@ from typing import Any, Protocol
 
 from google.protobuf.message import Message
 
-from rmserve.artifact import Manifest, ParityReport
+from rmserve.artifact.manifest import Manifest, ParityReport
 from rmserve.core import RewardCore
 from rmserve.ensemble_math import AggregateName
 from rmserve.ensemble_serve import EnsembleSpread, RewardOptions, ServedScore

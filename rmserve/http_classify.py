@@ -36,7 +36,7 @@ from typing import Any
 
 from aiohttp import web
 
-from rmserve.artifact import ChatTemplate
+from rmserve.artifact.manifest import ChatTemplate
 from rmserve.conversation import MessageError, render_prompt, validate_messages
 from rmserve.core import RewardCore
 from rmserve.ensemble_math import sigmoid

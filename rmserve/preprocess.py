@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from rmserve.artifact import ChatTemplate, Preprocessing
+from rmserve.artifact.manifest import ChatTemplate, Preprocessing
 from rmserve.chat_render import Rendered, render
 from rmserve.pair_layout import PairLayout
 from rmserve.text_window import (

@@ -14,7 +14,7 @@ plain text) is not a conversation this artifact can score, and ``None`` is retur
 
 from __future__ import annotations
 
-from rmserve.artifact import ChatTemplate
+from rmserve.artifact.manifest import ChatTemplate
 from rmserve.chat_render import render
 
 # Separator occurrences tried per text (a response may quote the template's own markers).

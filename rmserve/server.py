@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from rmserve.allocator import map_big_allocations
-from rmserve.artifact import Manifest
+from rmserve.artifact.manifest import Manifest
 from rmserve.batching import BatchLimits
 from rmserve.core import RewardCore
 from rmserve.core_config import CoreConfig

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import sys
 
-from rmserve.artifact import ArtifactError
+from rmserve.artifact.manifest import ArtifactError
 from rmserve.cli_args import add_settings_arguments, settings_from_args
 from rmserve.listeners import ListenError, PortFileError
 from rmserve.memory_budget import MemoryTooSmall

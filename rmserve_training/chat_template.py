@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Any, get_args
 
-from rmserve.artifact import ChatTemplate, ReasoningSplit, Strip
+from rmserve.artifact.manifest import ChatTemplate, ReasoningSplit, Strip
 from rmserve.chat_render import render
 
 log = logging.getLogger(__name__)

@@ -38,7 +38,7 @@ def user_errors(command: str) -> Iterator[None]:
 
     expected: tuple[type[Exception], ...] = (DataError, FileNotFoundError)
     if command != "demo-data":
-        from rmserve.artifact import ArtifactError
+        from rmserve.artifact.manifest import ArtifactError
         from rmserve_training.checkpoints import TrainError
         from rmserve_training.ensemble import EnsembleError
         from rmserve_training.export_check import ExportError

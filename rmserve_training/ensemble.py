@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, compose, helper, numpy_helper
 
-from rmserve.artifact import (
+from rmserve.artifact.manifest import (
     ARTIFACT_FILES,
     MODEL_FILE,
     TOKENIZER_FILE,

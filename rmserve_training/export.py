@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from tokenizers import Tokenizer
 
-from rmserve.artifact import (
+from rmserve.artifact.manifest import (
     ARTIFACT_FILES,
     MODEL_FILE,
     TOKENIZER_FILE,

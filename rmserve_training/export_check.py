@@ -26,7 +26,7 @@ import onnxruntime as ort
 import torch
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-from rmserve.artifact import ParityReport
+from rmserve.artifact.manifest import ParityReport
 from rmserve.padding import pad_batch
 from rmserve.preprocess import PreparedPair
 from rmserve_training.model import Scorer

@@ -21,7 +21,7 @@ import torch
 from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-from rmserve.artifact import ChatTemplate, Manifest, Normalization, Preprocessing
+from rmserve.artifact.manifest import ChatTemplate, Manifest, Normalization, Preprocessing
 from rmserve.preference_data import load_preferences
 from rmserve.preprocess import Preprocessor
 from rmserve_training.backbones import architecture_of

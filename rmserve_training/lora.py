@@ -20,7 +20,7 @@ from typing import Any
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
-from rmserve.artifact import LoraRecord
+from rmserve.artifact.manifest import LoraRecord
 from rmserve_training.model import RewardModel
 
 DECODER_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

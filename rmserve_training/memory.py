@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rmserve.artifact import LoraRecord, TrainingRecord
+from rmserve.artifact.manifest import LoraRecord, TrainingRecord
 from rmserve_training.lora import LoraOptions, add_lora, trainable_parameters
 from rmserve_training.model import RewardModel
 from rmserve_training.precision import Precision, device_of, effective_precision

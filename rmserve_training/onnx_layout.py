@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, Literal
 import onnx
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-from rmserve.artifact import MODEL_FILE, WEIGHTS_FILE
+from rmserve.artifact.manifest import MODEL_FILE, WEIGHTS_FILE
 
 Dtype = Literal["fp32", "fp16"]
 SIZE_THRESHOLD = 1024  # bytes; smaller tensors stay inside model.onnx (onnx's own default)

@@ -29,7 +29,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from rmserve.artifact import (
+from rmserve.artifact.manifest import (
     FORMAT_VERSION,
     MODEL_FILE,
     TOKENIZER_FILE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rmserve.artifact import Manifest
+from rmserve.artifact.manifest import Manifest
 from rmserve.preference_data import load_preferences
 from rmserve_training.checkpoints import (
     export_request,

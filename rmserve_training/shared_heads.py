@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rmserve.artifact import EnsembleMember, Normalization
+from rmserve.artifact.manifest import EnsembleMember, Normalization
 from rmserve_training.bootstrap import bootstrap_counts
 from rmserve_training.checkpoints import build_model
 from rmserve_training.model import Pooling, RewardModel

@@ -15,7 +15,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from rmserve.artifact import ChatTemplate, Preprocessing
+from rmserve.artifact.manifest import ChatTemplate, Preprocessing
 from rmserve_training.backbones import BackboneSource, architecture_of
 from rmserve_training.chat_template import ChatTemplateError, analyse_chat_template
 

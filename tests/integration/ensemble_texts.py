@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rmserve.artifact import Manifest
+from rmserve.artifact.manifest import Manifest
 from rmserve.engine import OrtEngine, load_artifact
 from rmserve.v1 import reward_pb2
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from ensemble_texts import OFFLINE_TOL, TEXTS, TRAINING_BOUND_S, offline_member_rewards
 
-from rmserve.artifact import read_manifest, write_manifest
+from rmserve.artifact.manifest import read_manifest, write_manifest
 from rmserve.engine import OrtEngine, load_artifact
 
 pytestmark = pytest.mark.timeout(TRAINING_BOUND_S)

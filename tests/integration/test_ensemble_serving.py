@@ -24,7 +24,7 @@ from ensemble_texts import (
 )
 from harness import Harness, make_settings, serving
 
-from rmserve.artifact import read_manifest
+from rmserve.artifact.manifest import read_manifest
 from rmserve.v1 import reward_pb2
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(TRAINING_BOUND_S)]

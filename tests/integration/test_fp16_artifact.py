@@ -14,7 +14,7 @@ import pytest
 from harness import make_settings, serving
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-from rmserve.artifact import MODEL_FILE, WEIGHTS_FILE, read_manifest
+from rmserve.artifact.manifest import MODEL_FILE, WEIGHTS_FILE, read_manifest
 from rmserve.v1 import reward_pb2
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")

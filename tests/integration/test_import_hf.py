@@ -19,7 +19,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from rmserve.artifact import read_manifest
+from rmserve.artifact.manifest import read_manifest
 from rmserve.engine import OrtEngine, load_artifact
 from rmserve_training.backbones import minilm_folder
 

@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 import pytest
 
-from rmserve.artifact import (
+from rmserve.artifact.manifest import (
     MANIFEST_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,

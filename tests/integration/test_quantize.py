@@ -18,7 +18,7 @@ import pytest
 from harness import make_settings, serving
 from onnx import numpy_helper
 
-from rmserve.artifact import MODEL_FILE, read_manifest
+from rmserve.artifact.manifest import MODEL_FILE, read_manifest
 from rmserve.engine import OrtEngine, load_artifact
 from rmserve.preference_data import load_preferences
 from rmserve.v1 import reward_pb2

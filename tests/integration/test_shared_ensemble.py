@@ -22,7 +22,7 @@ from ensemble_texts import (
 )
 from harness import Harness, make_settings, serving
 
-from rmserve.artifact import MANIFEST_FILE, read_manifest
+from rmserve.artifact.manifest import MANIFEST_FILE, read_manifest
 from rmserve.engine import OrtEngine, load_artifact
 from rmserve.preference_data import load_preferences
 from rmserve.v1 import reward_pb2

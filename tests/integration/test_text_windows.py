@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from rmserve.artifact import Preprocessing
+from rmserve.artifact.manifest import Preprocessing
 from rmserve.preprocess import Preprocessor, load_tokenizer
 from rmserve.text_window import window_chars
 from rmserve_training.backbones import minilm_folder

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from rmserve.artifact import read_manifest
+from rmserve.artifact.manifest import read_manifest
 from rmserve_training.backbones import minilm_folder, tiny_config
 from rmserve_training.checkpoints import TrainError, load_checkpoint
 from rmserve_training.demo_dialogues import write_dialogue_data

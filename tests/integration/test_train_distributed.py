@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import torch
 
-from rmserve.artifact import MODEL_FILE
+from rmserve.artifact.manifest import MODEL_FILE
 from rmserve_training.settings import TrainSettings
 from rmserve_training.train import TrainResult, train
 

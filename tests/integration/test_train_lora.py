@@ -19,7 +19,7 @@ from harness import make_settings, serving
 from hf_families import FAMILIES, build
 from transformers import AutoTokenizer
 
-from rmserve.artifact import MODEL_FILE, read_manifest
+from rmserve.artifact.manifest import MODEL_FILE, read_manifest
 from rmserve.engine import OrtEngine, load_artifact
 from rmserve.preprocess import PreparedPair
 from rmserve.v1 import reward_pb2

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rmserve.artifact import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, read_manifest
+from rmserve.artifact.manifest import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, read_manifest
 from rmserve.engine import OrtEngine, load_artifact
 from rmserve.preference_data import load_preferences
 

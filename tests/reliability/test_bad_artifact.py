@@ -16,7 +16,13 @@ import onnx
 import pytest
 from onnx import helper
 
-from rmserve.artifact import MODEL_FILE, TOKENIZER_FILE, WEIGHTS_FILE, artifact_files, file_entries
+from rmserve.artifact.manifest import (
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    artifact_files,
+    file_entries,
+)
 from rmserve.engine import OrtEngine, load_artifact
 
 BOUND_S = 120.0

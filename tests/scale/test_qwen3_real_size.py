@@ -24,7 +24,13 @@ import torch
 from qwen3_rm import QWEN3_0_6B, write_qwen3_rm
 from transformers import AutoModelForSequenceClassification
 
-from rmserve.artifact import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, WEIGHTS_FILE, read_manifest
+from rmserve.artifact.manifest import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    read_manifest,
+)
 from rmserve.engine import load_artifact
 from rmserve.testing import start_server
 from rmserve.v1 import reward_pb2, reward_pb2_grpc

@@ -15,7 +15,13 @@ import torch
 from qwen3_rm import write_qwen3_rm
 from transformers import AutoModelForSequenceClassification
 
-from rmserve.artifact import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, WEIGHTS_FILE, read_manifest
+from rmserve.artifact.manifest import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    read_manifest,
+)
 from rmserve.engine import OrtEngine, load_artifact
 
 TINY = {

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from rmserve.artifact import (
+from rmserve.artifact.manifest import (
     MANIFEST_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
@@ -153,7 +153,7 @@ def test_truncated_weights_are_refused_by_size(
     def no_hashing(path: Path) -> str:
         raise AssertionError(f"hashed {path} although its size is wrong")
 
-    monkeypatch.setattr("rmserve.artifact.sha256_file", no_hashing)
+    monkeypatch.setattr("rmserve.artifact.manifest.sha256_file", no_hashing)
     with pytest.raises(ArtifactError, match=f"{WEIGHTS_FILE}: 1000 bytes, the manifest says 1024"):
         read_manifest(external)
 

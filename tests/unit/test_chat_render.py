@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rmserve.artifact import ChatTemplate, ReasoningSplit, Strip
+from rmserve.artifact.manifest import ChatTemplate, ReasoningSplit, Strip
 from rmserve.chat_render import render, split_reasoning, strip
 
 CHATML = ChatTemplate(

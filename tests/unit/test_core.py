@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rmserve.artifact import Manifest, Normalization, ParityReport, Preprocessing
+from rmserve.artifact.manifest import Manifest, Normalization, ParityReport, Preprocessing
 from rmserve.batching import BatchLimits
 from rmserve.core import INLINE_TOKENIZE_PAIRS, RewardCore
 from rmserve.core_config import CoreConfig

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rmserve.artifact import (
+from rmserve.artifact.manifest import (
     ArtifactError,
     Manifest,
     Normalization,

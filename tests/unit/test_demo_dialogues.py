@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from rmserve.artifact import Preprocessing
+from rmserve.artifact.manifest import Preprocessing
 from rmserve.preference_data import load_preferences
 from rmserve.preprocess import Preprocessor
 from rmserve_training.backbones import minilm_folder

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from rmserve.artifact import Manifest
+from rmserve.artifact.manifest import Manifest
 from rmserve_training.ensemble import EnsembleError, check_compatible
 
 BASE: dict[str, Any] = {

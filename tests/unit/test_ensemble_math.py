@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rmserve.artifact import EnsembleMember, Manifest, Normalization
+from rmserve.artifact.manifest import EnsembleMember, Manifest, Normalization
 from rmserve.ensemble_math import (
     aggregate,
     member_stats,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModel, Qwen3Config
 
-from rmserve.artifact import Manifest, TrainingRecord
+from rmserve.artifact.manifest import Manifest, TrainingRecord
 from rmserve_training.backbones import tiny_config
 from rmserve_training.lora import LoraOptions, has_lora, merge_lora
 from rmserve_training.loss import bradley_terry_loss

@@ -10,7 +10,7 @@ import pytest
 from onnx import helper, numpy_helper
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-from rmserve.onnx_refs import OnnxFormatError, external_data_locations
+from rmserve.artifact.onnx_refs import OnnxFormatError, external_data_locations
 
 
 def array(value: float) -> np.ndarray:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rmserve.artifact import Preprocessing
+from rmserve.artifact.manifest import Preprocessing
 from rmserve.padding import pad_batch
 from rmserve.preprocess import (
     SEQUENTIAL_ENCODE_TEXTS,

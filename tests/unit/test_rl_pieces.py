@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from tokenizers import Encoding
 
-from rmserve.artifact import ChatTemplate, Preprocessing, ReasoningSplit
+from rmserve.artifact.manifest import ChatTemplate, Preprocessing, ReasoningSplit
 from rmserve.chat_render import render
 from rmserve.client.trl import consecutive_groups
 from rmserve.group_stats import ADVANTAGE_EPSILON, group_stats

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-from rmserve.artifact import ChatTemplate, Preprocessing
+from rmserve.artifact.manifest import ChatTemplate, Preprocessing
 from rmserve.preprocess import Preprocessor, load_tokenizer
 from rmserve_training.backbones import minilm_folder
 

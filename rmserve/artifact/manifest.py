@@ -21,7 +21,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rmserve.onnx_refs import OnnxFormatError, external_data_locations
+from rmserve.artifact.onnx_refs import OnnxFormatError, external_data_locations
 
 FORMAT_VERSION: Final = 2
 READABLE_FORMATS = (1, 2)
