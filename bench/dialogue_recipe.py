@@ -32,8 +32,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from tokenizers import Tokenizer
 
 from rmserve.artifact.manifest import Preprocessing
-from rmserve.preference_data import load_preferences
-from rmserve.preprocess import Preprocessor
+from rmserve.text.preference_data import load_preferences
+from rmserve.text.preprocess import Preprocessor
 from rmserve_training.backbones import resolve_backbone
 from rmserve_training.demo_dialogues import write_dialogue_data
 from rmserve_training.settings import TrainSettings

@@ -14,7 +14,7 @@ import numpy as np
 
 from rmserve.engine import OrtEngine
 from rmserve.ensemble_math import member_stats, normalize_members
-from rmserve.preference_data import PreferencePair
+from rmserve.text.preference_data import PreferencePair
 
 OFF_DOMAIN = (
     "def add(a, b):\n    return a + b",

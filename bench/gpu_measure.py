@@ -17,8 +17,8 @@ import numpy as np
 
 from rmserve.engine import OrtEngine, ProviderChoice, load_artifact
 from rmserve.padding import pad_batch
-from rmserve.preprocess import PreparedPair
 from rmserve.testing import start_server
+from rmserve.text.preprocess import PreparedPair
 from rmserve.v1 import reward_pb2, reward_pb2_grpc
 
 INVARIANCE_BATCH = 16

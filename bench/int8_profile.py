@@ -38,9 +38,9 @@ from throughput import make_pairs
 
 from rmserve.engine import Engine, LoadedArtifact, OrtEngine
 from rmserve.loadtest import LoadPair, run
-from rmserve.preprocess import PreparedPair
 from rmserve.server import RewardServer
 from rmserve.settings import ServerSettings
+from rmserve.text.preprocess import PreparedPair
 
 
 @dataclass(frozen=True)

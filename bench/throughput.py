@@ -44,10 +44,10 @@ from throughput_replay import replay
 from rmserve import testing
 from rmserve.engine import OrtEngine, load_artifact
 from rmserve.loadtest import LoadPair, run
-from rmserve.preprocess import PreparedPair
 from rmserve.server import core_config
 from rmserve.settings import ServerSettings
 from rmserve.testing import ServerProcess
+from rmserve.text.preprocess import PreparedPair
 
 MIXES = {"short": (16, 64), "mixed": (16, 256), "long": (256, 512)}
 PAIRS = {"short": 1024, "mixed": 512, "long": 192}  # about the same tokens in each mix

@@ -22,7 +22,7 @@ from typing import Any
 
 from rmserve.batching import BatchLimits, QueuedItem, collect_batch
 from rmserve.engine import OrtEngine
-from rmserve.preprocess import PreparedPair
+from rmserve.text.preprocess import PreparedPair
 
 
 @dataclass(eq=False)

@@ -27,8 +27,8 @@ import numpy as np
 from rmserve.batching import BatchLimits, QueuedItem, collect_batch
 from rmserve.metrics import Metrics
 from rmserve.pending import PendingRequest
-from rmserve.preprocess import PreparedPair
 from rmserve.scheduler import Batcher
+from rmserve.text.preprocess import PreparedPair
 
 QUEUE_PAIRS = (1024, 2048, 4096, 8192, 16384)
 WITHDRAWALS = 200

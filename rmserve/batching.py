@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from rmserve.preprocess import PreparedPair
+from rmserve.text.preprocess import PreparedPair
 
 
 class Owner(Protocol):

@@ -37,11 +37,11 @@ from rmserve.errors import InvalidRequest, Unavailable
 from rmserve.memory_budget import TOKENIZE_WORKERS, RequestBytesBudget
 from rmserve.metrics import Metrics
 from rmserve.pending import PairScore, PendingRequest, Preference
-from rmserve.preprocess import PreparedPair
 from rmserve.providers import CUDA
 from rmserve.reward_watch import response_lengths
 from rmserve.scheduler import Batcher
-from rmserve.text_window import UncuttableText
+from rmserve.text.preprocess import PreparedPair
+from rmserve.text.windows import UncuttableText
 from rmserve.warmup import warmup_batches
 
 log = logging.getLogger(__name__)

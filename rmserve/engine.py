@@ -19,11 +19,11 @@ from rmserve.artifact.manifest import (
     read_manifest,
 )
 from rmserve.padding import pad_batch
-from rmserve.preprocess import PreparedPair, Preprocessor, load_tokenizer
 from rmserve.providers import CPU as CPU  # re-exported: the engine's callers name providers
 from rmserve.providers import CUDA as CUDA
 from rmserve.providers import CudaHost, probe_cuda_host, providers_for
 from rmserve.providers import ProviderChoice as ProviderChoice
+from rmserve.text.preprocess import PreparedPair, Preprocessor, load_tokenizer
 
 log = logging.getLogger(__name__)
 

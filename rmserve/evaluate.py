@@ -17,7 +17,7 @@ import numpy as np
 
 from rmserve.engine import LoadedArtifact, OrtEngine, ProviderChoice, load_artifact
 from rmserve.ensemble_math import normalize_members
-from rmserve.preference_data import load_preferences
+from rmserve.text.preference_data import load_preferences
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ request and reply follow vLLM's ``ClassificationCompletionRequest`` / ``Classifi
 
 - ``input``: a string or a list of strings, each one conversation already rendered with the
   reward model's chat template (verl renders it with the RM's own tokenizer, leading BOS text
-  stripped). It is read back into (prompt, response) (``rmserve.rendered_input``) and scored
+  stripped). It is read back into (prompt, response) (``rmserve.text.rendered_input``) and scored
   exactly as ``Score(prompt, response)``, truncation included (earlier turns of a longer
   conversation are part of the prompt text, cut first). A text not rendered with this
   artifact's template, or any text for an artifact without a template (pair-encoded encoders
@@ -37,12 +37,12 @@ from typing import Any
 from aiohttp import web
 
 from rmserve.artifact.manifest import ChatTemplate
-from rmserve.conversation import MessageError, render_prompt, validate_messages
 from rmserve.core import RewardCore
 from rmserve.ensemble_math import sigmoid
 from rmserve.errors import InvalidRequest
 from rmserve.http_json import json_object, optional_bool
-from rmserve.rendered_input import split_rendered
+from rmserve.text.conversation import MessageError, render_prompt, validate_messages
+from rmserve.text.rendered_input import split_rendered
 
 METHOD = "http_classify"
 SEND_MESSAGES = 'send "messages": [{"role": "user", ...}, {"role": "assistant", ...}] instead'

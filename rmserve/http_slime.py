@@ -5,7 +5,7 @@ slime (THUDM/slime, ``slime/rollout/rm_hub/__init__.py``, ``remote_rm``) posts
 given as ``--rm-url`` and uses the reply's JSON (``await resp.json()``) as the reward, so the
 reply is a bare number: ``POST /slime/reward`` → ``0.8131``. ``prompt`` is a string, or a list
 of ``{"role", "content"}`` messages (slime keeps chat prompts that way), rendered as the TRL
-adapter renders them (``rmserve.conversation``); ``label`` is accepted and ignored (a reward
+adapter renders them (``rmserve.text.conversation``); ``label`` is accepted and ignored (a reward
 model needs no reference answer). The reward is raw unless ``"normalize": true``.
 """
 
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from rmserve.conversation import MessageError, render_prompt
 from rmserve.core import RewardCore
 from rmserve.errors import InvalidRequest
 from rmserve.http_json import json_object, optional_bool
+from rmserve.text.conversation import MessageError, render_prompt
 
 PATH = "/slime/reward"
 METHOD = "http_slime_reward"

@@ -82,7 +82,7 @@ class LoadtestSettings(BaseSettings):
 
 def load_pairs(path: Path) -> list[LoadPair]:
     """Preference pairs through the training reader (torch-free), as load items."""
-    from rmserve.preference_data import load_preferences
+    from rmserve.text.preference_data import load_preferences
 
     return [LoadPair(p.prompt, p.chosen, p.rejected) for p in load_preferences(path).pairs]
 

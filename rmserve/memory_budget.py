@@ -15,7 +15,7 @@ overlays are checked against:
     + max_queue_pairs x (max_length x QUEUED_TOKEN_BYTES + QUEUED_PAIR_BYTES) + tokenizer workspace
 
 The tokenizer workspace is what tokenising one text costs, at most WHOLE_TEXT_MAX_CHARS x
-TOKENIZER_BYTES_PER_CHAR (longer texts are windowed or refused, ``rmserve.text_window``), on
+TOKENIZER_BYTES_PER_CHAR (longer texts are windowed or refused, ``rmserve.text.windows``), on
 each of the TOKENIZE_WORKERS threads and the event loop.
 """
 
@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rmserve.errors import Overloaded
-from rmserve.text_window import WHOLE_TEXT_MAX_CHARS
+from rmserve.text.windows import WHOLE_TEXT_MAX_CHARS
 
 MIB = 1024 * 1024
 SMALL_REQUEST_BYTES = 64 * 1024

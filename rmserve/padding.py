@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rmserve.preprocess import PreparedPair
+from rmserve.text.preprocess import PreparedPair
 
 
 def pad_batch(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rmserve.errors import RewardError
-from rmserve.preprocess import PreparedPair
+from rmserve.text.preprocess import PreparedPair
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rmserve.engine import Engine, EngineError
-from rmserve.preprocess import PreparedPair
+from rmserve.text.preprocess import PreparedPair
 
 GATE_TIMEOUT_S = 120.0  # a forgotten gate fails the batch instead of hanging the test run
 

@@ -18,7 +18,7 @@ measures the first run of an unseen shape after warm-up against its later runs, 
 from __future__ import annotations
 
 from rmserve.batching import BatchLimits
-from rmserve.preprocess import PreparedPair
+from rmserve.text.preprocess import PreparedPair
 
 MIN_GRID_LENGTH = 16
 

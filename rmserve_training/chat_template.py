@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, get_args
 
 from rmserve.artifact.manifest import ChatTemplate, ReasoningSplit, Strip
-from rmserve.chat_render import render
+from rmserve.text.chat_render import render
 
 log = logging.getLogger(__name__)
 

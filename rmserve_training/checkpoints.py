@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from rmserve.artifact.manifest import Normalization, Preprocessing, TrainingRecord
-from rmserve.preference_data import PreferencePair
+from rmserve.text.preference_data import PreferencePair
 from rmserve_training.backbones import (
     architecture_of,
     backbone_from_config,

@@ -34,7 +34,7 @@ def require_training_extra(command: str) -> None:
 @contextlib.contextmanager
 def user_errors(command: str) -> Iterator[None]:
     """Bad input (data, paths, models, failed export checks) ends with one line, no traceback."""
-    from rmserve.preference_data import DataError
+    from rmserve.text.preference_data import DataError
 
     expected: tuple[type[Exception], ...] = (DataError, FileNotFoundError)
     if command != "demo-data":

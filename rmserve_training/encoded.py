@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-from rmserve.preference_data import PreferencePair
-from rmserve.preprocess import PreparedPair, Preprocessor
+from rmserve.text.preference_data import PreferencePair
+from rmserve.text.preprocess import PreparedPair, Preprocessor
 from rmserve_training.distributed import RewardDDP
 from rmserve_training.export_check import torch_feed
 from rmserve_training.model import Scorer

@@ -39,7 +39,7 @@ from rmserve.artifact.manifest import (
     file_entries,
     write_manifest,
 )
-from rmserve.preprocess import PreparedPair, Preprocessor
+from rmserve.text.preprocess import PreparedPair, Preprocessor
 from rmserve_training.export_check import (
     OUTPUT_NAME,
     TOLERANCES,

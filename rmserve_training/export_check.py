@@ -28,7 +28,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from rmserve.artifact.manifest import ParityReport
 from rmserve.padding import pad_batch
-from rmserve.preprocess import PreparedPair
+from rmserve.text.preprocess import PreparedPair
 from rmserve_training.model import Scorer
 
 log = logging.getLogger(__name__)

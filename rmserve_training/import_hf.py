@@ -22,8 +22,8 @@ from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from rmserve.artifact.manifest import ChatTemplate, Manifest, Normalization, Preprocessing
-from rmserve.preference_data import load_preferences
-from rmserve.preprocess import Preprocessor
+from rmserve.text.preference_data import load_preferences
+from rmserve.text.preprocess import Preprocessor
 from rmserve_training.backbones import architecture_of
 from rmserve_training.chat_template import (
     PROBES,

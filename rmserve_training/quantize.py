@@ -43,8 +43,8 @@ from rmserve.artifact.manifest import (
 )
 from rmserve.engine import load_artifact
 from rmserve.padding import pad_batch
-from rmserve.preference_data import load_preferences
-from rmserve.preprocess import PreparedPair
+from rmserve.text.preference_data import load_preferences
+from rmserve.text.preprocess import PreparedPair
 from rmserve_training.export import _check_out_folder, _move_into_place, default_version
 from rmserve_training.quantize_gates import Figures, Gates, QuantizeError, QuantizeRefused
 from rmserve_training.quantize_graph import rewire_file, unfuse_attention

@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from rmserve.padding import pad_batch
-from rmserve.preprocess import PreparedPair
+from rmserve.text.preprocess import PreparedPair
 from rmserve_training.export_check import rank_agreement
 from rmserve_training.quantize_gates import Figures, Gates
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rmserve.artifact.manifest import Manifest
-from rmserve.preference_data import load_preferences
+from rmserve.text.preference_data import load_preferences
 from rmserve_training.checkpoints import (
     export_request,
     load_checkpoint,

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from tokenizers import Tokenizer
 
-from rmserve.preference_data import LoadResult, load_preferences
-from rmserve.preprocess import Preprocessor
+from rmserve.text.preference_data import LoadResult, load_preferences
+from rmserve.text.preprocess import Preprocessor
 from rmserve_training.backbones import BackboneSource, resolve_backbone
 from rmserve_training.chat_template import ChatTemplateError
 from rmserve_training.checkpoints import TrainError

@@ -59,7 +59,7 @@ class ReasoningSplit(_Strict):
 
 class ChatTemplate(_Strict):
     """Rendered once at export: text = prefix + prompt + separator + response + suffix, each
-    message first stripped as the template strips it (see ``rmserve.chat_render``)."""
+    message first stripped as the template strips it (see ``rmserve.text.chat_render``)."""
 
     prefix: str = ""
     separator: str = ""
@@ -78,7 +78,7 @@ class ChatTemplate(_Strict):
 
 
 class Preprocessing(_Strict):
-    """How (prompt, response) becomes token ids; see ``rmserve.preprocess``."""
+    """How (prompt, response) becomes token ids; see ``rmserve.text.preprocess``."""
 
     join: Literal["pair", "template"] = Field(
         description="'pair': the tokenizer's pair encoding ([CLS] x [SEP] y [SEP] for BERT); "

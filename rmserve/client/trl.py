@@ -2,7 +2,7 @@
 
 TRL passes ``prompts`` and ``completions`` either as plain strings or, for conversational
 datasets, as lists of ``{"role", "content"}`` messages. Conversations are rendered with
-``rmserve.conversation`` exactly as the training data was, so a conversation scores the same as
+``rmserve.text.conversation`` exactly as the training data was, so a conversation scores the same as
 its HH-text spelling.
 
 GRPO passes each prompt ``num_generations`` times in a row; ``consecutive_groups`` finds those
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Union
 
-from rmserve.conversation import render_prompt, render_response
+from rmserve.text.conversation import render_prompt, render_response
 
 TrlInput = Union[str, Sequence[Mapping[str, object]]]  # noqa: UP007 (a runtime alias)
 

@@ -19,8 +19,8 @@ from rmserve.client import (
     RewardClient,
     RewardClientError,
 )
-from rmserve.conversation import render_prompt, render_response
 from rmserve.engine import OrtEngine
+from rmserve.text.conversation import render_prompt, render_response
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -21,7 +21,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rmserve.artifact.manifest import MODEL_FILE
 from rmserve.engine import OrtEngine, load_artifact
-from rmserve.preprocess import PreparedPair
+from rmserve.text.preprocess import PreparedPair
 from rmserve.v1 import reward_pb2
 from rmserve_training.chat_template import analyse_chat_template
 from rmserve_training.import_hf import import_hf

@@ -11,7 +11,7 @@ from test_server_scoring import random_pairs
 
 from rmserve.engine import OrtEngine
 from rmserve.padding import pad_batch
-from rmserve.preprocess import PreparedPair
+from rmserve.text.preprocess import PreparedPair
 from rmserve.v1 import reward_pb2
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")

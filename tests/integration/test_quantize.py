@@ -20,7 +20,7 @@ from onnx import numpy_helper
 
 from rmserve.artifact.manifest import MODEL_FILE, read_manifest
 from rmserve.engine import OrtEngine, load_artifact
-from rmserve.preference_data import load_preferences
+from rmserve.text.preference_data import load_preferences
 from rmserve.v1 import reward_pb2
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")

@@ -26,8 +26,8 @@ import pytest
 from harness import Harness, eventually, make_settings, scripted_factory, serving
 from hf_families import FAMILIES, build
 
-from rmserve.conversation import render_prompt
 from rmserve.ensemble_math import sigmoid
+from rmserve.text.conversation import render_prompt
 from rmserve.v1 import reward_pb2
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -24,7 +24,7 @@ from harness import Harness, make_settings, serving
 
 from rmserve.artifact.manifest import MANIFEST_FILE, read_manifest
 from rmserve.engine import OrtEngine, load_artifact
-from rmserve.preference_data import load_preferences
+from rmserve.text.preference_data import load_preferences
 from rmserve.v1 import reward_pb2
 
 pytestmark = pytest.mark.timeout(TRAINING_BOUND_S)

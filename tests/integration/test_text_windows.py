@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from rmserve.artifact.manifest import Preprocessing
-from rmserve.preprocess import Preprocessor, load_tokenizer
-from rmserve.text_window import window_chars
+from rmserve.text.preprocess import Preprocessor, load_tokenizer
+from rmserve.text.windows import window_chars
 from rmserve_training.backbones import minilm_folder
 
 MAX_LENGTH = 24

@@ -21,7 +21,7 @@ from transformers import AutoTokenizer
 
 from rmserve.artifact.manifest import MODEL_FILE, read_manifest
 from rmserve.engine import OrtEngine, load_artifact
-from rmserve.preprocess import PreparedPair
+from rmserve.text.preprocess import PreparedPair
 from rmserve.v1 import reward_pb2
 from rmserve_training.checkpoints import load_checkpoint, model_from_checkpoint
 from rmserve_training.demo_data import write_demo_data

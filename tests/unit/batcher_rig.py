@@ -16,8 +16,8 @@ from rmserve.batching import BatchLimits, QueuedItem
 from rmserve.engine import EngineError
 from rmserve.metrics import Metrics
 from rmserve.pending import PendingRequest
-from rmserve.preprocess import PreparedPair
 from rmserve.scheduler import Batcher
+from rmserve.text.preprocess import PreparedPair
 
 T = TypeVar("T")
 SETTLE_TURNS = 20  # loop iterations that let every ready callback and due timer run

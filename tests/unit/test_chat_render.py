@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rmserve.artifact.manifest import ChatTemplate, ReasoningSplit, Strip
-from rmserve.chat_render import render, split_reasoning, strip
+from rmserve.text.chat_render import render, split_reasoning, strip
 
 CHATML = ChatTemplate(
     prefix="<|im_start|>user\n",

@@ -16,7 +16,7 @@ from rmserve.core_config import CoreConfig
 from rmserve.engine import LoadedArtifact
 from rmserve.errors import EngineFailure, InvalidRequest, Unavailable
 from rmserve.metrics import Metrics
-from rmserve.preprocess import PreparedPair, Preprocessor, load_tokenizer
+from rmserve.text.preprocess import PreparedPair, Preprocessor, load_tokenizer
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 

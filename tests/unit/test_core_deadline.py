@@ -13,7 +13,7 @@ from batcher_rig import ManualClockLoop
 from test_core import CountingEngine, artifact, make_core  # noqa: F401 (artifact: a fixture)
 
 from rmserve.engine import LoadedArtifact
-from rmserve.preprocess import PreparedPair
+from rmserve.text.preprocess import PreparedPair
 
 
 class HeldEngine(CountingEngine):

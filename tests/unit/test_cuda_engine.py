@@ -22,8 +22,8 @@ from rmserve.artifact.manifest import (
 from rmserve.batching import BatchLimits
 from rmserve.cuda_libs import cuda_device_count
 from rmserve.engine import LoadedArtifact, OrtEngine
-from rmserve.preprocess import PreparedPair, Preprocessor, load_tokenizer
 from rmserve.providers import CPU, CUDA, CudaHost, cuda_options, providers_for
+from rmserve.text.preprocess import PreparedPair, Preprocessor, load_tokenizer
 from rmserve.warmup import grid_lengths, grid_rows, warmup_batches
 
 CUDA_HOST = CudaHost([CUDA, CPU], [], devices=2)

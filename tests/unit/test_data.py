@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from rmserve.conversation import (
+from rmserve.text.conversation import (
     MessageError,
     render_messages,
     render_prompt,
     render_response,
     split_dialogue,
 )
-from rmserve.preference_data import DataError, PreferencePair, load_preferences
+from rmserve.text.preference_data import DataError, PreferencePair, load_preferences
 
 H, A = "\n\nHuman: ", "\n\nAssistant: "
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rmserve.preference_data import load_preferences
+from rmserve.text.preference_data import load_preferences
 from rmserve_training.demo_data import (
     CAPITALS,
     FAMILIES,

@@ -12,8 +12,8 @@ import pytest
 from tokenizers import Tokenizer
 
 from rmserve.artifact.manifest import Preprocessing
-from rmserve.preference_data import load_preferences
-from rmserve.preprocess import Preprocessor
+from rmserve.text.preference_data import load_preferences
+from rmserve.text.preprocess import Preprocessor
 from rmserve_training.backbones import minilm_folder
 from rmserve_training.demo_concepts import PHRASES
 from rmserve_training.demo_dialogues import (

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, processors
 
-from rmserve.pair_layout import PairLayout
-from rmserve.preprocess import load_tokenizer
+from rmserve.text.pair_layout import PairLayout
+from rmserve.text.preprocess import load_tokenizer
 from rmserve_training.backbones import minilm_folder
 
 WORDS = st.lists(st.sampled_from(["the", "reward", "model", "42", "naïve", "!", ""]), max_size=12)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from rmserve.artifact.manifest import Preprocessing
 from rmserve.padding import pad_batch
-from rmserve.preprocess import (
+from rmserve.text.preprocess import (
     SEQUENTIAL_ENCODE_TEXTS,
     PreparedPair,
     Preprocessor,

@@ -8,11 +8,11 @@ import pytest
 from tokenizers import Encoding
 
 from rmserve.artifact.manifest import ChatTemplate, Preprocessing, ReasoningSplit
-from rmserve.chat_render import render
 from rmserve.client.trl import consecutive_groups
 from rmserve.group_stats import ADVANTAGE_EPSILON, group_stats
-from rmserve.preprocess import Preprocessor, load_tokenizer
-from rmserve.rendered_input import split_rendered
+from rmserve.text.chat_render import render
+from rmserve.text.preprocess import Preprocessor, load_tokenizer
+from rmserve.text.rendered_input import split_rendered
 from rmserve_training.backbones import minilm_folder
 
 CHATML = ChatTemplate(

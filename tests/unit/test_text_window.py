@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rmserve.text_window import (
+from rmserve.text.windows import (
     CUT_MARGIN_TOKENS,
     SPACE_SEARCH_CHARS,
     UncuttableText,

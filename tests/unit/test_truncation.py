@@ -6,7 +6,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from rmserve.artifact.manifest import ChatTemplate, Preprocessing
-from rmserve.preprocess import Preprocessor, load_tokenizer
+from rmserve.text.preprocess import Preprocessor, load_tokenizer
 from rmserve_training.backbones import minilm_folder
 
 CLS, SEP = 101, 102

@@ -4,9 +4,9 @@ One JSON object per line (blank lines are ignored), plain or gzip-compressed:
 
 - explicit prompt: ``{"prompt": str, "chosen": str, "rejected": str}``;
 - implicit prompt (Anthropic HH-RLHF): ``{"chosen": str, "rejected": str}``, two whole dialogues
-  that share a prefix; see ``rmserve.conversation.split_dialogue``;
+  that share a prefix; see ``rmserve.text.conversation.split_dialogue``;
 - conversational: the same fields as lists of ``{"role", "content"}`` messages, with or without
-  ``prompt``; rendered with ``rmserve.conversation`` so they match their HH-text spelling;
+  ``prompt``; rendered with ``rmserve.text.conversation`` so they match their HH-text spelling;
 - an optional numeric ``margin`` (null means absent). Other keys are ignored.
 
 Responses never carry the separating space after the prompt's ``\\n\\nAssistant:`` marker.
@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rmserve.conversation import (
+from rmserve.text.conversation import (
     MessageError,
     render_messages,
     render_prompt,

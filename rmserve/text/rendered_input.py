@@ -4,7 +4,7 @@ scores that pair.
 
 verl renders ``[..., user, assistant]`` with the RM's own tokenizer
 (``apply_chat_template(chat, tokenize=False)``) and strips a leading BOS text, because vLLM's
-tokenizer adds the BOS itself. A text is accepted when ``rmserve.chat_render.render`` of the
+tokenizer adds the BOS itself. A text is accepted when ``rmserve.text.chat_render.render`` of the
 prompt and response read from it gives back exactly the same text (after the same leading-BOS
 strip) and the response holds no further assistant turn (the template's separator). Earlier
 turns of a longer conversation are then part of the prompt text, so they are the first cut when
@@ -15,7 +15,7 @@ plain text) is not a conversation this artifact can score, and ``None`` is retur
 from __future__ import annotations
 
 from rmserve.artifact.manifest import ChatTemplate
-from rmserve.chat_render import render
+from rmserve.text.chat_render import render
 
 # Separator occurrences tried per text (a response may quote the template's own markers).
 MAX_SPLITS = 8

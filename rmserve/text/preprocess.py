@@ -25,9 +25,9 @@ import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from rmserve.artifact.manifest import ChatTemplate, Preprocessing
-from rmserve.chat_render import Rendered, render
-from rmserve.pair_layout import PairLayout
-from rmserve.text_window import (
+from rmserve.text.chat_render import Rendered, render
+from rmserve.text.pair_layout import PairLayout
+from rmserve.text.windows import (
     CUT_MARGIN_TOKENS,
     WHOLE_TEXT_MAX_CHARS,
     UncuttableText,
@@ -128,7 +128,7 @@ class Preprocessor:
                 f"({self._overhead} tokens go to special tokens and the template)"
             )
         # Pair join tokenises prompt and response apart, so very long ones can be windowed
-        # (rmserve.text_window); a chat template is tokenised as one rendered text, whole.
+        # (rmserve.text.windows); a chat template is tokenised as one rendered text, whole.
         self._windows = windows and self._template is None and _cuts_exactly(tokenizer)
         self._layout = PairLayout.read(tokenizer) if self._template is None else None
 
