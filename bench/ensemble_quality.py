@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from rmserve.engine import OrtEngine
-from rmserve.ensemble_math import member_stats, normalize_members
+from rmserve.rewards.ensemble import member_stats, normalize_members
 from rmserve.text.preference_data import PreferencePair
 
 OFF_DOMAIN = (

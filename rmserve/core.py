@@ -24,7 +24,6 @@ from rmserve.allocator import FreedMemoryTrimmer
 from rmserve.batching import QueuedItem
 from rmserve.core_config import CoreConfig, CoreState
 from rmserve.engine import Engine, LoadedArtifact
-from rmserve.ensemble_math import AggregateName
 from rmserve.ensemble_serve import (
     RewardOptions,
     ServedScore,
@@ -39,6 +38,7 @@ from rmserve.metrics import Metrics
 from rmserve.pending import PairScore, PendingRequest, Preference
 from rmserve.providers import CUDA
 from rmserve.reward_watch import response_lengths
+from rmserve.rewards.ensemble import AggregateName
 from rmserve.scheduler import Batcher
 from rmserve.text.preprocess import PreparedPair
 from rmserve.text.windows import UncuttableText

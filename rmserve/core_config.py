@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from rmserve.batching import BatchLimits
-from rmserve.ensemble_math import AggregateName
 from rmserve.memory_budget import default_inflight_bytes
+from rmserve.rewards.ensemble import AggregateName
 
 
 class CoreState(Enum):

@@ -2,7 +2,7 @@
 
 A single-model artifact serves its raw reward, or ``(r - mean) / std`` when the request asks to
 ``normalize``; aggregate options are ignored. An ensemble always serves normalised units: each
-member is normalised with its own held-out stats, then aggregated (``rmserve.ensemble_math``);
+member is normalised with its own held-out stats, then aggregated (``rmserve.rewards.ensemble``);
 ``normalize`` changes nothing for it (its manifest's top-level stats are the identity).
 """
 
@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from rmserve.artifact.manifest import Manifest
-from rmserve.ensemble_math import (
+from rmserve.errors import InvalidRequest
+from rmserve.pending import PairScore, Preference
+from rmserve.rewards.ensemble import (
     AGGREGATES,
     AggregateName,
     aggregate,
@@ -24,8 +26,6 @@ from rmserve.ensemble_math import (
     preference,
     sigmoid,
 )
-from rmserve.errors import InvalidRequest
-from rmserve.pending import PairScore, Preference
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from rmserve.engine import LoadedArtifact, OrtEngine, ProviderChoice, load_artifact
-from rmserve.ensemble_math import normalize_members
+from rmserve.rewards.ensemble import normalize_members
 from rmserve.text.preference_data import load_preferences
 
 log = logging.getLogger(__name__)

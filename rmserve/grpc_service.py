@@ -28,7 +28,6 @@ from rmserve.errors import (
     RewardError,
     Unavailable,
 )
-from rmserve.group_stats import group_stats
 from rmserve.grpc_messages import (
     ensemble_kind,
     members_pb,
@@ -41,6 +40,7 @@ from rmserve.grpc_messages import (
 )
 from rmserve.metrics import Metrics
 from rmserve.request_scope import RequestScopes
+from rmserve.rewards.group_stats import group_stats
 from rmserve.v1 import reward_pb2
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ import pytest
 from harness import Harness, eventually, make_settings, scripted_factory, serving
 from hf_families import FAMILIES, build
 
-from rmserve.ensemble_math import sigmoid
+from rmserve.rewards.ensemble import sigmoid
 from rmserve.text.conversation import render_prompt
 from rmserve.v1 import reward_pb2
 

@@ -11,7 +11,7 @@ import pytest
 from harness import Harness
 from tokenizers import Encoding, Tokenizer
 
-from rmserve.group_stats import ADVANTAGE_EPSILON
+from rmserve.rewards.group_stats import ADVANTAGE_EPSILON
 from rmserve.v1 import reward_pb2
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

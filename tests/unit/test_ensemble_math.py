@@ -1,4 +1,4 @@
-"""Ensemble arithmetic (rmserve.ensemble_math) and how a request's options are served
+"""Ensemble arithmetic (rmserve.rewards.ensemble) and how a request's options are served
 (rmserve.ensemble_serve), against formulas written out by hand, member by member."""
 
 from __future__ import annotations
@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 
 from rmserve.artifact.manifest import EnsembleMember, Manifest, Normalization
-from rmserve.ensemble_math import (
+from rmserve.ensemble_serve import preferences, resolve_options, served_scores
+from rmserve.errors import InvalidRequest
+from rmserve.pending import PairScore
+from rmserve.rewards.ensemble import (
     aggregate,
     member_stats,
     normalize_members,
     preference,
     sigmoid,
 )
-from rmserve.ensemble_serve import preferences, resolve_options, served_scores
-from rmserve.errors import InvalidRequest
-from rmserve.pending import PairScore
 
 RAW = np.array([[1.0, 3.0, -2.0], [0.5, 0.5, 0.5], [-4.0, 10.0, 2.5]])
 MEANS = [0.5, 2.0, -1.0]

@@ -9,7 +9,7 @@ from tokenizers import Encoding
 
 from rmserve.artifact.manifest import ChatTemplate, Preprocessing, ReasoningSplit
 from rmserve.client.trl import consecutive_groups
-from rmserve.group_stats import ADVANTAGE_EPSILON, group_stats
+from rmserve.rewards.group_stats import ADVANTAGE_EPSILON, group_stats
 from rmserve.text.chat_render import render
 from rmserve.text.preprocess import Preprocessor, load_tokenizer
 from rmserve.text.rendered_input import split_rendered
