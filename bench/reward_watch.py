@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry, Histogram
 
-from rmserve.metrics import REWARD_BUCKETS
-from rmserve.reward_watch import DEFAULT_LENGTH_WINDOW, RewardWatch, response_lengths
+from rmserve.observability.metrics import REWARD_BUCKETS
+from rmserve.observability.reward_watch import DEFAULT_LENGTH_WINDOW, RewardWatch, response_lengths
 
 PAIRS = (1, 8, 32, 256)
 CALLS = 5000

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from rmserve.batching import BatchLimits, QueuedItem, collect_batch
-from rmserve.metrics import Metrics
+from rmserve.observability.metrics import Metrics
 from rmserve.pending import PendingRequest
 from rmserve.scheduler import Batcher
 from rmserve.text.preprocess import PreparedPair

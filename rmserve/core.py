@@ -34,10 +34,10 @@ from rmserve.ensemble_serve import (
 )
 from rmserve.errors import InvalidRequest, Unavailable
 from rmserve.memory_budget import TOKENIZE_WORKERS, RequestBytesBudget
-from rmserve.metrics import Metrics
+from rmserve.observability.metrics import Metrics
+from rmserve.observability.reward_watch import response_lengths
 from rmserve.pending import PairScore, PendingRequest, Preference
 from rmserve.providers import CUDA
-from rmserve.reward_watch import response_lengths
 from rmserve.rewards.ensemble import AggregateName
 from rmserve.scheduler import Batcher
 from rmserve.text.preprocess import PreparedPair

@@ -38,7 +38,7 @@ from rmserve.grpc_messages import (
     score_fields,
     score_result,
 )
-from rmserve.metrics import Metrics
+from rmserve.observability.metrics import Metrics
 from rmserve.request_scope import RequestScopes
 from rmserve.rewards.group_stats import group_stats
 from rmserve.v1 import reward_pb2

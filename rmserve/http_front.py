@@ -33,7 +33,7 @@ from rmserve.errors import (
     RewardError,
     Unavailable,
 )
-from rmserve.metrics import Metrics
+from rmserve.observability.metrics import Metrics
 from rmserve.request_scope import RequestScopes
 
 log = logging.getLogger(__name__)

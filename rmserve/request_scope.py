@@ -21,7 +21,7 @@ from types import TracebackType
 
 from rmserve.core import RewardCore
 from rmserve.errors import RewardError, Unavailable, log_unexpected
-from rmserve.metrics import Metrics
+from rmserve.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

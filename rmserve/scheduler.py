@@ -31,7 +31,7 @@ import numpy as np
 from rmserve.batching import BatchLimits, Collected, QueuedItem, collect_batch
 from rmserve.engine import Engine
 from rmserve.errors import DeadlineExpired, EngineFailure, Overloaded, Unavailable
-from rmserve.metrics import Metrics
+from rmserve.observability.metrics import Metrics
 from rmserve.pending import PendingRequest
 
 log = logging.getLogger(__name__)

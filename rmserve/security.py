@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from rmserve.metrics import Metrics
+from rmserve.observability.metrics import Metrics
 from rmserve.settings import ServerSettings
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from rmserve.memory_budget import (
     required_memory_bytes,
     resolve_inflight_bytes,
 )
-from rmserve.metrics import Metrics, MetricsServer
+from rmserve.observability.metrics import Metrics, MetricsServer
 from rmserve.security import TokenAuthInterceptor, server_credentials
 from rmserve.settings import ServerSettings
 from rmserve.v1 import reward_pb2

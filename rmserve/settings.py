@@ -12,7 +12,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rmserve.memory_budget import smallest_inflight_bytes
-from rmserve.reward_watch import DEFAULT_LENGTH_WINDOW
+from rmserve.observability.reward_watch import DEFAULT_LENGTH_WINDOW
 
 REMOVED_BATCH_POLICIES = ("measured", "analytic")  # the engine cost-model cuts
 

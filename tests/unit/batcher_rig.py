@@ -14,7 +14,7 @@ import numpy as np
 
 from rmserve.batching import BatchLimits, QueuedItem
 from rmserve.engine import EngineError
-from rmserve.metrics import Metrics
+from rmserve.observability.metrics import Metrics
 from rmserve.pending import PendingRequest
 from rmserve.scheduler import Batcher
 from rmserve.text.preprocess import PreparedPair

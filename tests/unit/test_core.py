@@ -15,7 +15,7 @@ from rmserve.core import INLINE_TOKENIZE_PAIRS, RewardCore
 from rmserve.core_config import CoreConfig
 from rmserve.engine import LoadedArtifact
 from rmserve.errors import EngineFailure, InvalidRequest, Unavailable
-from rmserve.metrics import Metrics
+from rmserve.observability.metrics import Metrics
 from rmserve.text.preprocess import PreparedPair, Preprocessor, load_tokenizer
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from rmserve.grpc_service import RequestBytes, RewardServicer
-from rmserve.metrics import Metrics
+from rmserve.observability.metrics import Metrics
 from rmserve.v1 import reward_pb2
 
 

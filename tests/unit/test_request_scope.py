@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from rmserve.errors import Overloaded, RewardError, Unavailable
-from rmserve.metrics import Metrics
+from rmserve.observability.metrics import Metrics
 from rmserve.request_scope import RequestScopes
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from rmserve.metrics import Metrics
-from rmserve.reward_watch import (
+from rmserve.observability.metrics import Metrics
+from rmserve.observability.reward_watch import (
     ENSEMBLE_STD_BUCKETS,
     RewardWatch,
     RollingCorrelation,

@@ -11,7 +11,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from rmserve.reward_watch import DEFAULT_LENGTH_WINDOW, RewardWatch
+from rmserve.observability.reward_watch import DEFAULT_LENGTH_WINDOW, RewardWatch
 
 LATENCY_BUCKETS = (
     0.0005,

@@ -1,0 +1,5 @@
+"""Prometheus metrics of one server instance (one registry each) and the reward-hacking
+watch (reward distribution, length correlation, ensemble disagreement).
+
+May import: nothing of rmserve (prometheus-client and numpy).
+"""
