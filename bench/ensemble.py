@@ -36,7 +36,7 @@ from typing import Any
 
 from ensemble_quality import HeldOut, cost_per_pair, quality
 
-from rmserve.engine import OrtEngine, load_artifact
+from rmserve.engine.session import OrtEngine, load_artifact
 from rmserve.text.preference_data import load_preferences
 
 KINDS = ("members", "shared")

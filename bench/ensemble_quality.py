@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from rmserve.engine import OrtEngine
+from rmserve.engine.session import OrtEngine
 from rmserve.rewards.ensemble import member_stats, normalize_members
 from rmserve.text.preference_data import PreferencePair
 

@@ -15,8 +15,8 @@ from typing import Any
 import grpc
 import numpy as np
 
-from rmserve.engine import OrtEngine, ProviderChoice, load_artifact
-from rmserve.padding import pad_batch
+from rmserve.engine.padding import pad_batch
+from rmserve.engine.session import OrtEngine, ProviderChoice, load_artifact
 from rmserve.testing import start_server
 from rmserve.text.preprocess import PreparedPair
 from rmserve.v1 import reward_pb2, reward_pb2_grpc

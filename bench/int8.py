@@ -26,7 +26,7 @@ from bench_record import add_record_arguments, finish_record, start_record
 from throughput import RAW_BATCH_SIZES, make_pairs, raw_onnxruntime, raw_rate, server_run
 
 from rmserve.artifact.manifest import read_manifest
-from rmserve.engine import OrtEngine, load_artifact
+from rmserve.engine.session import OrtEngine, load_artifact
 
 MIX = (16, 256)
 

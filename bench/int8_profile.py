@@ -36,7 +36,7 @@ from bench_record import add_record_arguments, finish_record, start_record
 from int8 import MIX, raw_best
 from throughput import make_pairs
 
-from rmserve.engine import Engine, LoadedArtifact, OrtEngine
+from rmserve.engine.session import Engine, LoadedArtifact, OrtEngine
 from rmserve.loadtest import LoadPair, run
 from rmserve.server import RewardServer
 from rmserve.settings import ServerSettings

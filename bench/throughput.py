@@ -42,7 +42,7 @@ from bench_record import add_record_arguments, finish_record, start_record
 from throughput_replay import replay
 
 from rmserve import testing
-from rmserve.engine import OrtEngine, load_artifact
+from rmserve.engine.session import OrtEngine, load_artifact
 from rmserve.loadtest import LoadPair, run
 from rmserve.server import core_config
 from rmserve.settings import ServerSettings

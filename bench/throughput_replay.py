@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rmserve.batching import BatchLimits, QueuedItem, collect_batch
-from rmserve.engine import OrtEngine
+from rmserve.engine.session import OrtEngine
 from rmserve.text.preprocess import PreparedPair
 
 

@@ -23,7 +23,8 @@ from types import TracebackType
 from rmserve.allocator import FreedMemoryTrimmer
 from rmserve.batching import QueuedItem
 from rmserve.core_config import CoreConfig, CoreState
-from rmserve.engine import Engine, LoadedArtifact
+from rmserve.engine.providers import CUDA
+from rmserve.engine.session import Engine, LoadedArtifact
 from rmserve.ensemble_serve import (
     RewardOptions,
     ServedScore,
@@ -37,7 +38,6 @@ from rmserve.memory_budget import TOKENIZE_WORKERS, RequestBytesBudget
 from rmserve.observability.metrics import Metrics
 from rmserve.observability.reward_watch import response_lengths
 from rmserve.pending import PairScore, PendingRequest, Preference
-from rmserve.providers import CUDA
 from rmserve.rewards.ensemble import AggregateName
 from rmserve.scheduler import Batcher
 from rmserve.text.preprocess import PreparedPair

@@ -28,4 +28,4 @@ class CoreConfig:
     max_inflight_bytes: int = default_inflight_bytes(64 * 1024 * 1024)
     ensemble_aggregate: AggregateName = "mean"
     ensemble_uncertainty_penalty: float = 1.0
-    engine_workers: int = 1  # batches the engine runs at once (rmserve.engine_threads)
+    engine_workers: int = 1  # batches the engine runs at once (rmserve.engine.threads)

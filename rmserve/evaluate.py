@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from rmserve.engine import LoadedArtifact, OrtEngine, ProviderChoice, load_artifact
+from rmserve.engine.session import LoadedArtifact, OrtEngine, ProviderChoice, load_artifact
 from rmserve.rewards.ensemble import normalize_members
 from rmserve.text.preference_data import load_preferences
 

@@ -29,7 +29,7 @@ from itertools import islice
 import numpy as np
 
 from rmserve.batching import BatchLimits, Collected, QueuedItem, collect_batch
-from rmserve.engine import Engine
+from rmserve.engine.session import Engine
 from rmserve.errors import DeadlineExpired, EngineFailure, Overloaded, Unavailable
 from rmserve.observability.metrics import Metrics
 from rmserve.pending import PendingRequest

@@ -22,8 +22,8 @@ from rmserve.artifact.manifest import Manifest
 from rmserve.batching import BatchLimits
 from rmserve.core import RewardCore
 from rmserve.core_config import CoreConfig
-from rmserve.engine import Engine, LoadedArtifact, OrtEngine, load_artifact
-from rmserve.engine_threads import engine_workers, threads_per_batch
+from rmserve.engine.session import Engine, LoadedArtifact, OrtEngine, load_artifact
+from rmserve.engine.threads import engine_workers, threads_per_batch
 from rmserve.grpc_service import RewardServicer, add_reward_service
 from rmserve.http_front import HttpFront
 from rmserve.listeners import NO_REUSEPORT, bind_grpc, binding, write_port_file
@@ -72,7 +72,7 @@ def core_config(
 ) -> CoreConfig:
     """The core's config from the server settings. ``max_inflight_bytes``: the resolved budget
     (None: the setting, else its default); ``engine_workers``: resolved for the engine's provider
-    (``rmserve.engine_threads``)."""
+    (``rmserve.engine.threads``)."""
     s = settings
     limits = BatchLimits(
         max_batch_size=s.max_batch_size,

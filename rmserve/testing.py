@@ -21,7 +21,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from rmserve.engine import Engine, EngineError
+from rmserve.engine.session import Engine, EngineError
 from rmserve.text.preprocess import PreparedPair
 
 GATE_TIMEOUT_S = 120.0  # a forgotten gate fails the batch instead of hanging the test run

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 
 from rmserve.cli_args import add_settings_arguments, settings_from_args
-from rmserve.engine import Engine, LoadedArtifact
+from rmserve.engine.session import Engine, LoadedArtifact
 from rmserve.server import RewardServer, ort_engine
 from rmserve.server_cli import run_server
 from rmserve.settings import ServerSettings

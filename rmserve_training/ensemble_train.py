@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rmserve.engine import load_artifact
+from rmserve.engine.session import load_artifact
 from rmserve.evaluate import evaluate_file
 from rmserve_training.distributed import Cluster
 from rmserve_training.ensemble import combine

@@ -27,7 +27,7 @@ import torch
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from rmserve.artifact.manifest import ParityReport
-from rmserve.padding import pad_batch
+from rmserve.engine.padding import pad_batch
 from rmserve.text.preprocess import PreparedPair
 from rmserve_training.model import Scorer
 

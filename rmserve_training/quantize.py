@@ -41,8 +41,8 @@ from rmserve.artifact.manifest import (
     read_manifest,
     write_manifest,
 )
-from rmserve.engine import load_artifact
-from rmserve.padding import pad_batch
+from rmserve.engine.padding import pad_batch
+from rmserve.engine.session import load_artifact
 from rmserve.text.preference_data import load_preferences
 from rmserve.text.preprocess import PreparedPair
 from rmserve_training.export import _check_out_folder, _move_into_place, default_version

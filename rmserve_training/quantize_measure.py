@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from rmserve.padding import pad_batch
+from rmserve.engine.padding import pad_batch
 from rmserve.text.preprocess import PreparedPair
 from rmserve_training.export_check import rank_agreement
 from rmserve_training.quantize_gates import Figures, Gates

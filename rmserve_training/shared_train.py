@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from rmserve.artifact.manifest import Normalization
-from rmserve.engine import load_artifact
+from rmserve.engine.session import load_artifact
 from rmserve.evaluate import evaluate_file
 from rmserve_training.checkpoints import TrainError, validation_texts
 from rmserve_training.distributed import Cluster

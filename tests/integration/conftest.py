@@ -9,7 +9,7 @@ import pytest
 from certs import CertAuthority
 from harness import Harness, make_settings, serving
 
-from rmserve.engine import OrtEngine, load_artifact
+from rmserve.engine.session import OrtEngine, load_artifact
 
 
 @pytest.fixture(scope="session")

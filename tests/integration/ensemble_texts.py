@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from rmserve.artifact.manifest import Manifest
-from rmserve.engine import OrtEngine, load_artifact
+from rmserve.engine.session import OrtEngine, load_artifact
 from rmserve.v1 import reward_pb2
 
 TEXTS = [

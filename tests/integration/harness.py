@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from rmserve.engine import LoadedArtifact
+from rmserve.engine.session import LoadedArtifact
 from rmserve.server import EngineFactory, RewardServer, ort_engine
 from rmserve.settings import ServerSettings
 from rmserve.testing import ScriptedEngine

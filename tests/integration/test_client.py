@@ -19,7 +19,7 @@ from rmserve.client import (
     RewardClient,
     RewardClientError,
 )
-from rmserve.engine import OrtEngine
+from rmserve.engine.session import OrtEngine
 from rmserve.text.conversation import render_prompt, render_response
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -15,7 +15,7 @@ from certs import CertAuthority
 from harness import Harness, make_settings, scripted_factory, serving
 
 from rmserve import cli
-from rmserve.engine import OrtEngine
+from rmserve.engine.session import OrtEngine
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

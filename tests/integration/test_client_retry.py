@@ -20,7 +20,7 @@ from flaky_front import Failure, FlakyFront
 from harness import Harness, eventually, make_settings, scripted_factory, serving
 
 from rmserve.client import RewardClientError
-from rmserve.engine import OrtEngine
+from rmserve.engine.session import OrtEngine
 from rmserve.testing import ScriptedEngine
 from rmserve.v1 import reward_pb2
 

@@ -14,7 +14,7 @@ import pytest
 from ensemble_texts import OFFLINE_TOL, TEXTS, TRAINING_BOUND_S, offline_member_rewards
 
 from rmserve.artifact.manifest import read_manifest, write_manifest
-from rmserve.engine import OrtEngine, load_artifact
+from rmserve.engine.session import OrtEngine, load_artifact
 
 pytestmark = pytest.mark.timeout(TRAINING_BOUND_S)
 

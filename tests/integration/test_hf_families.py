@@ -20,7 +20,7 @@ from hf_families import FAMILIES, Family, build
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rmserve.artifact.manifest import MODEL_FILE
-from rmserve.engine import OrtEngine, load_artifact
+from rmserve.engine.session import OrtEngine, load_artifact
 from rmserve.text.preprocess import PreparedPair
 from rmserve.v1 import reward_pb2
 from rmserve_training.chat_template import analyse_chat_template

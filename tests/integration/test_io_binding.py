@@ -9,8 +9,8 @@ import pytest
 from harness import Harness
 from test_server_scoring import random_pairs
 
-from rmserve.engine import OrtEngine
-from rmserve.padding import pad_batch
+from rmserve.engine.padding import pad_batch
+from rmserve.engine.session import OrtEngine
 from rmserve.text.preprocess import PreparedPair
 from rmserve.v1 import reward_pb2
 

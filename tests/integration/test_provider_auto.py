@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rmserve.cuda_libs import missing_cuda_libraries
+from rmserve.engine.cuda_libs import missing_cuda_libraries
 
 BOUND_S = 120.0  # "must not hang" bound; never a performance assertion
 

@@ -19,7 +19,7 @@ from harness import make_settings, serving
 from onnx import numpy_helper
 
 from rmserve.artifact.manifest import MODEL_FILE, read_manifest
-from rmserve.engine import OrtEngine, load_artifact
+from rmserve.engine.session import OrtEngine, load_artifact
 from rmserve.text.preference_data import load_preferences
 from rmserve.v1 import reward_pb2
 

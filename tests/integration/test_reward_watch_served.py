@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from harness import Harness, make_settings, serving
 
-from rmserve.engine import OrtEngine
+from rmserve.engine.session import OrtEngine
 from rmserve.v1 import reward_pb2
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from harness import SERVICE, Harness, eventually, make_settings, scripted_factory, serving
 
 from rmserve.client import AsyncRewardClient, RewardClientError
-from rmserve.engine import OrtEngine
+from rmserve.engine.session import OrtEngine
 from rmserve.v1 import reward_pb2, reward_pb2_grpc
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

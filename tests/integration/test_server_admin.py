@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from harness import SERVICE, Harness
 
 from rmserve import cli
-from rmserve.engine import OrtEngine
+from rmserve.engine.session import OrtEngine
 from rmserve.v1 import reward_pb2
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -23,7 +23,7 @@ from harness import (
     serving,
 )
 
-from rmserve.engine import OrtEngine
+from rmserve.engine.session import OrtEngine
 from rmserve.grpc_service import RETRY_PUSHBACK_KEY
 from rmserve.testing import ScriptedEngine
 from rmserve.v1 import reward_pb2

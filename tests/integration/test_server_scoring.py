@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from harness import Harness
 
-from rmserve.engine import OrtEngine
+from rmserve.engine.session import OrtEngine
 from rmserve.v1 import reward_pb2
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -23,7 +23,7 @@ from ensemble_texts import (
 from harness import Harness, make_settings, serving
 
 from rmserve.artifact.manifest import MANIFEST_FILE, read_manifest
-from rmserve.engine import OrtEngine, load_artifact
+from rmserve.engine.session import OrtEngine, load_artifact
 from rmserve.text.preference_data import load_preferences
 from rmserve.v1 import reward_pb2
 

@@ -20,7 +20,7 @@ from hf_families import FAMILIES, build
 from transformers import AutoTokenizer
 
 from rmserve.artifact.manifest import MODEL_FILE, read_manifest
-from rmserve.engine import OrtEngine, load_artifact
+from rmserve.engine.session import OrtEngine, load_artifact
 from rmserve.text.preprocess import PreparedPair
 from rmserve.v1 import reward_pb2
 from rmserve_training.checkpoints import load_checkpoint, model_from_checkpoint

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from rmserve.artifact.manifest import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, read_manifest
-from rmserve.engine import OrtEngine, load_artifact
+from rmserve.engine.session import OrtEngine, load_artifact
 from rmserve.text.preference_data import load_preferences
 
 Cli = Callable[[list[str]], tuple[int, list[str]]]

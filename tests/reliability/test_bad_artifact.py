@@ -23,7 +23,7 @@ from rmserve.artifact.manifest import (
     artifact_files,
     file_entries,
 )
-from rmserve.engine import OrtEngine, load_artifact
+from rmserve.engine.session import OrtEngine, load_artifact
 
 BOUND_S = 120.0
 

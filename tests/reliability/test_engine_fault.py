@@ -11,7 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 from harness import SERVICE, eventually, make_settings, scripted_factory, serving
 
-from rmserve.engine import OrtEngine
+from rmserve.engine.session import OrtEngine
 from rmserve.scheduler import PREPARED_BATCHES
 from rmserve.v1 import reward_pb2
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from rmserve.engine import load_artifact
+from rmserve.engine.session import load_artifact
 from rmserve.memory_budget import (
     MIB,
     default_inflight_bytes,

@@ -19,7 +19,7 @@ import grpc
 import pytest
 from harness import eventually, make_settings, scripted_factory, serving
 
-from rmserve.engine import OrtEngine
+from rmserve.engine.session import OrtEngine
 from rmserve.grpc_service import RETRY_PUSHBACK_KEY
 from rmserve.v1 import reward_pb2
 

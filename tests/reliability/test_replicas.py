@@ -22,7 +22,7 @@ import pytest
 from replicas import BOUND_S, Replica, start_replica
 
 from rmserve.client import AsyncRewardClient
-from rmserve.engine import OrtEngine
+from rmserve.engine.session import OrtEngine
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -31,7 +31,7 @@ from rmserve.artifact.manifest import (
     WEIGHTS_FILE,
     read_manifest,
 )
-from rmserve.engine import load_artifact
+from rmserve.engine.session import load_artifact
 from rmserve.testing import start_server
 from rmserve.v1 import reward_pb2, reward_pb2_grpc
 

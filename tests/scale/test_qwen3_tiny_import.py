@@ -22,7 +22,7 @@ from rmserve.artifact.manifest import (
     WEIGHTS_FILE,
     read_manifest,
 )
-from rmserve.engine import OrtEngine, load_artifact
+from rmserve.engine.session import OrtEngine, load_artifact
 
 TINY = {
     "vocab_size": 1000, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,

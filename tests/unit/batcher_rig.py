@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from rmserve.batching import BatchLimits, QueuedItem
-from rmserve.engine import EngineError
+from rmserve.engine.session import EngineError
 from rmserve.observability.metrics import Metrics
 from rmserve.pending import PendingRequest
 from rmserve.scheduler import Batcher

@@ -13,7 +13,7 @@ from rmserve.artifact.manifest import Manifest, Normalization, ParityReport, Pre
 from rmserve.batching import BatchLimits
 from rmserve.core import INLINE_TOKENIZE_PAIRS, RewardCore
 from rmserve.core_config import CoreConfig
-from rmserve.engine import LoadedArtifact
+from rmserve.engine.session import LoadedArtifact
 from rmserve.errors import EngineFailure, InvalidRequest, Unavailable
 from rmserve.observability.metrics import Metrics
 from rmserve.text.preprocess import PreparedPair, Preprocessor, load_tokenizer

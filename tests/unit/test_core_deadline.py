@@ -12,7 +12,7 @@ import pytest
 from batcher_rig import ManualClockLoop
 from test_core import CountingEngine, artifact, make_core  # noqa: F401 (artifact: a fixture)
 
-from rmserve.engine import LoadedArtifact
+from rmserve.engine.session import LoadedArtifact
 from rmserve.text.preprocess import PreparedPair
 
 

@@ -20,9 +20,9 @@ from rmserve.artifact.manifest import (
     Preprocessing,
 )
 from rmserve.batching import BatchLimits
-from rmserve.cuda_libs import cuda_device_count
-from rmserve.engine import LoadedArtifact, OrtEngine
-from rmserve.providers import CPU, CUDA, CudaHost, cuda_options, providers_for
+from rmserve.engine.cuda_libs import cuda_device_count
+from rmserve.engine.providers import CPU, CUDA, CudaHost, cuda_options, providers_for
+from rmserve.engine.session import LoadedArtifact, OrtEngine
 from rmserve.text.preprocess import PreparedPair, Preprocessor, load_tokenizer
 from rmserve.warmup import grid_lengths, grid_rows, warmup_batches
 

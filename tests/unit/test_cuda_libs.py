@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rmserve import cuda_libs
-from rmserve.cuda_libs import (
+from rmserve.engine import cuda_libs
+from rmserve.engine.cuda_libs import (
     CUDNN_LIBRARY,
     DRIVER_LIBRARY,
     missing_cuda_libraries,

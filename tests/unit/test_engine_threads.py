@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rmserve.engine_threads import AUTO_CPU_WORKERS, cpu_cores, engine_workers, threads_per_batch
-from rmserve.providers import CPU, CUDA
+from rmserve.engine.providers import CPU, CUDA
+from rmserve.engine.threads import AUTO_CPU_WORKERS, cpu_cores, engine_workers, threads_per_batch
 
 
 @pytest.mark.parametrize(

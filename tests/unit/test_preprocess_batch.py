@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rmserve.artifact.manifest import Preprocessing
-from rmserve.padding import pad_batch
+from rmserve.engine.padding import pad_batch
 from rmserve.text.preprocess import (
     SEQUENTIAL_ENCODE_TEXTS,
     PreparedPair,

@@ -18,11 +18,11 @@ from rmserve.artifact.manifest import (
     Manifest,
     read_manifest,
 )
-from rmserve.padding import pad_batch
-from rmserve.providers import CPU as CPU  # re-exported: the engine's callers name providers
-from rmserve.providers import CUDA as CUDA
-from rmserve.providers import CudaHost, probe_cuda_host, providers_for
-from rmserve.providers import ProviderChoice as ProviderChoice
+from rmserve.engine.padding import pad_batch
+from rmserve.engine.providers import CPU as CPU  # re-exported: the engine's callers name providers
+from rmserve.engine.providers import CUDA as CUDA
+from rmserve.engine.providers import CudaHost, probe_cuda_host, providers_for
+from rmserve.engine.providers import ProviderChoice as ProviderChoice
 from rmserve.text.preprocess import PreparedPair, Preprocessor, load_tokenizer
 
 log = logging.getLogger(__name__)

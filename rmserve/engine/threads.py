@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from rmserve.providers import CUDA
+from rmserve.engine.providers import CUDA
 
 AUTO_CPU_WORKERS = 2
 

@@ -17,7 +17,7 @@ from typing import Literal
 import onnxruntime as ort
 
 from rmserve.artifact.manifest import ArtifactError
-from rmserve.cuda_libs import cuda_device_count, missing_cuda_libraries
+from rmserve.engine.cuda_libs import cuda_device_count, missing_cuda_libraries
 
 log = logging.getLogger(__name__)
 
