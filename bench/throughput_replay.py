@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rmserve.batching import BatchLimits, QueuedItem, collect_batch
+from rmserve.batching.collect import BatchLimits, QueuedItem, collect_batch
 from rmserve.engine.session import OrtEngine
 from rmserve.text.preprocess import PreparedPair
 

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from rmserve.batching import BatchLimits, QueuedItem, collect_batch
+from rmserve.batching.batcher import Batcher
+from rmserve.batching.collect import BatchLimits, QueuedItem, collect_batch
+from rmserve.batching.pending import PendingRequest
 from rmserve.observability.metrics import Metrics
-from rmserve.pending import PendingRequest
-from rmserve.scheduler import Batcher
 from rmserve.text.preprocess import PreparedPair
 
 QUEUE_PAIRS = (1024, 2048, 4096, 8192, 16384)

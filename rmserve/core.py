@@ -21,7 +21,10 @@ from functools import partial
 from types import TracebackType
 
 from rmserve.allocator import FreedMemoryTrimmer
-from rmserve.batching import QueuedItem
+from rmserve.batching.batcher import Batcher
+from rmserve.batching.collect import QueuedItem
+from rmserve.batching.pending import PairScore, PendingRequest, Preference
+from rmserve.batching.warmup import warmup_batches
 from rmserve.core_config import CoreConfig, CoreState
 from rmserve.engine.providers import CUDA
 from rmserve.engine.session import Engine, LoadedArtifact
@@ -37,12 +40,9 @@ from rmserve.errors import InvalidRequest, Unavailable
 from rmserve.memory_budget import TOKENIZE_WORKERS, RequestBytesBudget
 from rmserve.observability.metrics import Metrics
 from rmserve.observability.reward_watch import response_lengths
-from rmserve.pending import PairScore, PendingRequest, Preference
 from rmserve.rewards.ensemble import AggregateName
-from rmserve.scheduler import Batcher
 from rmserve.text.preprocess import PreparedPair
 from rmserve.text.windows import UncuttableText
-from rmserve.warmup import warmup_batches
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class RewardCore:
         await self.astop()
 
     def _warm_up(self) -> None:
-        """The warm-up runs (``rmserve.warmup``)."""
+        """The warm-up runs (``rmserve.batching.warmup``)."""
         preprocessor = self.artifact.preprocessor
         max_length = preprocessor.config.max_length
         short = preprocessor.prepare("warm-up prompt", "warm-up response")

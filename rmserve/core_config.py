@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from rmserve.batching import BatchLimits
+from rmserve.batching.collect import BatchLimits
 from rmserve.memory_budget import default_inflight_bytes
 from rmserve.rewards.ensemble import AggregateName
 

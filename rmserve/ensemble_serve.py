@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from rmserve.artifact.manifest import Manifest
+from rmserve.batching.pending import PairScore, Preference
 from rmserve.errors import InvalidRequest
-from rmserve.pending import PairScore, Preference
 from rmserve.rewards.ensemble import (
     AGGREGATES,
     AggregateName,

@@ -7,10 +7,10 @@ from typing import Any, Protocol
 from google.protobuf.message import Message
 
 from rmserve.artifact.manifest import Manifest, ParityReport
+from rmserve.batching.pending import Preference
 from rmserve.core import RewardCore
 from rmserve.ensemble_serve import EnsembleSpread, RewardOptions, ServedScore
 from rmserve.errors import InvalidRequest
-from rmserve.pending import Preference
 from rmserve.rewards.ensemble import AggregateName
 from rmserve.v1 import reward_pb2
 

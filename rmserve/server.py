@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from rmserve.allocator import map_big_allocations
 from rmserve.artifact.manifest import Manifest
-from rmserve.batching import BatchLimits
+from rmserve.batching.collect import BatchLimits
 from rmserve.core import RewardCore
 from rmserve.core_config import CoreConfig
 from rmserve.engine.session import Engine, LoadedArtifact, OrtEngine, load_artifact

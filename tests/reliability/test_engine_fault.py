@@ -11,8 +11,8 @@ import pytest
 from grpc_health.v1 import health_pb2
 from harness import SERVICE, eventually, make_settings, scripted_factory, serving
 
+from rmserve.batching.batcher import PREPARED_BATCHES
 from rmserve.engine.session import OrtEngine
-from rmserve.scheduler import PREPARED_BATCHES
 from rmserve.v1 import reward_pb2
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from rmserve.batching import BatchLimits, QueuedItem
+from rmserve.batching.batcher import Batcher
+from rmserve.batching.collect import BatchLimits, QueuedItem
+from rmserve.batching.pending import PendingRequest
 from rmserve.engine.session import EngineError
 from rmserve.observability.metrics import Metrics
-from rmserve.pending import PendingRequest
-from rmserve.scheduler import Batcher
 from rmserve.text.preprocess import PreparedPair
 
 T = TypeVar("T")

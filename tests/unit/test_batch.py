@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rmserve.batching import BatchLimits, QueuedItem, collect_batch
+from rmserve.batching.collect import BatchLimits, QueuedItem, collect_batch
 from rmserve.text.preprocess import PreparedPair
 
 

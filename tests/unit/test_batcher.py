@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import pytest
 from batcher_rig import Rig, Spec, reward_of
 
-from rmserve.batching import BatchLimits
+from rmserve.batching.batcher import COMPACT_MIN_DEAD_ROWS
+from rmserve.batching.collect import BatchLimits
+from rmserve.batching.pending import PendingRequest
 from rmserve.errors import DeadlineExpired, EngineFailure, Overloaded, Unavailable
-from rmserve.pending import PendingRequest
-from rmserve.scheduler import COMPACT_MIN_DEAD_ROWS
 
 
 def limits(**overrides: float) -> BatchLimits:

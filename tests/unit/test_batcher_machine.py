@@ -10,9 +10,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from rmserve.batching import BatchLimits
+from rmserve.batching.collect import BatchLimits
+from rmserve.batching.pending import PendingRequest
 from rmserve.errors import DeadlineExpired, EngineFailure, Overloaded
-from rmserve.pending import PendingRequest
 
 LIMITS = BatchLimits(
     max_batch_size=4, max_batch_tokens=48, max_padding_ratio=1.5, max_queue_delay_s=0.0, window=3

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rmserve.artifact.manifest import Manifest, Normalization, ParityReport, Preprocessing
-from rmserve.batching import BatchLimits
+from rmserve.batching.collect import BatchLimits
 from rmserve.core import INLINE_TOKENIZE_PAIRS, RewardCore
 from rmserve.core_config import CoreConfig
 from rmserve.engine.session import LoadedArtifact

@@ -19,12 +19,12 @@ from rmserve.artifact.manifest import (
     ParityReport,
     Preprocessing,
 )
-from rmserve.batching import BatchLimits
+from rmserve.batching.collect import BatchLimits
+from rmserve.batching.warmup import grid_lengths, grid_rows, warmup_batches
 from rmserve.engine.cuda_libs import cuda_device_count
 from rmserve.engine.providers import CPU, CUDA, CudaHost, cuda_options, providers_for
 from rmserve.engine.session import LoadedArtifact, OrtEngine
 from rmserve.text.preprocess import PreparedPair, Preprocessor, load_tokenizer
-from rmserve.warmup import grid_lengths, grid_rows, warmup_batches
 
 CUDA_HOST = CudaHost([CUDA, CPU], [], devices=2)
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from rmserve.artifact.manifest import EnsembleMember, Manifest, Normalization
+from rmserve.batching.pending import PairScore
 from rmserve.ensemble_serve import preferences, resolve_options, served_scores
 from rmserve.errors import InvalidRequest
-from rmserve.pending import PairScore
 from rmserve.rewards.ensemble import (
     aggregate,
     member_stats,

@@ -28,11 +28,11 @@ from itertools import islice
 
 import numpy as np
 
-from rmserve.batching import BatchLimits, Collected, QueuedItem, collect_batch
+from rmserve.batching.collect import BatchLimits, Collected, QueuedItem, collect_batch
+from rmserve.batching.pending import PendingRequest
 from rmserve.engine.session import Engine
 from rmserve.errors import DeadlineExpired, EngineFailure, Overloaded, Unavailable
 from rmserve.observability.metrics import Metrics
-from rmserve.pending import PendingRequest
 
 log = logging.getLogger(__name__)
 

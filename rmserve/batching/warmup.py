@@ -17,7 +17,7 @@ measures the first run of an unseen shape after warm-up against its later runs, 
 
 from __future__ import annotations
 
-from rmserve.batching import BatchLimits
+from rmserve.batching.collect import BatchLimits
 from rmserve.text.preprocess import PreparedPair
 
 MIN_GRID_LENGTH = 16
