@@ -8,10 +8,10 @@ from google.protobuf.message import Message
 
 from rmserve.artifact.manifest import Manifest, ParityReport
 from rmserve.batching.pending import Preference
-from rmserve.core import RewardCore
-from rmserve.ensemble_serve import EnsembleSpread, RewardOptions, ServedScore
 from rmserve.errors import InvalidRequest
 from rmserve.rewards.ensemble import AggregateName
+from rmserve.serving.core import RewardCore
+from rmserve.serving.replies import EnsembleSpread, RewardOptions, ServedScore
 from rmserve.v1 import reward_pb2
 
 

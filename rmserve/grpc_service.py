@@ -19,7 +19,6 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
 from grpc.aio import ServicerContext
 
-from rmserve.core import RewardCore
 from rmserve.errors import (
     DeadlineExpired,
     EngineFailure,
@@ -39,8 +38,9 @@ from rmserve.grpc_messages import (
     score_result,
 )
 from rmserve.observability.metrics import Metrics
-from rmserve.request_scope import RequestScopes
 from rmserve.rewards.group_stats import group_stats
+from rmserve.serving.core import RewardCore
+from rmserve.serving.request_scope import RequestScopes
 from rmserve.v1 import reward_pb2
 
 log = logging.getLogger(__name__)

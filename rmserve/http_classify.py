@@ -37,10 +37,10 @@ from typing import Any
 from aiohttp import web
 
 from rmserve.artifact.manifest import ChatTemplate
-from rmserve.core import RewardCore
 from rmserve.errors import InvalidRequest
 from rmserve.http_json import json_object, optional_bool
 from rmserve.rewards.ensemble import sigmoid
+from rmserve.serving.core import RewardCore
 from rmserve.text.conversation import MessageError, render_prompt, validate_messages
 from rmserve.text.rendered_input import split_rendered
 

@@ -7,8 +7,9 @@
   ``http_slime_reward``.
 
 ``GET /health`` is 200 while serving, else 503. Every protocol goes through one wrapper here:
-memory admission of the body, then the request scope gRPC uses too (``rmserve.request_scope``:
-the same core, metrics and bug handling), and domain errors mapped to HTTP codes in one place
+memory admission of the body, then the request scope gRPC uses too
+(``rmserve.serving.request_scope``: the same core, metrics and bug handling), and domain errors
+mapped to HTTP codes in one place
 (400 naming the field, 429 + Retry-After, 503, 504).
 Plaintext and without auth: the server settings refuse ``http_port`` together with TLS or
 ``auth_token``.
@@ -23,8 +24,6 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from rmserve import http_classify, http_get_reward, http_slime
-from rmserve.core import RewardCore
-from rmserve.core_config import CoreState
 from rmserve.errors import (
     DeadlineExpired,
     EngineFailure,
@@ -34,7 +33,9 @@ from rmserve.errors import (
     Unavailable,
 )
 from rmserve.observability.metrics import Metrics
-from rmserve.request_scope import RequestScopes
+from rmserve.serving.config import CoreState
+from rmserve.serving.core import RewardCore
+from rmserve.serving.request_scope import RequestScopes
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
-from rmserve.core import RewardCore
 from rmserve.errors import InvalidRequest
 from rmserve.http_json import json_object
+from rmserve.serving.core import RewardCore
 
 METHOD = "http_get_reward"
 

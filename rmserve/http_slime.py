@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from rmserve.core import RewardCore
 from rmserve.errors import InvalidRequest
 from rmserve.http_json import json_object, optional_bool
+from rmserve.serving.core import RewardCore
 from rmserve.text.conversation import MessageError, render_prompt
 
 PATH = "/slime/reward"

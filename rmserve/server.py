@@ -17,25 +17,25 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from rmserve.allocator import map_big_allocations
 from rmserve.artifact.manifest import Manifest
 from rmserve.batching.collect import BatchLimits
-from rmserve.core import RewardCore
-from rmserve.core_config import CoreConfig
 from rmserve.engine.session import Engine, LoadedArtifact, OrtEngine, load_artifact
 from rmserve.engine.threads import engine_workers, threads_per_batch
 from rmserve.grpc_service import RewardServicer, add_reward_service
 from rmserve.http_front import HttpFront
 from rmserve.listeners import NO_REUSEPORT, bind_grpc, binding, write_port_file
-from rmserve.memory_budget import (
+from rmserve.observability.metrics import Metrics, MetricsServer
+from rmserve.security import TokenAuthInterceptor, server_credentials
+from rmserve.serving.allocator import map_big_allocations
+from rmserve.serving.config import CoreConfig
+from rmserve.serving.core import RewardCore
+from rmserve.serving.memory_budget import (
     cgroup_memory_limit,
     default_inflight_bytes,
     folder_bytes,
     required_memory_bytes,
     resolve_inflight_bytes,
 )
-from rmserve.observability.metrics import Metrics, MetricsServer
-from rmserve.security import TokenAuthInterceptor, server_credentials
 from rmserve.settings import ServerSettings
 from rmserve.v1 import reward_pb2
 

@@ -10,9 +10,9 @@ import sys
 from rmserve.artifact.manifest import ArtifactError
 from rmserve.cli_args import add_settings_arguments, settings_from_args
 from rmserve.listeners import ListenError, PortFileError
-from rmserve.memory_budget import MemoryTooSmall
 from rmserve.security import TlsConfigError
 from rmserve.server import RewardServer
+from rmserve.serving.memory_budget import MemoryTooSmall
 from rmserve.settings import ServerSettings
 
 log = logging.getLogger(__name__)

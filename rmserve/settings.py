@@ -11,8 +11,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from rmserve.memory_budget import smallest_inflight_bytes
 from rmserve.observability.reward_watch import DEFAULT_LENGTH_WINDOW
+from rmserve.serving.memory_budget import smallest_inflight_bytes
 
 REMOVED_BATCH_POLICIES = ("measured", "analytic")  # the engine cost-model cuts
 

@@ -11,7 +11,7 @@ import pytest
 from k8s_render import Manifest, find
 from test_k8s_invariants import _server, _settings
 
-from rmserve.memory_budget import (
+from rmserve.serving.memory_budget import (
     MemoryTooSmall,
     required_memory_bytes,
     resolve_inflight_bytes,

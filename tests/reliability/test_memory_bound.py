@@ -24,7 +24,7 @@ import grpc
 import pytest
 
 from rmserve.engine.session import load_artifact
-from rmserve.memory_budget import (
+from rmserve.serving.memory_budget import (
     MIB,
     default_inflight_bytes,
     folder_bytes,

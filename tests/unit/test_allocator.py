@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from rmserve.allocator import IDLE_TRIM_BYTES, FreedMemoryTrimmer
+from rmserve.serving.allocator import IDLE_TRIM_BYTES, FreedMemoryTrimmer
 
 
 async def test_trims_after_enough_bytes_finished_or_when_idle() -> None:

@@ -11,11 +11,11 @@ import pytest
 
 from rmserve.artifact.manifest import Manifest, Normalization, ParityReport, Preprocessing
 from rmserve.batching.collect import BatchLimits
-from rmserve.core import INLINE_TOKENIZE_PAIRS, RewardCore
-from rmserve.core_config import CoreConfig
 from rmserve.engine.session import LoadedArtifact
 from rmserve.errors import EngineFailure, InvalidRequest, Unavailable
 from rmserve.observability.metrics import Metrics
+from rmserve.serving.config import CoreConfig
+from rmserve.serving.core import INLINE_TOKENIZE_PAIRS, RewardCore
 from rmserve.text.preprocess import PreparedPair, Preprocessor, load_tokenizer
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")

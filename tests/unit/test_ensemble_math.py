@@ -1,5 +1,5 @@
 """Ensemble arithmetic (rmserve.rewards.ensemble) and how a request's options are served
-(rmserve.ensemble_serve), against formulas written out by hand, member by member."""
+(rmserve.serving.replies), against formulas written out by hand, member by member."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 
 from rmserve.artifact.manifest import EnsembleMember, Manifest, Normalization
 from rmserve.batching.pending import PairScore
-from rmserve.ensemble_serve import preferences, resolve_options, served_scores
 from rmserve.errors import InvalidRequest
 from rmserve.rewards.ensemble import (
     aggregate,
@@ -20,6 +19,7 @@ from rmserve.rewards.ensemble import (
     preference,
     sigmoid,
 )
+from rmserve.serving.replies import preferences, resolve_options, served_scores
 
 RAW = np.array([[1.0, 3.0, -2.0], [0.5, 0.5, 0.5], [-4.0, 10.0, 2.5]])
 MEANS = [0.5, 2.0, -1.0]

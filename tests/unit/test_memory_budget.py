@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rmserve.errors import Overloaded
-from rmserve.memory_budget import (
+from rmserve.serving.memory_budget import (
     MIB,
     SMALL_REQUEST_BYTES,
     SMALL_REQUEST_RESERVE_BYTES,

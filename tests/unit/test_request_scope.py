@@ -10,7 +10,7 @@ import pytest
 
 from rmserve.errors import Overloaded, RewardError, Unavailable
 from rmserve.observability.metrics import Metrics
-from rmserve.request_scope import RequestScopes
+from rmserve.serving.request_scope import RequestScopes
 
 
 def label(error: RewardError) -> str:

@@ -20,15 +20,20 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from types import TracebackType
 
-from rmserve.allocator import FreedMemoryTrimmer
 from rmserve.batching.batcher import Batcher
 from rmserve.batching.collect import QueuedItem
 from rmserve.batching.pending import PairScore, PendingRequest, Preference
 from rmserve.batching.warmup import warmup_batches
-from rmserve.core_config import CoreConfig, CoreState
 from rmserve.engine.providers import CUDA
 from rmserve.engine.session import Engine, LoadedArtifact
-from rmserve.ensemble_serve import (
+from rmserve.errors import InvalidRequest, Unavailable
+from rmserve.observability.metrics import Metrics
+from rmserve.observability.reward_watch import response_lengths
+from rmserve.rewards.ensemble import AggregateName
+from rmserve.serving.allocator import FreedMemoryTrimmer
+from rmserve.serving.config import CoreConfig, CoreState
+from rmserve.serving.memory_budget import TOKENIZE_WORKERS, RequestBytesBudget
+from rmserve.serving.replies import (
     RewardOptions,
     ServedScore,
     preferences,
@@ -36,11 +41,6 @@ from rmserve.ensemble_serve import (
     served_scores,
     watched_rewards,
 )
-from rmserve.errors import InvalidRequest, Unavailable
-from rmserve.memory_budget import TOKENIZE_WORKERS, RequestBytesBudget
-from rmserve.observability.metrics import Metrics
-from rmserve.observability.reward_watch import response_lengths
-from rmserve.rewards.ensemble import AggregateName
 from rmserve.text.preprocess import PreparedPair
 from rmserve.text.windows import UncuttableText
 
@@ -245,7 +245,7 @@ class RewardCore:
         return_members: bool = False,
     ) -> RewardOptions:
         """A request's choices, the server's defaults where it left them unset (validated:
-        ``InvalidRequest`` naming the field). See ``rmserve.ensemble_serve``."""
+        ``InvalidRequest`` naming the field). See ``rmserve.serving.replies``."""
         return resolve_options(
             self.artifact.manifest,
             normalize,

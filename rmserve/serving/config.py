@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from enum import Enum
 
 from rmserve.batching.collect import BatchLimits
-from rmserve.memory_budget import default_inflight_bytes
 from rmserve.rewards.ensemble import AggregateName
+from rmserve.serving.memory_budget import default_inflight_bytes
 
 
 class CoreState(Enum):

@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-from rmserve.core import RewardCore
 from rmserve.errors import RewardError, Unavailable, log_unexpected
 from rmserve.observability.metrics import Metrics
+from rmserve.serving.core import RewardCore
 
 log = logging.getLogger(__name__)
 
