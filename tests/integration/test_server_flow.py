@@ -24,7 +24,7 @@ from harness import (
 )
 
 from rmserve.engine.session import OrtEngine
-from rmserve.grpc_service import RETRY_PUSHBACK_KEY
+from rmserve.grpc.service import RETRY_PUSHBACK_KEY
 from rmserve.testing import ScriptedEngine
 from rmserve.v1 import reward_pb2
 

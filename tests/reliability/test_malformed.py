@@ -19,8 +19,8 @@ import pytest
 from google.protobuf.message import DecodeError
 from harness import Harness, make_settings, serving
 
-from rmserve import grpc_service
-from rmserve.grpc_service import RETRY_PUSHBACK_KEY
+from rmserve.grpc import service as grpc_service
+from rmserve.grpc.service import RETRY_PUSHBACK_KEY
 from rmserve.server import TRANSPORT_ENVELOPE_BYTES, transport_limit
 from rmserve.v1 import reward_pb2
 
@@ -119,7 +119,7 @@ async def test_undecodable_score_is_invalid_argument_with_one_quiet_line(
     assert MARKER.decode() not in details
     assert metric(h, "Score", "INVALID_ARGUMENT") == before + 1
     records = [r for r in quiet(caplog) if r.levelno >= logging.INFO]
-    assert [(r.name, r.levelno) for r in records] == [("rmserve.grpc_service", logging.INFO)]
+    assert [(r.name, r.levelno) for r in records] == [("rmserve.grpc.service", logging.INFO)]
     assert "not a valid rmserve.v1.ScoreRequest" in records[0].getMessage()
     assert await h.health_status() == 1  # SERVING
 

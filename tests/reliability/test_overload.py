@@ -20,7 +20,7 @@ import pytest
 from harness import eventually, make_settings, scripted_factory, serving
 
 from rmserve.engine.session import OrtEngine
-from rmserve.grpc_service import RETRY_PUSHBACK_KEY
+from rmserve.grpc.service import RETRY_PUSHBACK_KEY
 from rmserve.v1 import reward_pb2
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 import grpc
 import pytest
 
-from rmserve.grpc_service import RequestBytes, RewardServicer
+from rmserve.grpc.service import RequestBytes, RewardServicer
 from rmserve.observability.metrics import Metrics
 from rmserve.v1 import reward_pb2
 

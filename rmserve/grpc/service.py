@@ -27,7 +27,7 @@ from rmserve.errors import (
     RewardError,
     Unavailable,
 )
-from rmserve.grpc_messages import (
+from rmserve.grpc.messages import (
     ensemble_kind,
     members_pb,
     parity_pb,
