@@ -22,7 +22,7 @@ from rmserve.batching.collect import BatchLimits
 from rmserve.engine.session import Engine, LoadedArtifact, OrtEngine, load_artifact
 from rmserve.engine.threads import engine_workers, threads_per_batch
 from rmserve.grpc.service import RewardServicer, add_reward_service
-from rmserve.http_front import HttpFront
+from rmserve.http.front import HttpFront
 from rmserve.listeners import NO_REUSEPORT, bind_grpc, binding, write_port_file
 from rmserve.observability.metrics import Metrics, MetricsServer
 from rmserve.security import TokenAuthInterceptor, server_credentials

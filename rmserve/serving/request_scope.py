@@ -2,7 +2,7 @@
 ``Unavailable``, the request's count and duration by method and code, the domain error kept for
 the adapter to answer, and a bug logged (without request text) and answered as an internal error.
 
-An adapter (``rmserve.grpc.service``, ``rmserve.http_front``) keeps only what its protocol
+An adapter (``rmserve.grpc.service``, ``rmserve.http.front``) keeps only what its protocol
 decides: how a request is read and sized, and its one table from domain error to status code::
 
     with scopes.open("Score") as scope:

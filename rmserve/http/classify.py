@@ -38,7 +38,7 @@ from aiohttp import web
 
 from rmserve.artifact.manifest import ChatTemplate
 from rmserve.errors import InvalidRequest
-from rmserve.http_json import json_object, optional_bool
+from rmserve.http.json_body import json_object, optional_bool
 from rmserve.rewards.ensemble import sigmoid
 from rmserve.serving.core import RewardCore
 from rmserve.text.conversation import MessageError, render_prompt, validate_messages

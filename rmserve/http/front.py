@@ -1,9 +1,9 @@
 """HTTP front for RL trainers' remote reward-model protocols, one small module each:
 
-- ``POST /get_reward``: OpenRLHF (``rmserve.http_get_reward``), metrics label ``http_get_reward``;
+- ``POST /get_reward``: OpenRLHF (``rmserve.http.get_reward``), metrics label ``http_get_reward``;
 - ``POST /classify``: vLLM's classify API as verl's reward loop calls it
-  (``rmserve.http_classify``), label ``http_classify``;
-- ``POST /slime/reward``: slime's ``--rm-type remote_rm`` (``rmserve.http_slime``), label
+  (``rmserve.http.classify``), label ``http_classify``;
+- ``POST /slime/reward``: slime's ``--rm-type remote_rm`` (``rmserve.http.slime``), label
   ``http_slime_reward``.
 
 ``GET /health`` is 200 while serving, else 503. Every protocol goes through one wrapper here:
@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from rmserve import http_classify, http_get_reward, http_slime
 from rmserve.errors import (
     DeadlineExpired,
     EngineFailure,
@@ -32,6 +31,9 @@ from rmserve.errors import (
     RewardError,
     Unavailable,
 )
+from rmserve.http import classify as http_classify
+from rmserve.http import get_reward as http_get_reward
+from rmserve.http import slime as http_slime
 from rmserve.observability.metrics import Metrics
 from rmserve.serving.config import CoreState
 from rmserve.serving.core import RewardCore

@@ -14,7 +14,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from rmserve.errors import InvalidRequest
-from rmserve.http_json import json_object, optional_bool
+from rmserve.http.json_body import json_object, optional_bool
 from rmserve.serving.core import RewardCore
 from rmserve.text.conversation import MessageError, render_prompt
 

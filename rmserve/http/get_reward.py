@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from rmserve.errors import InvalidRequest
-from rmserve.http_json import json_object
+from rmserve.http.json_body import json_object
 from rmserve.serving.core import RewardCore
 
 METHOD = "http_get_reward"
