@@ -31,9 +31,7 @@ from rmserve.errors import (
     RewardError,
     Unavailable,
 )
-from rmserve.http import classify as http_classify
-from rmserve.http import get_reward as http_get_reward
-from rmserve.http import slime as http_slime
+from rmserve.http import classify, get_reward, slime
 from rmserve.observability.metrics import Metrics
 from rmserve.serving.config import CoreState
 from rmserve.serving.core import RewardCore
@@ -86,9 +84,9 @@ class HttpFront:
         # aiohttp stops reading a body at client_max_size (413); a Content-Length over it is
         # refused before a byte of the body is read (get_reward).
         self._app = web.Application(client_max_size=max_body_bytes)
-        self._route("/get_reward", http_get_reward.METHOD, http_get_reward.get_reward)
-        self._route("/classify", http_classify.METHOD, http_classify.classify)
-        self._route(http_slime.PATH, http_slime.METHOD, http_slime.slime_reward)
+        self._route("/get_reward", get_reward.METHOD, get_reward.get_reward)
+        self._route("/classify", classify.METHOD, classify.classify)
+        self._route(slime.PATH, slime.METHOD, slime.slime_reward)
         self._app.router.add_get("/health", self.health)
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -102,7 +100,7 @@ class HttpFront:
         self.port = int(self._runner.addresses[0][1])
 
     def announce(self, host: str) -> None:
-        log.info("HTTP /get_reward, /classify, %s on %s:%d", http_slime.PATH, host, self.port)
+        log.info("HTTP /get_reward, /classify, %s on %s:%d", slime.PATH, host, self.port)
 
     async def stop(self) -> None:
         if self._runner is not None:
