@@ -66,5 +66,5 @@ WORKDIR /home/rmserve
 EXPOSE 50051 50052 9400
 # grpc.health.v1 Check on 127.0.0.1:$RMSERVE_HEALTH_PORT; exit 0 only when SERVING.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python", "-m", "rmserve.healthcheck"]
+    CMD ["python", "-m", "rmserve.server.healthcheck"]
 ENTRYPOINT ["rmserve", "serve"]

@@ -38,8 +38,8 @@ from throughput import make_pairs
 
 from rmserve.engine.session import Engine, LoadedArtifact, OrtEngine
 from rmserve.loadtest import LoadPair, run
-from rmserve.server import RewardServer
-from rmserve.settings import ServerSettings
+from rmserve.server.app import RewardServer
+from rmserve.server.settings import ServerSettings
 from rmserve.text.preprocess import PreparedPair
 
 

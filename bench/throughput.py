@@ -44,8 +44,8 @@ from throughput_replay import replay
 from rmserve import testing
 from rmserve.engine.session import OrtEngine, load_artifact
 from rmserve.loadtest import LoadPair, run
-from rmserve.server import core_config
-from rmserve.settings import ServerSettings
+from rmserve.server.app import core_config
+from rmserve.server.settings import ServerSettings
 from rmserve.testing import ServerProcess
 from rmserve.text.preprocess import PreparedPair
 

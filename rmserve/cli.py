@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 # Modules exposing ``register(subparsers)``; each adds its subcommands with a ``handler``.
 COMMAND_MODULES = (
     "rmserve.evaluate",  # eval
-    "rmserve.server_cli",  # serve
+    "rmserve.server.cli",  # serve
     "rmserve.client_cli",  # score, prefer
     "rmserve.loadtest_cli",  # loadtest
 )

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 from rmserve.cli_args import add_settings_arguments, settings_from_args
 from rmserve.engine.session import Engine, LoadedArtifact
-from rmserve.server import RewardServer, ort_engine
-from rmserve.server_cli import run_server
-from rmserve.settings import ServerSettings
+from rmserve.server.app import RewardServer, ort_engine
+from rmserve.server.cli import run_server
+from rmserve.server.settings import ServerSettings
 from rmserve.testing import ScriptedEngine
 
 RELEASE_SIGNAL = signal.SIGUSR1

@@ -49,7 +49,7 @@ def settings_classes() -> list[SettingsClass]:
     """Every program's settings, imported (not named by string) so a moved module moves here."""
     from rmserve.client.settings import ClientSettings
     from rmserve.loadtest_cli import LoadtestSettings
-    from rmserve.settings import ServerSettings
+    from rmserve.server.settings import ServerSettings
     from rmserve_training.settings import TrainSettings
 
     return [

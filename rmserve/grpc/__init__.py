@@ -2,5 +2,5 @@
 core errors to status codes.
 
 May import: ``rmserve.serving`` and below, ``rmserve.v1``; never ``rmserve.http`` or
-``rmserve.server``.
+``rmserve.server.app``.
 """

@@ -2,5 +2,5 @@
 ``/classify`` as verl calls it, slime's remote RM), one module each, behind one aiohttp front
 with its own error table.
 
-May import: ``rmserve.serving`` and below; never ``rmserve.grpc`` or ``rmserve.server``.
+May import: ``rmserve.serving`` and below; never ``rmserve.grpc`` or ``rmserve.server.app``.
 """

@@ -5,5 +5,5 @@ call it.
 
 May import: the layers below (``batching``, ``engine``, ``text``, ``rewards``,
 ``observability``, ``artifact``, ``errors``); never ``grpc``, ``aiohttp`` or
-``rmserve.server``.
+``rmserve.server.app``.
 """

@@ -1,5 +1,5 @@
 """What a serving core is configured with and the states it moves through. The server builds
-the config from its settings (``rmserve.server.core_config``); the core never sees them."""
+the config from its settings (``rmserve.server.app.core_config``); the core never sees them."""
 
 from __future__ import annotations
 

@@ -69,7 +69,7 @@ def run_entry_point(
 ) -> subprocess.CompletedProcess[str]:
     """Run the module exactly as the HEALTHCHECK does, in a fresh interpreter."""
     return subprocess.run(
-        [sys.executable, "-m", "rmserve.healthcheck", *args],
+        [sys.executable, "-m", "rmserve.server.healthcheck", *args],
         capture_output=True,
         text=True,
         timeout=60,

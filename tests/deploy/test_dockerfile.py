@@ -13,7 +13,7 @@ from pathlib import Path
 from dockerfile import DOCKERFILE, env_of, stages
 from k8s_render import ROOT
 
-from rmserve.settings import ServerSettings
+from rmserve.server.settings import ServerSettings
 
 
 def hadolint() -> str:
@@ -74,7 +74,7 @@ def test_runtime_is_non_root_with_entrypoint_healthcheck_and_ports() -> None:
     assert json.loads(health[health.index("CMD") + 3 :].strip()) == [
         "python",
         "-m",
-        "rmserve.healthcheck",
+        "rmserve.server.healthcheck",
     ]
     env = env_of(runtime)
     exposed = {int(p) for p in words["EXPOSE"].split()}

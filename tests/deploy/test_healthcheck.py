@@ -1,4 +1,4 @@
-"""``python -m rmserve.healthcheck``, the Dockerfile's HEALTHCHECK: exit 0 only when SERVING.
+"""``python -m rmserve.server.healthcheck``, the Dockerfile's HEALTHCHECK: exit 0 only when SERVING.
 
 Every status is checked against a grpc.health.v1 server whose answers the test sets; the live
 rmserve checks are in test_live_server.py."""
@@ -14,7 +14,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from live import run_entry_point
 
-from rmserve import healthcheck
+from rmserve.server import healthcheck
 
 SERVICE = "rmserve.v1.RewardService"
 Status = health_pb2.HealthCheckResponse

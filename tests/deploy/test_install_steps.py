@@ -34,7 +34,7 @@ def test_cpu_variant_installs_into_a_fresh_venv(tmp_path: Path) -> None:
     probe = run(
         str(python),
         "-c",
-        "import importlib.util as u, onnxruntime, rmserve.healthcheck; "
+        "import importlib.util as u, onnxruntime, rmserve.server.healthcheck; "
         "print(onnxruntime.__version__, u.find_spec('torch') is None, "
         "u.find_spec('transformers') is None, u.find_spec('pip') is None)",
     )
@@ -45,5 +45,5 @@ def test_cpu_variant_installs_into_a_fresh_venv(tmp_path: Path) -> None:
     cli = run(str(venv / "bin" / "rmserve"), "serve", "--help")
     assert cli.returncode == 0, cli.stderr
     assert "--artifact" in cli.stdout and "--metrics-port" in cli.stdout
-    health = run(str(python), "-m", "rmserve.healthcheck", "--target", "127.0.0.1:1")
+    health = run(str(python), "-m", "rmserve.server.healthcheck", "--target", "127.0.0.1:1")
     assert health.returncode == 1, health.stdout + health.stderr

@@ -22,7 +22,7 @@ from k8s_render import (
     pod_spec,
 )
 
-from rmserve.settings import ServerSettings
+from rmserve.server.settings import ServerSettings
 
 GPU = "nvidia.com/gpu"
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")

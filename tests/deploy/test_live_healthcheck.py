@@ -8,7 +8,7 @@ from pathlib import Path
 
 from live import run_entry_point, start_server
 
-from rmserve import healthcheck
+from rmserve.server import healthcheck
 
 SERVICE = "rmserve.v1.RewardService"
 

@@ -14,8 +14,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rmserve.engine.session import LoadedArtifact
-from rmserve.server import EngineFactory, RewardServer, ort_engine
-from rmserve.settings import ServerSettings
+from rmserve.server.app import EngineFactory, RewardServer, ort_engine
+from rmserve.server.settings import ServerSettings
 from rmserve.testing import ScriptedEngine
 from rmserve.v1 import reward_pb2_grpc
 

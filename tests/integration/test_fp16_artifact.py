@@ -111,7 +111,7 @@ async def test_unrunnable_fp16_graph_is_recorded_unchecked_and_said_at_startup(
     assert report.status == "unchecked" and report.provider is None
     assert report.max_abs_diff is None and report.rank_agreement is None
     assert "Could not find an implementation for MatMul" in report.reason
-    with caplog.at_level(logging.INFO, logger="rmserve.server"):
+    with caplog.at_level(logging.INFO, logger="rmserve.server.app"):
         async with serving(make_settings(out)) as h:
             info = await h.stub.GetModelInfo(reward_pb2.GetModelInfoRequest())
     assert info.parity.status == "unchecked" and not info.parity.HasField("max_abs_diff")

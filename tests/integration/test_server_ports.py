@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from harness import make_settings
 
-from rmserve.listeners import ListenError
-from rmserve.server import RewardServer
-from rmserve.server_cli import EXIT_PORT_IN_USE
+from rmserve.server.app import RewardServer
+from rmserve.server.cli import EXIT_PORT_IN_USE
+from rmserve.server.listeners import ListenError
 from rmserve.testing import SERVER_BOUND_S, ServerProcess, start_server
 
 session_loop = pytest.mark.asyncio(loop_scope="session")  # like the other in-process servers

@@ -66,7 +66,7 @@ def scanned_files() -> Iterator[Path]:
     skipped = {
         Path(__file__).resolve(),  # its broken citations are on purpose
         # --help text, which argparse wraps at hyphens inside an anchor; the same descriptions
-        # are checked where they are written (rmserve/settings.py, ...) and in settings.md
+        # are checked where they are written (rmserve/server/settings.py, ...) and in settings.md
         DOCS / "reference" / "cli.md",
     }
     for folder in SCANNED:

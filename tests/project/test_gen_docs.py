@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from scripts_loader import ROOT, load_script
 
-from rmserve.settings import ServerSettings
+from rmserve.server.settings import ServerSettings
 
 gen_docs = load_script("gen_docs")
 SETTINGS = "docs/reference/settings.md"

@@ -21,7 +21,7 @@ from harness import Harness, make_settings, serving
 
 from rmserve.grpc import service as grpc_service
 from rmserve.grpc.service import RETRY_PUSHBACK_KEY
-from rmserve.server import TRANSPORT_ENVELOPE_BYTES, transport_limit
+from rmserve.server.app import TRANSPORT_ENVELOPE_BYTES, transport_limit
 from rmserve.v1 import reward_pb2
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from rmserve import server_cli
 from rmserve.cli_args import settings_from_args
-from rmserve.server import core_config
-from rmserve.settings import ServerSettings
+from rmserve.server import cli as server_cli
+from rmserve.server.app import core_config
+from rmserve.server.settings import ServerSettings
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

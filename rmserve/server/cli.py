@@ -9,11 +9,11 @@ import sys
 
 from rmserve.artifact.manifest import ArtifactError
 from rmserve.cli_args import add_settings_arguments, settings_from_args
-from rmserve.listeners import ListenError, PortFileError
-from rmserve.security import TlsConfigError
-from rmserve.server import RewardServer
+from rmserve.server.app import RewardServer
+from rmserve.server.listeners import ListenError, PortFileError
+from rmserve.server.security import TlsConfigError
+from rmserve.server.settings import ServerSettings
 from rmserve.serving.memory_budget import MemoryTooSmall
-from rmserve.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Container health check: one ``grpc.health.v1.Health/Check`` call, exit 0 only when SERVING.
 
-The Dockerfile's ``HEALTHCHECK`` runs ``python -m rmserve.healthcheck``, so the image needs no
-extra probe binary. By default it asks ``127.0.0.1:$RMSERVE_HEALTH_PORT`` (the plaintext
+The Dockerfile's ``HEALTHCHECK`` runs ``python -m rmserve.server.healthcheck``, so the image
+needs no extra probe binary. By default it asks ``127.0.0.1:$RMSERVE_HEALTH_PORT`` (the plaintext
 health-only port), else ``127.0.0.1:$RMSERVE_PORT`` (50051 when unset), about the whole server
 (service name ``""``). Any other answer, an unknown service, a timeout or a refused connection
 exits 1, which Docker counts as unhealthy.
@@ -45,7 +45,7 @@ def check(target: str, service: str = "", timeout_s: float = 3.0) -> tuple[int, 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m rmserve.healthcheck",
+        prog="python -m rmserve.server.healthcheck",
         description="Exit 0 when the gRPC health service reports SERVING, 1 otherwise.",
     )
     parser.add_argument(

@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 
 from rmserve.observability.metrics import Metrics
-from rmserve.settings import ServerSettings
+from rmserve.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 

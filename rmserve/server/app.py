@@ -23,9 +23,10 @@ from rmserve.engine.session import Engine, LoadedArtifact, OrtEngine, load_artif
 from rmserve.engine.threads import engine_workers, threads_per_batch
 from rmserve.grpc.service import RewardServicer, add_reward_service
 from rmserve.http.front import HttpFront
-from rmserve.listeners import NO_REUSEPORT, bind_grpc, binding, write_port_file
 from rmserve.observability.metrics import Metrics, MetricsServer
-from rmserve.security import TokenAuthInterceptor, server_credentials
+from rmserve.server.listeners import NO_REUSEPORT, bind_grpc, binding, write_port_file
+from rmserve.server.security import TokenAuthInterceptor, server_credentials
+from rmserve.server.settings import ServerSettings
 from rmserve.serving.allocator import map_big_allocations
 from rmserve.serving.config import CoreConfig
 from rmserve.serving.core import RewardCore
@@ -36,7 +37,6 @@ from rmserve.serving.memory_budget import (
     required_memory_bytes,
     resolve_inflight_bytes,
 )
-from rmserve.settings import ServerSettings
 from rmserve.v1 import reward_pb2
 
 log = logging.getLogger(__name__)
