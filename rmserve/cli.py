@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 COMMAND_MODULES = (
     "rmserve.evaluate",  # eval
     "rmserve.server.cli",  # serve
-    "rmserve.client_cli",  # score, prefer
+    "rmserve.client.cli",  # score, prefer
     "rmserve.loadtest_cli",  # loadtest
 )
 # Other packages add subcommands through this entry-point group: each entry names a

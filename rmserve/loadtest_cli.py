@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rmserve.cli_args import add_settings_arguments, settings_from_args
 from rmserve.client import RewardClientError
-from rmserve.client_cli import add_client_arguments, client_settings
+from rmserve.client.cli import add_client_arguments, client_settings
 from rmserve.loadtest import LoadPair, LoadtestResult, run_async
 from rmserve.loadtest_progress import LogLines, Progress, TerminalBar
 
