@@ -37,10 +37,10 @@ from int8 import MIX, raw_best
 from throughput import make_pairs
 
 from rmserve.engine.session import Engine, LoadedArtifact, OrtEngine
-from rmserve.loadtest import LoadPair, run
 from rmserve.server.app import RewardServer
 from rmserve.server.settings import ServerSettings
 from rmserve.text.preprocess import PreparedPair
+from rmserve.tools.loadtest import LoadPair, run
 
 
 @dataclass(frozen=True)

@@ -43,11 +43,11 @@ from throughput_replay import replay
 
 from rmserve import testing
 from rmserve.engine.session import OrtEngine, load_artifact
-from rmserve.loadtest import LoadPair, run
 from rmserve.server.app import core_config
 from rmserve.server.settings import ServerSettings
 from rmserve.testing import ServerProcess
 from rmserve.text.preprocess import PreparedPair
+from rmserve.tools.loadtest import LoadPair, run
 
 MIXES = {"short": (16, 64), "mixed": (16, 256), "long": (256, 512)}
 PAIRS = {"short": 1024, "mixed": 512, "long": 192}  # about the same tokens in each mix

@@ -12,10 +12,10 @@ from importlib.metadata import entry_points
 
 # Modules exposing ``register(subparsers)``; each adds its subcommands with a ``handler``.
 COMMAND_MODULES = (
-    "rmserve.evaluate",  # eval
+    "rmserve.tools.evaluate",  # eval
     "rmserve.server.cli",  # serve
     "rmserve.client.cli",  # score, prefer
-    "rmserve.loadtest_cli",  # loadtest
+    "rmserve.tools.loadtest_cli",  # loadtest
 )
 # Other packages add subcommands through this entry-point group: each entry names a
 # ``register(subparsers)`` function (the training commands are declared in pyproject.toml).

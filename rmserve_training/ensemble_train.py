@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rmserve.engine.session import load_artifact
-from rmserve.evaluate import evaluate_file
+from rmserve.tools.evaluate import evaluate_file
 from rmserve_training.distributed import Cluster
 from rmserve_training.ensemble import combine
 from rmserve_training.settings import TrainSettings

@@ -22,7 +22,7 @@ import torch
 
 from rmserve.artifact.manifest import Normalization
 from rmserve.engine.session import load_artifact
-from rmserve.evaluate import evaluate_file
+from rmserve.tools.evaluate import evaluate_file
 from rmserve_training.checkpoints import TrainError, validation_texts
 from rmserve_training.distributed import Cluster
 from rmserve_training.encoded import batches_for_epoch, encode, score_all, score_stacked

@@ -48,8 +48,8 @@ class SettingsClass:
 def settings_classes() -> list[SettingsClass]:
     """Every program's settings, imported (not named by string) so a moved module moves here."""
     from rmserve.client.settings import ClientSettings
-    from rmserve.loadtest_cli import LoadtestSettings
     from rmserve.server.settings import ServerSettings
+    from rmserve.tools.loadtest_cli import LoadtestSettings
     from rmserve_training.settings import TrainSettings
 
     return [

@@ -42,7 +42,7 @@ class TinyRun:
 def run_command(argv: list[str]) -> tuple[int, list[str]]:
     """Run an ``rmserve`` training/eval subcommand in-process; returns (exit code, stdout lines).
     Builds its own parser so these tests do not depend on the serving commands."""
-    from rmserve import evaluate
+    from rmserve.tools import evaluate
     from rmserve_training import commands
 
     parser = argparse.ArgumentParser(prog="rmserve")

@@ -1,4 +1,4 @@
-"""``rmserve loadtest`` (the command, in its own process) and ``rmserve.loadtest.run_async``
+"""``rmserve loadtest`` (the command, in its own process) and ``rmserve.tools.loadtest.run_async``
 against a real local server: bounded runs whose JSON has the fields with sane values."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from harness import Harness, eventually, make_settings, scripted_factory, serving
 
-from rmserve.loadtest import LoadPair, run_async
+from rmserve.tools.loadtest import LoadPair, run_async
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -40,7 +40,7 @@ def forbidden(name: str) -> bool:
         "class C:\n    def m(self):\n        import torch\n",
         "import importlib\nimportlib.import_module('rmserve_training.commands')",
         "__import__('torch')",
-        "COMMAND_MODULES = ('rmserve.evaluate', 'rmserve_training.commands')",
+        "COMMAND_MODULES = ('rmserve.tools.evaluate', 'rmserve_training.commands')",
     ],
 )
 def test_the_scan_finds_every_kind_of_import(source: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from rmserve.loadtest_progress import TerminalBar, bar_text, status_text
+from rmserve.tools.loadtest_progress import TerminalBar, bar_text, status_text
 
 
 def test_bar_text_fills_by_fraction_and_clamps() -> None:

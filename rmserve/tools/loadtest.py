@@ -1,4 +1,4 @@
-"""Load generator for capacity planning: ``rmserve loadtest`` and ``rmserve.loadtest.run``.
+"""Load generator for capacity planning: ``rmserve loadtest`` and ``rmserve.tools.loadtest.run``.
 
 Closed loop by default (``concurrency`` callers, each sending its next request when the last
 one returns); open loop with ``rate`` (requests start on a fixed schedule whatever the server
@@ -21,7 +21,7 @@ import numpy as np
 
 from rmserve.client import AsyncRewardClient, RewardClientError
 from rmserve.client.settings import ClientSettings
-from rmserve.loadtest_progress import Progress
+from rmserve.tools.loadtest_progress import Progress
 from rmserve.v1 import reward_pb2
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping
 from typing import Protocol, TextIO
 
-log = logging.getLogger("rmserve.loadtest")
+log = logging.getLogger("rmserve.tools.loadtest")
 
 BAR_WIDTH = 24
 

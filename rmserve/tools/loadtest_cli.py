@@ -21,8 +21,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from rmserve.cli_args import add_settings_arguments, settings_from_args
 from rmserve.client import RewardClientError
 from rmserve.client.cli import add_client_arguments, client_settings
-from rmserve.loadtest import LoadPair, LoadtestResult, run_async
-from rmserve.loadtest_progress import LogLines, Progress, TerminalBar
+from rmserve.tools.loadtest import LoadPair, LoadtestResult, run_async
+from rmserve.tools.loadtest_progress import LogLines, Progress, TerminalBar
 
 DEFAULT_DURATION_S = 10.0
 MAX_DURATION_S = 3600.0  # the time bound when only --requests is given
