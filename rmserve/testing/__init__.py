@@ -214,9 +214,9 @@ def start_server(
     flags (a later flag wins), ``env`` extra ``RMSERVE_*`` variables; ``RMSERVE_*`` variables
     of this process are not inherited.
     Output goes to ``log`` (nowhere when None). ``hold_engine``: the engine holds every batch,
-    warm-up included, until ``ServerProcess.release_engine`` (``rmserve.testing_serve``)."""
+    warm-up included, until ``ServerProcess.release_engine`` (``rmserve.testing.serve``)."""
     port_file = Path(tempfile.mkdtemp(prefix="rmserve-ports-")) / "ports.json"
-    command = ["rmserve.testing_serve"] if hold_engine else ["rmserve.cli", "serve"]
+    command = ["rmserve.testing.serve"] if hold_engine else ["rmserve.cli", "serve"]
     argv = [
         sys.executable, "-m", *command,
         "--artifact", str(artifact),

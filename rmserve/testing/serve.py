@@ -1,4 +1,4 @@
-"""``python -m rmserve.testing_serve [serve flags]``: ``rmserve serve`` whose engine holds
+"""``python -m rmserve.testing.serve [serve flags]``: ``rmserve serve`` whose engine holds
 every batch, warm-up included, until the process receives SIGUSR1. Tests of a real process use
 it to see NOT_SERVING for exactly as long as they need, on a machine of any speed; the hold is
 injected here, through the Python API, never by a switch the real server reads."""
@@ -22,7 +22,7 @@ RELEASE_SIGNAL = signal.SIGUSR1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rmserve.testing_serve")
+    parser = argparse.ArgumentParser(prog="rmserve.testing.serve")
     add_settings_arguments(parser, ServerSettings)
     settings = settings_from_args(ServerSettings, parser.parse_args(argv))
     release = threading.Event()
