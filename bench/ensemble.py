@@ -4,7 +4,7 @@
                              [--members 3] [--kinds members,shared] [--work DIR] [--reuse]
                              [--train-only] [--out FILE]
 
-On the demo data (rmserve_training/demo_data.py, seed 0, 300 held-out pairs) trains, with the same
+On the demo data (rmserve_training/demo/data.py, seed 0, 300 held-out pairs) trains, with the same
 settings, data and seeds, ``rmserve train --ensemble K --bootstrap`` (K full members, seeds
 0..K-1) and ``... --ensemble-kind shared`` (one backbone, K heads, each weighting the pairs by
 its own resample), then reports for both (nothing is asserted):
@@ -99,7 +99,7 @@ def main() -> int:
     kinds = [k for k in args.kinds.split(",") if k]
     if any(k not in KINDS for k in kinds):
         parser.error(f"--kinds: each of {', '.join(KINDS)}")
-    from rmserve_training.demo_data import write_demo_data
+    from rmserve_training.demo.data import write_demo_data
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)

@@ -60,7 +60,7 @@ class PPOResult:
 def demo_task(n_prompts: int, seed: int) -> DemoTask:
     """Four candidates per prompt from the demo preference generator: the preferred reply, the
     flawed one, a flawed reply to another question and an on-topic answer to another question."""
-    from rmserve_training.demo_data import generate_demo_pairs
+    from rmserve_training.demo.data import generate_demo_pairs
 
     rows = generate_demo_pairs(n_prompts + 2, seed, "ppo-example")
     rng = random.Random(seed)

@@ -60,8 +60,8 @@ def print_result(result: dict[str, Any]) -> None:
 
 
 def run_demo_data(args: argparse.Namespace) -> int:
-    from rmserve_training.demo_data import write_demo_data
-    from rmserve_training.demo_dialogues import write_dialogue_data
+    from rmserve_training.demo.data import write_demo_data
+    from rmserve_training.demo.dialogues import write_dialogue_data
 
     write = write_dialogue_data if args.format == "dialogue" else write_demo_data
     with user_errors("demo-data"):

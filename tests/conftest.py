@@ -64,7 +64,7 @@ def rmserve_cli() -> Callable[[list[str]], tuple[int, list[str]]]:
 
 @pytest.fixture(scope="session")
 def demo_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from rmserve_training.demo_data import write_demo_data
+    from rmserve_training.demo.data import write_demo_data
 
     folder = tmp_path_factory.mktemp("demo-data")
     write_demo_data(folder, n_train=2000, n_eval=300, seed=0)

@@ -24,7 +24,7 @@ from rmserve.engine.session import OrtEngine, load_artifact
 from rmserve.text.preprocess import PreparedPair
 from rmserve.v1 import reward_pb2
 from rmserve_training.checkpoints import load_checkpoint, model_from_checkpoint
-from rmserve_training.demo_data import write_demo_data
+from rmserve_training.demo.data import write_demo_data
 from rmserve_training.export_check import torch_feed
 
 Cli = Callable[[list[str]], tuple[int, list[str]]]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rmserve.text.preference_data import load_preferences
-from rmserve_training.demo_data import (
+from rmserve_training.demo.data import (
     CAPITALS,
     FAMILIES,
     FLAW_WEIGHTS,

@@ -15,15 +15,15 @@ from rmserve.artifact.manifest import Preprocessing
 from rmserve.text.preference_data import load_preferences
 from rmserve.text.preprocess import Preprocessor
 from rmserve_training.backbones import minilm_folder
-from rmserve_training.demo_concepts import PHRASES
-from rmserve_training.demo_dialogues import (
+from rmserve_training.demo.concepts import PHRASES
+from rmserve_training.demo.dialogues import (
     ASSISTANT,
     HUMAN,
     RECALLS,
     generate_dialogue_pairs,
     write_dialogue_data,
 )
-from rmserve_training.demo_tables import CAPITALS
+from rmserve_training.demo.tables import CAPITALS
 from rmserve_training.settings import TrainSettings
 
 Row = dict[str, str | int]

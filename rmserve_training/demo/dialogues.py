@@ -20,10 +20,10 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from rmserve_training.demo_concepts import PHRASES
-from rmserve_training.demo_data import FAMILIES
-from rmserve_training.demo_tables import CAPITALS
-from rmserve_training.demo_wording import CLOSERS
+from rmserve_training.demo.concepts import PHRASES
+from rmserve_training.demo.data import FAMILIES
+from rmserve_training.demo.tables import CAPITALS
+from rmserve_training.demo.wording import CLOSERS
 
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 MIN_FILLER_TURNS, MAX_FILLER_TURNS = 5, 8

@@ -17,9 +17,9 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rmserve_training.demo_concepts import CONCEPTS, LANGUAGE_COUNTRY, PHRASES
-from rmserve_training.demo_tables import CAPITALS, FACTS, TASKS
-from rmserve_training.demo_wording import (
+from rmserve_training.demo.concepts import CONCEPTS, LANGUAGE_COUNTRY, PHRASES
+from rmserve_training.demo.tables import CAPITALS, FACTS, TASKS
+from rmserve_training.demo.wording import (
     CLOSERS,
     PREAMBLES,
     REFUSAL_REASONS,
