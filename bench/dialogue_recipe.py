@@ -34,8 +34,8 @@ from tokenizers import Tokenizer
 from rmserve.artifact.manifest import Preprocessing
 from rmserve.text.preference_data import load_preferences
 from rmserve.text.preprocess import Preprocessor
-from rmserve_training.backbones import resolve_backbone
 from rmserve_training.demo.dialogues import write_dialogue_data
+from rmserve_training.model.backbones import resolve_backbone
 from rmserve_training.settings import TrainSettings
 from rmserve_training.train import train
 

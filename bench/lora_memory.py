@@ -1,5 +1,5 @@
 """Peak training memory of one optimiser step on a random Qwen3-shaped decoder (CPU): full
-fine-tuning vs LoRA, gradient checkpointing and bf16 autocast (rmserve_training/memory.py).
+fine-tuning vs LoRA, gradient checkpointing and bf16 autocast (rmserve_training/model/memory.py).
 
 Each configuration runs in its own process; the figure is the growth of peak RSS from just
 before the first step (model built and prepared) to its end: gradients, optimiser state and
@@ -38,9 +38,9 @@ def one_step(name: str) -> dict[str, Any]:
     from transformers import AutoModel, Qwen3Config
 
     from rmserve_training.loss import bradley_terry_loss
-    from rmserve_training.memory import MemoryOptions, prepare_backbone
-    from rmserve_training.model import RewardModel
-    from rmserve_training.precision import autocast
+    from rmserve_training.model.memory import MemoryOptions, prepare_backbone
+    from rmserve_training.model.precision import autocast
+    from rmserve_training.model.reward_model import RewardModel
 
     torch.set_num_threads(2)
     config = Qwen3Config(

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from rmserve_training.model import RewardModel
+from rmserve_training.model.reward_model import RewardModel
 
 log = logging.getLogger(__name__)
 

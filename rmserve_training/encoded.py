@@ -12,7 +12,7 @@ from rmserve.text.preference_data import PreferencePair
 from rmserve.text.preprocess import PreparedPair, Preprocessor
 from rmserve_training.distributed import RewardDDP
 from rmserve_training.export_check import torch_feed
-from rmserve_training.model import Scorer
+from rmserve_training.model.reward_model import Scorer
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from rmserve_training.export_check import (
     reference_scores,
     torch_feed,
 )
-from rmserve_training.model import Scorer
+from rmserve_training.model.reward_model import Scorer
 from rmserve_training.onnx_layout import Dtype, write_model
 
 log = logging.getLogger(__name__)

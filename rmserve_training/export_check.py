@@ -29,7 +29,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from rmserve.artifact.manifest import ParityReport
 from rmserve.engine.padding import pad_batch
 from rmserve.text.preprocess import PreparedPair
-from rmserve_training.model import Scorer
+from rmserve_training.model.reward_model import Scorer
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ encoding. Decoders (Llama, Qwen, ...) are re-wired as base model -> last real to
 ``score`` head, with position ids from the mask, so the graph is right under any padding, and
 pool where HF pools (the last real token that is not ``pad_token_id``). When the tokenizer has
 a chat template it is modelled once as text around prompt and response
-(``rmserve_training/chat_template.py``), proven to render and tokenise like HF on probe
+(``rmserve_training/model/chat_template.py``), proven to render and tokenise like HF on probe
 conversations.
 """
 
@@ -24,19 +24,19 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from rmserve.artifact.manifest import ChatTemplate, Manifest, Normalization, Preprocessing
 from rmserve.text.preference_data import load_preferences
 from rmserve.text.preprocess import Preprocessor
-from rmserve_training.backbones import architecture_of
-from rmserve_training.chat_template import (
+from rmserve_training.encoded import encode
+from rmserve_training.export import ExportRequest, export_artifact
+from rmserve_training.model.backbones import architecture_of
+from rmserve_training.model.chat_template import (
     PROBES,
     ChatTemplateError,
     analyse_chat_template,
     check_renders_like_hf,
     hf_render,
 )
-from rmserve_training.encoded import encode
-from rmserve_training.export import ExportRequest, export_artifact
-from rmserve_training.model import ClassifierRewardModel, RewardModel, Scorer
+from rmserve_training.model.reward_model import ClassifierRewardModel, RewardModel, Scorer
+from rmserve_training.model.text_setup import pad_token_id_of
 from rmserve_training.onnx_layout import Dtype
-from rmserve_training.text_setup import pad_token_id_of
 from rmserve_training.train import evaluate
 
 log = logging.getLogger(__name__)

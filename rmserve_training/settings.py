@@ -126,7 +126,7 @@ class TrainSettings(BaseSettings):
         "inside it (always so above 1 GiB).",
     )
 
-    # --- big backbones on small memory (rmserve_training/memory.py) ------------------------
+    # --- big backbones on small memory (rmserve_training/model/memory.py) ------------------------
     precision: Literal["fp32", "bf16"] = Field(
         default="fp32",
         description="Training compute: bf16 autocasts the forward passes over fp32 weights where "

@@ -18,7 +18,7 @@ from torch import nn
 from rmserve.artifact.manifest import EnsembleMember, Normalization
 from rmserve_training.bootstrap import bootstrap_counts
 from rmserve_training.checkpoints import build_model
-from rmserve_training.model import Pooling, RewardModel
+from rmserve_training.model.reward_model import Pooling, RewardModel
 
 
 def member_head(hidden_size: int, seed: int) -> nn.Linear:

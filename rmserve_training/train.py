@@ -28,12 +28,12 @@ from rmserve_training.checkpoints import (
 from rmserve_training.distributed import Cluster, join_cluster, wrap
 from rmserve_training.encoded import Encoded, batches_for_epoch, encode, score_all, score_stacked
 from rmserve_training.export import export_artifact
-from rmserve_training.lora import merge_lora
 from rmserve_training.loss import bradley_terry_loss, preference_metrics
-from rmserve_training.memory import MemoryOptions, prepare_backbone, summary_of
-from rmserve_training.model import Scorer
+from rmserve_training.model.lora import merge_lora
+from rmserve_training.model.memory import MemoryOptions, prepare_backbone, summary_of
+from rmserve_training.model.precision import autocast, device_of
+from rmserve_training.model.reward_model import Scorer
 from rmserve_training.optim import build_optimizer
-from rmserve_training.precision import autocast, device_of
 from rmserve_training.progress import StepProgress
 from rmserve_training.settings import TrainSettings
 from rmserve_training.sharding import (

@@ -23,8 +23,8 @@ from rmserve.artifact.manifest import MODEL_FILE
 from rmserve.engine.session import OrtEngine, load_artifact
 from rmserve.text.preprocess import PreparedPair
 from rmserve.v1 import reward_pb2
-from rmserve_training.chat_template import analyse_chat_template
 from rmserve_training.import_hf import import_hf
+from rmserve_training.model.chat_template import analyse_chat_template
 
 Cli = Callable[[list[str]], tuple[int, list[str]]]
 MAX_LENGTH = 128
@@ -195,7 +195,7 @@ def test_qwen3_tool_response_prompt_is_warned(
     imported: Imported, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A prompt that is wholly a tool response loses the think block in Qwen3's template."""
-    with caplog.at_level(logging.WARNING, logger="rmserve_training.chat_template"):
+    with caplog.at_level(logging.WARNING, logger="rmserve_training.model.chat_template"):
         analyse_chat_template(imported.tokenizer)
     assert "<tool_response>result</tool_response>" in caplog.text
 

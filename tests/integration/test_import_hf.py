@@ -21,7 +21,7 @@ from transformers import (
 
 from rmserve.artifact.manifest import read_manifest
 from rmserve.engine.session import OrtEngine, load_artifact
-from rmserve_training.backbones import minilm_folder
+from rmserve_training.model.backbones import minilm_folder
 
 Cli = Callable[[list[str]], tuple[int, list[str]]]
 SPECIAL = ["<pad>", "<s>", "</s>", "<unk>", "<|user|>", "<|assistant|>"]

@@ -12,7 +12,7 @@ from tokenizers import Tokenizer
 from rmserve.artifact.manifest import Preprocessing
 from rmserve.text.preprocess import Preprocessor, load_tokenizer
 from rmserve.text.windows import window_chars
-from rmserve_training.backbones import minilm_folder
+from rmserve_training.model.backbones import minilm_folder
 
 MAX_LENGTH = 24
 PIECES = [

@@ -12,9 +12,9 @@ import torch
 from transformers import BertConfig, BertModel
 
 from rmserve.artifact.manifest import read_manifest
-from rmserve_training.backbones import minilm_folder, tiny_config
 from rmserve_training.checkpoints import TrainError, load_checkpoint
 from rmserve_training.demo.dialogues import write_dialogue_data
+from rmserve_training.model.backbones import minilm_folder, tiny_config
 from rmserve_training.settings import TrainSettings
 from rmserve_training.train import train
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from rmserve_training.backbones import minilm_folder, tiny_config
+from rmserve_training.model.backbones import minilm_folder, tiny_config
 from rmserve_training.settings import TrainSettings
 from rmserve_training.train import train
 

@@ -14,7 +14,6 @@ from tokenizers import Tokenizer
 from rmserve.artifact.manifest import Preprocessing
 from rmserve.text.preference_data import load_preferences
 from rmserve.text.preprocess import Preprocessor
-from rmserve_training.backbones import minilm_folder
 from rmserve_training.demo.concepts import PHRASES
 from rmserve_training.demo.dialogues import (
     ASSISTANT,
@@ -24,6 +23,7 @@ from rmserve_training.demo.dialogues import (
     write_dialogue_data,
 )
 from rmserve_training.demo.tables import CAPITALS
+from rmserve_training.model.backbones import minilm_folder
 from rmserve_training.settings import TrainSettings
 
 Row = dict[str, str | int]

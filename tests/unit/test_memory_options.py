@@ -1,4 +1,5 @@
-"""LoRA, gradient checkpointing and bf16 on small random backbones (rmserve_training/memory.py)."""
+"""LoRA, gradient checkpointing and bf16 on small random backbones
+(rmserve_training/model/memory.py)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ import torch
 from transformers import AutoModel, Qwen3Config
 
 from rmserve.artifact.manifest import Manifest, TrainingRecord
-from rmserve_training.backbones import tiny_config
-from rmserve_training.lora import LoraOptions, has_lora, merge_lora
 from rmserve_training.loss import bradley_terry_loss
-from rmserve_training.memory import MemoryOptions, prepare_backbone
-from rmserve_training.model import RewardModel
-from rmserve_training.precision import autocast, effective_precision
+from rmserve_training.model.backbones import tiny_config
+from rmserve_training.model.lora import LoraOptions, has_lora, merge_lora
+from rmserve_training.model.memory import MemoryOptions, prepare_backbone
+from rmserve_training.model.precision import autocast, effective_precision
+from rmserve_training.model.reward_model import RewardModel
 from rmserve_training.settings import TrainSettings
 
 FP32 = MemoryOptions("fp32", gradient_checkpointing=False, lora=None)
@@ -155,7 +156,7 @@ def test_bf16_falls_back_to_fp32_where_the_device_lacks_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     assert effective_precision("bf16", torch.device("cpu")) == "bf16"
-    with caplog.at_level(logging.WARNING, logger="rmserve_training.precision"):
+    with caplog.at_level(logging.WARNING, logger="rmserve_training.model.precision"):
         assert effective_precision("bf16", torch.device("meta")) == "fp32"
     assert "does not support bf16" in caplog.text
     assert effective_precision("fp32", torch.device("cpu")) == "fp32"

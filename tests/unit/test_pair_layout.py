@@ -9,7 +9,7 @@ from tokenizers import Tokenizer, processors
 
 from rmserve.text.pair_layout import PairLayout
 from rmserve.text.preprocess import load_tokenizer
-from rmserve_training.backbones import minilm_folder
+from rmserve_training.model.backbones import minilm_folder
 
 WORDS = st.lists(st.sampled_from(["the", "reward", "model", "42", "naïve", "!", ""]), max_size=12)
 

@@ -16,7 +16,7 @@ from rmserve.text.preprocess import (
     Preprocessor,
     load_tokenizer,
 )
-from rmserve_training.backbones import minilm_folder
+from rmserve_training.model.backbones import minilm_folder
 
 NAMES = ["input_ids", "attention_mask", "token_type_ids"]
 

@@ -6,7 +6,12 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, LlamaConfig, LlamaModel
 
-from rmserve_training.model import RewardModel, last_token_index, pool, position_ids_from_mask
+from rmserve_training.model.reward_model import (
+    RewardModel,
+    last_token_index,
+    pool,
+    position_ids_from_mask,
+)
 
 RIGHT = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
 LEFT = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]])

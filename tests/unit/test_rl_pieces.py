@@ -13,7 +13,7 @@ from rmserve.rewards.group_stats import ADVANTAGE_EPSILON, group_stats
 from rmserve.text.chat_render import render
 from rmserve.text.preprocess import Preprocessor, load_tokenizer
 from rmserve.text.rendered_input import split_rendered
-from rmserve_training.backbones import minilm_folder
+from rmserve_training.model.backbones import minilm_folder
 
 CHATML = ChatTemplate(
     prefix="<|im_start|>user\n",

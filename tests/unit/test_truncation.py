@@ -7,7 +7,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from rmserve.artifact.manifest import ChatTemplate, Preprocessing
 from rmserve.text.preprocess import Preprocessor, load_tokenizer
-from rmserve_training.backbones import minilm_folder
+from rmserve_training.model.backbones import minilm_folder
 
 CLS, SEP = 101, 102
 

@@ -2,8 +2,8 @@
 
 Encoders (BERT, MiniLM) use the tokenizer's pair encoding. Decoders (Llama, Qwen, ...) see
 each (prompt, response) as a one-turn conversation rendered with their chat template, as
-``import-hf`` renders it (``rmserve_training/chat_template.py``), and pool at its last token; a
-decoder without a chat template (a base model) gets ``PLAIN`` text:
+``import-hf`` renders it (``rmserve_training/model/chat_template.py``), and pool at its last
+token; a decoder without a chat template (a base model) gets ``PLAIN`` text:
 ``User: …\\n\\nAssistant: …`` closed by its EOS token, so the pooled token is the same in every
 sequence.
 """
@@ -16,8 +16,8 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from rmserve.artifact.manifest import ChatTemplate, Preprocessing
-from rmserve_training.backbones import BackboneSource, architecture_of
-from rmserve_training.chat_template import ChatTemplateError, analyse_chat_template
+from rmserve_training.model.backbones import BackboneSource, architecture_of
+from rmserve_training.model.chat_template import ChatTemplateError, analyse_chat_template
 
 
 class TextSetupError(Exception):

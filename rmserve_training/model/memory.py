@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from rmserve.artifact.manifest import LoraRecord, TrainingRecord
-from rmserve_training.lora import LoraOptions, add_lora, trainable_parameters
-from rmserve_training.model import RewardModel
-from rmserve_training.precision import Precision, device_of, effective_precision
+from rmserve_training.model.lora import LoraOptions, add_lora, trainable_parameters
+from rmserve_training.model.precision import Precision, device_of, effective_precision
+from rmserve_training.model.reward_model import RewardModel
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
 from rmserve.artifact.manifest import LoraRecord
-from rmserve_training.model import RewardModel
+from rmserve_training.model.reward_model import RewardModel
 
 DECODER_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 FAMILY_TARGETS: dict[str, list[str]] = {
