@@ -39,7 +39,7 @@ QWEN3_TINY = {
     "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
     "max_position_embeddings": 512,
 }  # fmt: skip
-# fp16's bound in the export check (rmserve_training/export_check.py): |Δ| ≤ 1e-2 + 1e-2·|r_fp32|.
+# fp16's bound in the export check (rmserve_training/export/check.py): |Δ| ≤ 1e-2 + 1e-2·|r_fp32|.
 FP16_ATOL = FP16_RTOL = 1e-2
 # Serving limits for the check: bigger batches than the CPU defaults (GPUs favour them).
 SERVE_FLAGS = {

@@ -12,7 +12,8 @@ import torch
 
 from rmserve.artifact.manifest import Normalization, Preprocessing, TrainingRecord
 from rmserve.text.preference_data import PreferencePair
-from rmserve_training.export import ExportRequest
+from rmserve_training.export.build import ExportRequest
+from rmserve_training.export.onnx_layout import Dtype
 from rmserve_training.model.backbones import (
     architecture_of,
     backbone_from_config,
@@ -22,7 +23,6 @@ from rmserve_training.model.backbones import (
 from rmserve_training.model.lora import merge_lora
 from rmserve_training.model.memory import MemoryOptions, prepare_backbone
 from rmserve_training.model.reward_model import Pooling, RewardModel
-from rmserve_training.onnx_layout import Dtype
 
 
 class TrainError(Exception):

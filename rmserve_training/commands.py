@@ -41,7 +41,7 @@ def user_errors(command: str) -> Iterator[None]:
         from rmserve.artifact.manifest import ArtifactError
         from rmserve_training.checkpoints import TrainError
         from rmserve_training.ensemble import EnsembleError
-        from rmserve_training.export_check import ExportError
+        from rmserve_training.export.check import ExportError
         from rmserve_training.import_hf import HfImportError
         from rmserve_training.quantize_gates import QuantizeError
 

@@ -11,7 +11,7 @@ import torch
 from rmserve.text.preference_data import PreferencePair
 from rmserve.text.preprocess import PreparedPair, Preprocessor
 from rmserve_training.distributed import RewardDDP
-from rmserve_training.export_check import torch_feed
+from rmserve_training.export.check import torch_feed
 from rmserve_training.model.reward_model import Scorer
 
 

@@ -39,7 +39,7 @@ from rmserve.artifact.manifest import (
     write_manifest,
 )
 from rmserve.engine.session import OrtEngine, load_artifact
-from rmserve_training.onnx_layout import AUTO_EXTERNAL_BYTES, write_model
+from rmserve_training.export.onnx_layout import AUTO_EXTERNAL_BYTES, write_model
 
 PARITY_TOLERANCE = 1e-4  # the combined graph runs each member's own nodes: only fp noise
 CHECK_TEXTS = (

@@ -45,7 +45,7 @@ from rmserve.engine.padding import pad_batch
 from rmserve.engine.session import load_artifact
 from rmserve.text.preference_data import load_preferences
 from rmserve.text.preprocess import PreparedPair
-from rmserve_training.export import _check_out_folder, _move_into_place, default_version
+from rmserve_training.export.build import _check_out_folder, _move_into_place, default_version
 from rmserve_training.quantize_gates import Figures, Gates, QuantizeError, QuantizeRefused
 from rmserve_training.quantize_graph import rewire_file, unfuse_attention
 from rmserve_training.quantize_measure import cpu_session, measure

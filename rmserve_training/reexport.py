@@ -12,8 +12,8 @@ from rmserve_training.checkpoints import (
     model_from_checkpoint,
     validation_texts,
 )
-from rmserve_training.export import export_artifact
-from rmserve_training.onnx_layout import Dtype
+from rmserve_training.export.build import export_artifact
+from rmserve_training.export.onnx_layout import Dtype
 
 
 def reexport(

@@ -26,7 +26,7 @@ from rmserve.tools.evaluate import evaluate_file
 from rmserve_training.checkpoints import TrainError, validation_texts
 from rmserve_training.distributed import Cluster
 from rmserve_training.encoded import batches_for_epoch, encode, score_all, score_stacked
-from rmserve_training.export import ExportRequest, export_artifact
+from rmserve_training.export.build import ExportRequest, export_artifact
 from rmserve_training.loss import (
     bradley_terry_loss,
     preference_metrics,

@@ -27,7 +27,7 @@ from rmserve_training.checkpoints import (
 )
 from rmserve_training.distributed import Cluster, join_cluster, wrap
 from rmserve_training.encoded import Encoded, batches_for_epoch, encode, score_all, score_stacked
-from rmserve_training.export import export_artifact
+from rmserve_training.export.build import export_artifact
 from rmserve_training.loss import bradley_terry_loss, preference_metrics
 from rmserve_training.model.lora import merge_lora
 from rmserve_training.model.memory import MemoryOptions, prepare_backbone, summary_of

@@ -96,7 +96,7 @@ async def test_unrunnable_fp16_graph_is_recorded_unchecked_and_said_at_startup(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from rmserve_training import export_check
+    from rmserve_training.export import check as export_check
 
     def cannot_run(*args: Any) -> Any:
         raise ort_errors.NotImplemented("Could not find an implementation for MatMul(13) fp16")
@@ -123,7 +123,7 @@ def test_fp32_graph_that_cannot_run_fails_the_export(
     tiny_run: Any, tmp_path: Path, rmserve_cli: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Only fp16 may be 'unchecked': an fp32 graph onnxruntime cannot run is an export error."""
-    from rmserve_training import export_check
+    from rmserve_training.export import check as export_check
 
     def cannot_run(*args: Any) -> Any:
         raise ort_errors.Fail("broken graph")

@@ -33,7 +33,7 @@ PAIRS = [
 
 def torch_rewards(tiny_run: Any, artifact: Path, pairs: list[tuple[str, str]]) -> np.ndarray:
     from rmserve_training.checkpoints import load_checkpoint, model_from_checkpoint
-    from rmserve_training.export_check import torch_scores
+    from rmserve_training.export.check import torch_scores
 
     model = model_from_checkpoint(load_checkpoint(tiny_run.work_dir / "checkpoint.pt"))
     prepared = load_artifact(artifact).preprocessor.prepare_many(
@@ -92,7 +92,7 @@ def test_export_check_runs_on_the_bytes_that_are_served(
 ) -> None:
     """The checked folder holds the final file names, and the artifact's files are byte for
     byte the ones the check scored."""
-    from rmserve_training import export
+    from rmserve_training.export import build as export
 
     seen: dict[str, str] = {}
     real_check = export.check_artifact

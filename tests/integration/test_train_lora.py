@@ -25,7 +25,7 @@ from rmserve.text.preprocess import PreparedPair
 from rmserve.v1 import reward_pb2
 from rmserve_training.checkpoints import load_checkpoint, model_from_checkpoint
 from rmserve_training.demo.data import write_demo_data
-from rmserve_training.export_check import torch_feed
+from rmserve_training.export.check import torch_feed
 
 Cli = Callable[[list[str]], tuple[int, list[str]]]
 MAX_LENGTH = 96

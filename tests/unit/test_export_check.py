@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rmserve_training.export_check import TOLERANCES, rank_agreement
+from rmserve_training.export.check import TOLERANCES, rank_agreement
 
 
 def test_same_order_agrees_fully() -> None:

@@ -40,7 +40,7 @@ from rmserve.artifact.manifest import (
     write_manifest,
 )
 from rmserve.text.preprocess import PreparedPair, Preprocessor
-from rmserve_training.export_check import (
+from rmserve_training.export.check import (
     OUTPUT_NAME,
     TOLERANCES,
     CheckResult,
@@ -49,8 +49,8 @@ from rmserve_training.export_check import (
     reference_scores,
     torch_feed,
 )
+from rmserve_training.export.onnx_layout import Dtype, write_model
 from rmserve_training.model.reward_model import Scorer
-from rmserve_training.onnx_layout import Dtype, write_model
 
 log = logging.getLogger(__name__)
 
