@@ -8,7 +8,7 @@ Two measurements:
    the shared preprocessing (prompt cut from the left). A pair whose statement is cut away shows
    the model two texts that differ only in a value drawn from one pool for both sides, so no
    model beats chance on it: held-out accuracy <= visible + (1 - visible) / 2.
-2. **Training**: ``rmserve_training.train.train`` with the old defaults and with the new ones
+2. **Training**: ``rmserve_training.train.loop.train`` with the old defaults and with the new ones
    (everything else identical), held-out accuracy and loss, last-steps train loss, per seed.
 
     .venv/bin/python bench/dialogue_recipe.py --out bench/results/dialogue-recipe-cpu.json
@@ -37,7 +37,7 @@ from rmserve.text.preprocess import Preprocessor
 from rmserve_training.demo.dialogues import write_dialogue_data
 from rmserve_training.model.backbones import resolve_backbone
 from rmserve_training.settings import TrainSettings
-from rmserve_training.train import train
+from rmserve_training.train.loop import train
 
 # The defaults before this recipe; every field not named here is the same in both.
 OLD_DEFAULTS: dict[str, Any] = {"max_length": 256, "head_lr": None}

@@ -37,10 +37,10 @@ def one_step(name: str) -> dict[str, Any]:
     import torch
     from transformers import AutoModel, Qwen3Config
 
-    from rmserve_training.loss import bradley_terry_loss
     from rmserve_training.model.memory import MemoryOptions, prepare_backbone
     from rmserve_training.model.precision import autocast
     from rmserve_training.model.reward_model import RewardModel
+    from rmserve_training.train.loss import bradley_terry_loss
 
     torch.set_num_threads(2)
     config = Qwen3Config(

@@ -39,11 +39,11 @@ def user_errors(command: str) -> Iterator[None]:
     expected: tuple[type[Exception], ...] = (DataError, FileNotFoundError)
     if command != "demo-data":
         from rmserve.artifact.manifest import ArtifactError
-        from rmserve_training.checkpoints import TrainError
         from rmserve_training.ensemble import EnsembleError
         from rmserve_training.export.check import ExportError
         from rmserve_training.import_hf import HfImportError
         from rmserve_training.quantize_gates import QuantizeError
+        from rmserve_training.train.checkpoints import TrainError
 
         expected += (ArtifactError, EnsembleError, ExportError, HfImportError, QuantizeError)
         expected += (TrainError,)
@@ -75,10 +75,10 @@ def run_demo_data(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     settings = settings_from_args(TrainSettings, args)
     require_training_extra("train")
-    from rmserve_training.distributed import cluster_session
     from rmserve_training.ensemble_train import EnsembleResult, train_ensemble
     from rmserve_training.shared_train import SharedEnsembleResult
-    from rmserve_training.train import TrainResult, train
+    from rmserve_training.train.distributed import cluster_session
+    from rmserve_training.train.loop import TrainResult, train
 
     with user_errors("train"), cluster_session(settings.strategy) as cluster:
         result: TrainResult | EnsembleResult | SharedEnsembleResult = (
@@ -116,7 +116,7 @@ def run_ensemble(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     require_training_extra("export")
-    from rmserve_training.reexport import reexport
+    from rmserve_training.train.reexport import reexport
 
     with user_errors("export"):
         manifest = reexport(

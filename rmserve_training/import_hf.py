@@ -24,7 +24,6 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from rmserve.artifact.manifest import ChatTemplate, Manifest, Normalization, Preprocessing
 from rmserve.text.preference_data import load_preferences
 from rmserve.text.preprocess import Preprocessor
-from rmserve_training.encoded import encode
 from rmserve_training.export.build import ExportRequest, export_artifact
 from rmserve_training.export.onnx_layout import Dtype
 from rmserve_training.model.backbones import architecture_of
@@ -37,7 +36,8 @@ from rmserve_training.model.chat_template import (
 )
 from rmserve_training.model.reward_model import ClassifierRewardModel, RewardModel, Scorer
 from rmserve_training.model.text_setup import pad_token_id_of
-from rmserve_training.train import evaluate
+from rmserve_training.train.encoded import encode
+from rmserve_training.train.loop import evaluate
 
 log = logging.getLogger(__name__)
 

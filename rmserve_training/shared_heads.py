@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from rmserve.artifact.manifest import EnsembleMember, Normalization
-from rmserve_training.bootstrap import bootstrap_counts
-from rmserve_training.checkpoints import build_model
 from rmserve_training.model.reward_model import Pooling, RewardModel
+from rmserve_training.train.bootstrap import bootstrap_counts
+from rmserve_training.train.checkpoints import build_model
 
 
 def member_head(hidden_size: int, seed: int) -> nn.Linear:

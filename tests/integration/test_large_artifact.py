@@ -32,8 +32,8 @@ PAIRS = [
 
 
 def torch_rewards(tiny_run: Any, artifact: Path, pairs: list[tuple[str, str]]) -> np.ndarray:
-    from rmserve_training.checkpoints import load_checkpoint, model_from_checkpoint
     from rmserve_training.export.check import torch_scores
+    from rmserve_training.train.checkpoints import load_checkpoint, model_from_checkpoint
 
     model = model_from_checkpoint(load_checkpoint(tiny_run.work_dir / "checkpoint.pt"))
     prepared = load_artifact(artifact).preprocessor.prepare_many(

@@ -12,11 +12,11 @@ import torch
 from transformers import BertConfig, BertModel
 
 from rmserve.artifact.manifest import read_manifest
-from rmserve_training.checkpoints import TrainError, load_checkpoint
 from rmserve_training.demo.dialogues import write_dialogue_data
 from rmserve_training.model.backbones import minilm_folder, tiny_config
 from rmserve_training.settings import TrainSettings
-from rmserve_training.train import train
+from rmserve_training.train.checkpoints import TrainError, load_checkpoint
+from rmserve_training.train.loop import train
 
 POSITIONS = 128
 

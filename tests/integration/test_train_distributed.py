@@ -22,7 +22,7 @@ import torch
 
 from rmserve.artifact.manifest import MODEL_FILE
 from rmserve_training.settings import TrainSettings
-from rmserve_training.train import TrainResult, train
+from rmserve_training.train.loop import TrainResult, train
 
 # Documented in docs/guides/training.md#equivalence-with-one-process: both strategies must stay
 # within this.
@@ -193,7 +193,7 @@ def test_one_process_stopped_mid_epoch_resumes_on_two_ranks(
 
 
 def test_resume_refuses_a_different_global_batch(data: dict[str, Path], tmp_path: Path) -> None:
-    from rmserve_training.checkpoints import TrainError
+    from rmserve_training.train.checkpoints import TrainError
 
     out = tmp_path / "artifact"
     in_process(data, out, grad_accum=2, stop_after_steps=1)

@@ -23,9 +23,9 @@ from rmserve.artifact.manifest import MODEL_FILE, read_manifest
 from rmserve.engine.session import OrtEngine, load_artifact
 from rmserve.text.preprocess import PreparedPair
 from rmserve.v1 import reward_pb2
-from rmserve_training.checkpoints import load_checkpoint, model_from_checkpoint
 from rmserve_training.demo.data import write_demo_data
 from rmserve_training.export.check import torch_feed
+from rmserve_training.train.checkpoints import load_checkpoint, model_from_checkpoint
 
 Cli = Callable[[list[str]], tuple[int, list[str]]]
 MAX_LENGTH = 96

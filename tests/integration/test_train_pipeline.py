@@ -67,8 +67,8 @@ def _eval_pairs(path: Path, n: int) -> tuple[list[str], list[str]]:
 def test_artifact_matches_torch_on_padded_batches(tiny_run: Any) -> None:
     import torch
 
-    from rmserve_training.checkpoints import load_checkpoint, model_from_checkpoint
     from rmserve_training.export.check import torch_feed
+    from rmserve_training.train.checkpoints import load_checkpoint, model_from_checkpoint
 
     model = model_from_checkpoint(load_checkpoint(tiny_run.work_dir / "checkpoint.pt"))
     artifact = load_artifact(tiny_run.artifact)

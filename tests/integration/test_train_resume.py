@@ -12,7 +12,7 @@ from transformers import BertConfig, BertModel
 
 from rmserve_training.model.backbones import minilm_folder, tiny_config
 from rmserve_training.settings import TrainSettings
-from rmserve_training.train import train
+from rmserve_training.train.loop import train
 
 
 def _losses(work_dir: Path) -> dict[int, float]:

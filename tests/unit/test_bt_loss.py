@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rmserve_training.loss import bradley_terry_loss, preference_metrics
+from rmserve_training.train.loss import bradley_terry_loss, preference_metrics
 
 P_WORKED_EXAMPLE = 0.8175744762  # σ(2.5 − 1.0), the DESIGN.md worked example
 

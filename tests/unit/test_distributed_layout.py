@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rmserve_training.distributed import Cluster, join_cluster
-from rmserve_training.sharding import resume_layout_error
-from rmserve_training.steps import rank_share
+from rmserve_training.train.distributed import Cluster, join_cluster
+from rmserve_training.train.sharding import resume_layout_error
+from rmserve_training.train.steps import rank_share
 
 
 def _cluster(rank: int, world_size: int) -> Cluster:

@@ -11,13 +11,13 @@ import torch
 from transformers import AutoModel, Qwen3Config
 
 from rmserve.artifact.manifest import Manifest, TrainingRecord
-from rmserve_training.loss import bradley_terry_loss
 from rmserve_training.model.backbones import tiny_config
 from rmserve_training.model.lora import LoraOptions, has_lora, merge_lora
 from rmserve_training.model.memory import MemoryOptions, prepare_backbone
 from rmserve_training.model.precision import autocast, effective_precision
 from rmserve_training.model.reward_model import RewardModel
 from rmserve_training.settings import TrainSettings
+from rmserve_training.train.loss import bradley_terry_loss
 
 FP32 = MemoryOptions("fp32", gradient_checkpointing=False, lora=None)
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from rmserve_training.checkpoints import build_model
-from rmserve_training.optim import build_optimizer, lr_factor, parameter_groups
 from rmserve_training.settings import TrainSettings
+from rmserve_training.train.checkpoints import build_model
+from rmserve_training.train.optim import build_optimizer, lr_factor, parameter_groups
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from rmserve_training.progress import LOG_EVERY_STEPS, StepProgress
+from rmserve_training.train.progress import LOG_EVERY_STEPS, StepProgress
 
 
 class Terminal(io.StringIO):
@@ -34,7 +34,7 @@ def test_a_terminal_gets_a_bar_with_step_loss_and_eta(caplog: pytest.LogCaptureF
     assert "0/25" in first
     assert "25/25" in final and "loss=0.0200" in final and "acc=0.75" in final
     assert "<" in final  # tqdm's [elapsed<remaining]
-    assert not [r for r in caplog.records if r.name == "rmserve_training.progress"]
+    assert not [r for r in caplog.records if r.name == "rmserve_training.train.progress"]
 
 
 def test_a_resumed_run_starts_the_bar_at_its_step() -> None:
@@ -49,7 +49,7 @@ def test_elsewhere_plain_log_lines_every_few_steps(caplog: pytest.LogCaptureFixt
     stream = io.StringIO()  # not a terminal: a file, a pipe, CI
     run_steps(StepProgress(total=25, stream=stream), 1, 25)
     assert stream.getvalue() == ""
-    lines = [r.getMessage() for r in caplog.records if r.name == "rmserve_training.progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "rmserve_training.train.progress"]
     logged_steps = [int(line.split()[1].split("/")[0]) for line in lines]
     assert logged_steps == [*range(LOG_EVERY_STEPS, 25, LOG_EVERY_STEPS), 25]
     assert lines[-1].startswith("step 25/25 epoch 0 loss 0.0200")

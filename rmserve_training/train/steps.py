@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rmserve_training.distributed import Cluster, clip_gradients, gradient_sync
-from rmserve_training.loss import bradley_terry_loss, preference_metrics
+from rmserve_training.train.distributed import Cluster, clip_gradients, gradient_sync
+from rmserve_training.train.loss import bradley_terry_loss, preference_metrics
 
 # Rewards of (chosen, rejected) for the pairs at these indices, one forward pass.
 Score = Callable[[Sequence[int]], tuple[torch.Tensor, torch.Tensor]]

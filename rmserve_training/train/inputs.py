@@ -9,11 +9,11 @@ from tokenizers import Tokenizer
 
 from rmserve.text.preference_data import LoadResult, load_preferences
 from rmserve.text.preprocess import Preprocessor
-from rmserve_training.checkpoints import TrainError
 from rmserve_training.model.backbones import BackboneSource, resolve_backbone
 from rmserve_training.model.chat_template import ChatTemplateError
 from rmserve_training.model.text_setup import TextSetup, TextSetupError, text_setup
 from rmserve_training.settings import TrainSettings
+from rmserve_training.train.checkpoints import TrainError
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rmserve_training.distributed import Cluster
+from rmserve_training.train.distributed import Cluster
 
 StateDict = dict[str, Any]
 

@@ -10,9 +10,9 @@ import torch
 
 from rmserve.text.preference_data import PreferencePair
 from rmserve.text.preprocess import PreparedPair, Preprocessor
-from rmserve_training.distributed import RewardDDP
 from rmserve_training.export.check import torch_feed
 from rmserve_training.model.reward_model import Scorer
+from rmserve_training.train.distributed import RewardDDP
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,14 @@ from typing import Any
 
 import torch
 
-from rmserve_training.bootstrap import bootstrap_resample
-from rmserve_training.checkpoints import (
+from rmserve_training.export.build import export_artifact
+from rmserve_training.model.lora import merge_lora
+from rmserve_training.model.memory import MemoryOptions, prepare_backbone, summary_of
+from rmserve_training.model.precision import autocast, device_of
+from rmserve_training.model.reward_model import Scorer
+from rmserve_training.settings import TrainSettings
+from rmserve_training.train.bootstrap import bootstrap_resample
+from rmserve_training.train.checkpoints import (
     TrainError,
     build_model,
     export_request,
@@ -25,25 +31,25 @@ from rmserve_training.checkpoints import (
     set_rng_state,
     validation_texts,
 )
-from rmserve_training.distributed import Cluster, join_cluster, wrap
-from rmserve_training.encoded import Encoded, batches_for_epoch, encode, score_all, score_stacked
-from rmserve_training.export.build import export_artifact
-from rmserve_training.loss import bradley_terry_loss, preference_metrics
-from rmserve_training.model.lora import merge_lora
-from rmserve_training.model.memory import MemoryOptions, prepare_backbone, summary_of
-from rmserve_training.model.precision import autocast, device_of
-from rmserve_training.model.reward_model import Scorer
-from rmserve_training.optim import build_optimizer
-from rmserve_training.progress import StepProgress
-from rmserve_training.settings import TrainSettings
-from rmserve_training.sharding import (
+from rmserve_training.train.distributed import Cluster, join_cluster, wrap
+from rmserve_training.train.encoded import (
+    Encoded,
+    batches_for_epoch,
+    encode,
+    score_all,
+    score_stacked,
+)
+from rmserve_training.train.inputs import load_train_inputs
+from rmserve_training.train.loss import bradley_terry_loss, preference_metrics
+from rmserve_training.train.optim import build_optimizer
+from rmserve_training.train.progress import StepProgress
+from rmserve_training.train.sharding import (
     full_model_state,
     full_optimizer_state,
     load_optimizer_state,
     resume_layout_error,
 )
-from rmserve_training.steps import evaluate_sharded, train_step
-from rmserve_training.train_inputs import load_train_inputs
+from rmserve_training.train.steps import evaluate_sharded, train_step
 
 log = logging.getLogger(__name__)
 

@@ -6,14 +6,14 @@ from pathlib import Path
 
 from rmserve.artifact.manifest import Manifest
 from rmserve.text.preference_data import load_preferences
-from rmserve_training.checkpoints import (
+from rmserve_training.export.build import export_artifact
+from rmserve_training.export.onnx_layout import Dtype
+from rmserve_training.train.checkpoints import (
     export_request,
     load_checkpoint,
     model_from_checkpoint,
     validation_texts,
 )
-from rmserve_training.export.build import export_artifact
-from rmserve_training.export.onnx_layout import Dtype
 
 
 def reexport(
