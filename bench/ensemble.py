@@ -43,7 +43,7 @@ KINDS = ("members", "shared")
 
 
 def train_kind(kind: str, data: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from rmserve_training.ensemble_train import train_ensemble
+    from rmserve_training.ensemble.train import train_ensemble
     from rmserve_training.settings import TrainSettings
 
     settings = TrainSettings(

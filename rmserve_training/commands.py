@@ -39,7 +39,7 @@ def user_errors(command: str) -> Iterator[None]:
     expected: tuple[type[Exception], ...] = (DataError, FileNotFoundError)
     if command != "demo-data":
         from rmserve.artifact.manifest import ArtifactError
-        from rmserve_training.ensemble import EnsembleError
+        from rmserve_training.ensemble.combine import EnsembleError
         from rmserve_training.export.check import ExportError
         from rmserve_training.import_hf import HfImportError
         from rmserve_training.quantize_gates import QuantizeError
@@ -75,8 +75,8 @@ def run_demo_data(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     settings = settings_from_args(TrainSettings, args)
     require_training_extra("train")
-    from rmserve_training.ensemble_train import EnsembleResult, train_ensemble
-    from rmserve_training.shared_train import SharedEnsembleResult
+    from rmserve_training.ensemble.shared_train import SharedEnsembleResult
+    from rmserve_training.ensemble.train import EnsembleResult, train_ensemble
     from rmserve_training.train.distributed import cluster_session
     from rmserve_training.train.loop import TrainResult, train
 
@@ -93,7 +93,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_ensemble(args: argparse.Namespace) -> int:
     require_training_extra("ensemble")
-    from rmserve_training.ensemble import combine
+    from rmserve_training.ensemble.combine import combine
 
     with user_errors("ensemble"):
         manifest = combine(

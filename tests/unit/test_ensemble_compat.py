@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from rmserve.artifact.manifest import Manifest
-from rmserve_training.ensemble import EnsembleError, check_compatible
+from rmserve_training.ensemble.combine import EnsembleError, check_compatible
 
 BASE: dict[str, Any] = {
     "format_version": 1,

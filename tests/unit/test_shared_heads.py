@@ -10,9 +10,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from rmserve_training.ensemble.shared_heads import build_shared_model, head_weights
 from rmserve_training.model.backbones import tiny_config
 from rmserve_training.settings import TrainSettings
-from rmserve_training.shared_heads import build_shared_model, head_weights
 from rmserve_training.train.bootstrap import bootstrap_counts, bootstrap_resample
 from rmserve_training.train.checkpoints import build_model
 from rmserve_training.train.loss import bradley_terry_loss, weighted_bradley_terry_loss

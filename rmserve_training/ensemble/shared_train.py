@@ -23,12 +23,12 @@ import torch
 from rmserve.artifact.manifest import Normalization
 from rmserve.engine.session import load_artifact
 from rmserve.tools.evaluate import evaluate_file
+from rmserve_training.ensemble.shared_heads import build_shared_model, head_members, head_weights
 from rmserve_training.export.build import ExportRequest, export_artifact
 from rmserve_training.model.lora import merge_lora
 from rmserve_training.model.memory import MemoryOptions, prepare_backbone, summary_of
 from rmserve_training.model.precision import autocast, device_of
 from rmserve_training.settings import TrainSettings
-from rmserve_training.shared_heads import build_shared_model, head_members, head_weights
 from rmserve_training.train.checkpoints import TrainError, validation_texts
 from rmserve_training.train.distributed import Cluster
 from rmserve_training.train.encoded import batches_for_epoch, encode, score_all, score_stacked

@@ -15,9 +15,9 @@ from typing import Any
 
 from rmserve.engine.session import load_artifact
 from rmserve.tools.evaluate import evaluate_file
-from rmserve_training.ensemble import combine
+from rmserve_training.ensemble.combine import combine
+from rmserve_training.ensemble.shared_train import SharedEnsembleResult, train_shared
 from rmserve_training.settings import TrainSettings
-from rmserve_training.shared_train import SharedEnsembleResult, train_shared
 from rmserve_training.train.distributed import Cluster
 from rmserve_training.train.loop import TrainResult, train
 
