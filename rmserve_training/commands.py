@@ -42,7 +42,7 @@ def user_errors(command: str) -> Iterator[None]:
         from rmserve_training.ensemble.combine import EnsembleError
         from rmserve_training.export.check import ExportError
         from rmserve_training.import_hf import HfImportError
-        from rmserve_training.quantize_gates import QuantizeError
+        from rmserve_training.quantize.gates import QuantizeError
         from rmserve_training.train.checkpoints import TrainError
 
         expected += (ArtifactError, EnsembleError, ExportError, HfImportError, QuantizeError)
@@ -169,8 +169,8 @@ def run_import_hf(args: argparse.Namespace) -> int:
 
 def run_quantize(args: argparse.Namespace) -> int:
     require_training_extra("quantize")
-    from rmserve_training.quantize import QuantizeOptions, quantize_artifact
-    from rmserve_training.quantize_gates import Gates, QuantizeRefused
+    from rmserve_training.quantize.build import QuantizeOptions, quantize_artifact
+    from rmserve_training.quantize.gates import Gates, QuantizeRefused
 
     gates = Gates(
         accuracy_drop=args.max_accuracy_drop,
@@ -213,7 +213,7 @@ def run_quantize(args: argparse.Namespace) -> int:
 
 
 def add_quantize_parser(subparsers: Any) -> None:
-    from rmserve_training.quantize_gates import Gates
+    from rmserve_training.quantize.gates import Gates
 
     defaults = Gates()
     q = subparsers.add_parser(

@@ -160,8 +160,8 @@ def activation_inputs(artifact: Path) -> list[str]:
 
 
 def test_absurd_calibration_ranges_are_refused_with_figures(tiny_run: Any, tmp_path: Path) -> None:
-    from rmserve_training.quantize import QuantizeOptions, quantize_artifact
-    from rmserve_training.quantize_gates import QuantizeRefused
+    from rmserve_training.quantize.build import QuantizeOptions, quantize_artifact
+    from rmserve_training.quantize.gates import QuantizeRefused
 
     # A broken calibration: every activation range forced to ±1e-3, so real values clip.
     absurd = {
@@ -209,7 +209,7 @@ def test_histogram_calibration_on_pairs_of_different_lengths(
 ) -> None:
     """onnxruntime's histogram calibrators stack what one collect call sees into one array;
     fed one pair per call, pairs of many lengths calibrate and the candidate passes the gates."""
-    from rmserve_training.quantize import QuantizeOptions, quantize_artifact
+    from rmserve_training.quantize.build import QuantizeOptions, quantize_artifact
 
     pre = load_artifact(tiny_run.artifact).preprocessor
     prefs = load_preferences(tiny_run.train_data).pairs[:32]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from rmserve_training.quantize_graph import fp32_for_unquantized_consumers
-from rmserve_training.quantize_measure import average_ranks, spearman
+from rmserve_training.quantize.graph import fp32_for_unquantized_consumers
+from rmserve_training.quantize.measure import average_ranks, spearman
 
 
 def test_average_ranks_share_ties() -> None:

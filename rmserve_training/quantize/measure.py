@@ -21,7 +21,7 @@ import onnxruntime as ort
 from rmserve.engine.padding import pad_batch
 from rmserve.text.preprocess import PreparedPair
 from rmserve_training.export.check import rank_agreement
-from rmserve_training.quantize_gates import Figures, Gates
+from rmserve_training.quantize.gates import Figures, Gates
 
 INVARIANCE_BATCH = 16
 CPU = "CPUExecutionProvider"

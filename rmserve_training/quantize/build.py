@@ -46,9 +46,9 @@ from rmserve.engine.session import load_artifact
 from rmserve.text.preference_data import load_preferences
 from rmserve.text.preprocess import PreparedPair
 from rmserve_training.export.build import _check_out_folder, _move_into_place, default_version
-from rmserve_training.quantize_gates import Figures, Gates, QuantizeError, QuantizeRefused
-from rmserve_training.quantize_graph import rewire_file, unfuse_attention
-from rmserve_training.quantize_measure import cpu_session, measure
+from rmserve_training.quantize.gates import Figures, Gates, QuantizeError, QuantizeRefused
+from rmserve_training.quantize.graph import rewire_file, unfuse_attention
+from rmserve_training.quantize.measure import cpu_session, measure
 
 log = logging.getLogger(__name__)
 
