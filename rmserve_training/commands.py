@@ -41,7 +41,7 @@ def user_errors(command: str) -> Iterator[None]:
         from rmserve.artifact.manifest import ArtifactError
         from rmserve_training.ensemble.combine import EnsembleError
         from rmserve_training.export.check import ExportError
-        from rmserve_training.import_hf import HfImportError
+        from rmserve_training.hf_import.command import HfImportError
         from rmserve_training.quantize.gates import QuantizeError
         from rmserve_training.train.checkpoints import TrainError
 
@@ -140,7 +140,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_import_hf(args: argparse.Namespace) -> int:
     require_training_extra("import-hf")
-    from rmserve_training.import_hf import import_hf
+    from rmserve_training.hf_import.command import import_hf
 
     with user_errors("import-hf"):
         manifest = import_hf(

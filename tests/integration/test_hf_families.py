@@ -23,7 +23,7 @@ from rmserve.artifact.manifest import MODEL_FILE
 from rmserve.engine.session import OrtEngine, load_artifact
 from rmserve.text.preprocess import PreparedPair
 from rmserve.v1 import reward_pb2
-from rmserve_training.import_hf import import_hf
+from rmserve_training.hf_import.command import import_hf
 from rmserve_training.model.chat_template import analyse_chat_template
 
 Cli = Callable[[list[str]], tuple[int, list[str]]]
@@ -240,7 +240,7 @@ def test_mistral_pad_equal_to_eos_pools_where_hf_pools(
     ],
 )
 def test_template_rmserve_cannot_replay_is_refused(template: str, tmp_path: Path) -> None:
-    from rmserve_training.import_hf import HfImportError
+    from rmserve_training.hf_import.command import HfImportError
 
     family = dataclasses.replace(FAMILIES["qwen2"], chat_template=template)
     hf_dir = build(family, tmp_path / "hf")

@@ -161,7 +161,7 @@ def test_import_decoder_with_chat_template(
 
 
 def test_rejects_multi_label_model(tmp_path: Path) -> None:
-    from rmserve_training.import_hf import HfImportError, import_hf
+    from rmserve_training.hf_import.command import HfImportError, import_hf
 
     config = BertConfig(
         vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
