@@ -16,4 +16,5 @@ rm -rf "$site_dir"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy rmserve rmserve_training
+.venv/bin/lint-imports --no-cache
 .venv/bin/python -m pytest "$@"
