@@ -7,7 +7,7 @@ RM (fp32 and fp16), measure the bare engine and ``rmserve serve`` on each, write
 
 Offline: every model is built here with random weights (the MiniLM-shaped backbone from a
 folder holding MiniLM's config.json and tokenizer.json, trained for one short epoch on demo
-data; the Qwen3 builder of ``tests/scale/qwen3_rm.py``). The JSON (``DIR/gpu_check.json``) is
+data; the Qwen3 builder of ``tests/support/qwen3_rm.py``). The JSON (``DIR/gpu_check.json``) is
 rewritten after every stage, so a run cut short by its time limit still leaves what it measured;
 a stage that would not fit in what is left of ``--budget-s`` is recorded as skipped.
 """
@@ -31,8 +31,8 @@ import onnxruntime as ort
 from gpu_measure import load_pairs, raw_engine, served
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests" / "scale"))
-from qwen3_rm import QWEN3_0_6B, WORDS, write_qwen3_rm  # noqa: E402
+sys.path.insert(0, str(REPO))
+from tests.support.qwen3_rm import QWEN3_0_6B, WORDS, write_qwen3_rm  # noqa: E402
 
 QWEN3_TINY = {
     "vocab_size": 1000, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,

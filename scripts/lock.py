@@ -7,7 +7,7 @@ Each locked set is one environment the project creates (see ``SETS``): exact ver
 sha256 hashes of every package, for linux x86_64 and the set's Python. Installers run
 ``pip install --require-hashes --no-deps -r locks/<set>.txt``; ``pyproject.toml`` keeps the
 compatible ranges for people who install rmserve into their own environment.
-tests/unit/test_lock.py fails when a requirement in ``pyproject.toml`` has no fitting pin here.
+tests/project/test_lock.py fails when a requirement in ``pyproject.toml`` has no fitting pin here.
 """
 
 from __future__ import annotations

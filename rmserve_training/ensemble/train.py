@@ -4,7 +4,7 @@
 Member k is an ordinary training run with seed ``seed + k`` (its own initialisation, shuffling
 and, with ``--bootstrap``, its own resample of the training pairs), written to
 ``WORK_DIR/member-k`` with its checkpoints in ``WORK_DIR/member-k.work``; ``--resume`` resumes
-each. The members are then combined (``training.ensemble.combine``) into ``--out``.
+each. The members are then combined (``rmserve_training.ensemble.combine``) into ``--out``.
 """
 
 from __future__ import annotations

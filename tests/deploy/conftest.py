@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from k8s_render import VARIANTS, Manifest, render
-from live import LiveServer, start_server
+from tests.support.k8s_render import VARIANTS, Manifest, render
+from tests.support.live import LiveServer, start_server
 
 
 @pytest.fixture(scope="session", params=sorted(VARIANTS))

@@ -10,10 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dockerfile import DOCKERFILE, env_of, stages
-from k8s_render import ROOT
-
 from rmserve.server.settings import ServerSettings
+from tests.support.dockerfile import DOCKERFILE, env_of, stages
+from tests.support.k8s_render import ROOT
 
 
 def hadolint() -> str:

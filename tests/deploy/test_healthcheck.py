@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from live import run_entry_point
 
 from rmserve.server import healthcheck
+from tests.support.live import run_entry_point
 
 SERVICE = "rmserve.v1.RewardService"
 Status = health_pb2.HealthCheckResponse

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from k8s_render import ROOT
+
+from tests.support.k8s_render import ROOT
 
 
 @pytest.mark.slow

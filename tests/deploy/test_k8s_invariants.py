@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 import yaml
-from dockerfile import stages
-from k8s_render import (
+
+from rmserve.server.settings import ServerSettings
+from tests.support.dockerfile import stages
+from tests.support.k8s_render import (
     K8S,
     PLAIN_MANIFESTS,
     ROOT,
@@ -21,8 +23,6 @@ from k8s_render import (
     load_yaml_documents,
     pod_spec,
 )
-
-from rmserve.server.settings import ServerSettings
 
 GPU = "nvidia.com/gpu"
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
@@ -225,7 +225,7 @@ def _install_venv(variant: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("name", ["gpu", "cpu"])
 def test_overlay_images_match_the_dockerfile_variants(name: str) -> None:
-    from k8s_render import render
+    from tests.support.k8s_render import render
 
     manifests = render(K8S / "overlays" / name)
     assert _server(manifests)["image"].endswith(f"-{name}")

@@ -8,8 +8,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from k8s_render import Manifest, find
-from test_k8s_invariants import _server, _settings
 
 from rmserve.serving.memory_budget import (
     MemoryTooSmall,
@@ -17,6 +15,8 @@ from rmserve.serving.memory_budget import (
     resolve_inflight_bytes,
     smallest_inflight_bytes,
 )
+from tests.deploy.test_k8s_invariants import _server, _settings
+from tests.support.k8s_render import Manifest, find
 
 UNITS = {"": 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "K": 10**3, "M": 10**6, "G": 10**9}
 SIZED_FOR = "rmserve.dev/sized-for-artifact-bytes"

@@ -15,7 +15,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 from cloudcoil.models.prometheus_operator import v1 as monitoring_v1
-from k8s_render import K8S, PLAIN_MANIFESTS, Manifest, load_yaml_documents
+
+from tests.support.k8s_render import K8S, PLAIN_MANIFESTS, Manifest, load_yaml_documents
 
 KUBERNETES_VERSION = "1.33.0"  # oldest version still supported upstream when this was written
 CRD_MODELS = {

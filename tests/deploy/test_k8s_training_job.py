@@ -10,9 +10,9 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import pytest
-from k8s_render import TRAINING_JOB, Manifest, find, load_yaml_documents
 
 from rmserve.cli_args import settings_from_args
+from tests.support.k8s_render import TRAINING_JOB, Manifest, find, load_yaml_documents
 
 GPU = "nvidia.com/gpu"
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from live import run_entry_point, start_server
-
 from rmserve.server import healthcheck
+from tests.support.live import run_entry_point, start_server
 
 SERVICE = "rmserve.v1.RewardService"
 

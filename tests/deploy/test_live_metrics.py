@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 import subprocess
 
-from k8s_render import VARIANTS, adapter_series_for, hpa_metric_name, render
-from live import LiveServer, drive_load
-from prom_tools import dashboard_queries, require_binary, rule_groups
+from tests.support.k8s_render import VARIANTS, adapter_series_for, hpa_metric_name, render
+from tests.support.live import LiveServer, drive_load
+from tests.support.prom_tools import dashboard_queries, require_binary, rule_groups
 
 SAMPLE = re.compile(r"^(rmserve_[a-z_]+)(?:\{(.*)\})? (\S+)$", re.M)
 LABEL = re.compile(r'(\w+)="([^"]*)"')

@@ -17,10 +17,17 @@ from typing import Any
 
 import pytest
 import yaml
-from k8s_render import VARIANTS, adapter_rule, adapter_series_for, hpa_metric_name, render
-from live import LiveServer, drive_load
-from prom_tools import dashboard_queries, require_binary, write_rules
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.k8s_render import (
+    VARIANTS,
+    adapter_rule,
+    adapter_series_for,
+    hpa_metric_name,
+    render,
+)
+from tests.support.live import LiveServer, drive_load
+from tests.support.prom_tools import dashboard_queries, require_binary, write_rules
 
 NAMESPACE, POD = "rl-test", "rmserve-0"  # what a ServiceMonitor target carries in a cluster
 # Wide enough that every test after the load still sees it, however slowly the suite runs.

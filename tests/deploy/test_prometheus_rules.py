@@ -9,7 +9,14 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from prom_tools import DASHBOARD, dashboard_queries, require_binary, rule_groups, write_rules
+
+from tests.support.prom_tools import (
+    DASHBOARD,
+    dashboard_queries,
+    require_binary,
+    rule_groups,
+    write_rules,
+)
 
 PANELS = {
     "Throughput",

@@ -7,8 +7,8 @@ import json
 import subprocess
 import sys
 
-from k8s_render import PLAIN_MANIFESTS, find, load_yaml_documents
-from live import LiveServer
+from tests.support.k8s_render import PLAIN_MANIFESTS, find, load_yaml_documents
+from tests.support.live import LiveServer
 
 
 def test_trainer_job_command_scores_through_a_dns_target(live_server: LiveServer) -> None:

@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from certs import CertAuthority
-from harness import Harness, make_settings, serving
 
 from rmserve.engine.session import OrtEngine, load_artifact
+from tests.support.certs import CertAuthority
+from tests.support.harness import Harness, make_settings, serving
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from client_tools import FACES, Counting, open_client
-from harness import Harness, eventually, make_settings, scripted_factory, serving
 
 from rmserve.client import (
     AsyncRewardClient,
@@ -21,6 +19,8 @@ from rmserve.client import (
 )
 from rmserve.engine.session import OrtEngine
 from rmserve.text.conversation import render_prompt, render_response
+from tests.support.client_tools import FACES, Counting, open_client
+from tests.support.harness import Harness, eventually, make_settings, scripted_factory, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from certs import CertAuthority
-from harness import Harness, make_settings, scripted_factory, serving
 
 from rmserve import cli
 from rmserve.engine.session import OrtEngine
+from tests.support.certs import CertAuthority
+from tests.support.harness import Harness, make_settings, scripted_factory, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from client_tools import FACES, Counting, open_client
-from harness import Harness
 
 from rmserve.client import AsyncRewardClient, InvalidRequestError
+from tests.support.client_tools import FACES, Counting, open_client
+from tests.support.harness import Harness
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import grpc
 import pytest
-from client_tools import FACES, Counting, open_client
-from flaky_front import Failure, FlakyFront
-from harness import Harness, eventually, make_settings, scripted_factory, serving
 
 from rmserve.client import RewardClientError
 from rmserve.engine.session import OrtEngine
 from rmserve.testing import ScriptedEngine
 from rmserve.v1 import reward_pb2
+from tests.support.client_tools import FACES, Counting, open_client
+from tests.support.flaky_front import Failure, FlakyFront
+from tests.support.harness import Harness, eventually, make_settings, scripted_factory, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

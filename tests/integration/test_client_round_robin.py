@@ -6,8 +6,9 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-from client_tools import FACES, open_client
-from harness import Harness, make_settings, serving
+
+from tests.support.client_tools import FACES, open_client
+from tests.support.harness import Harness, make_settings, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -11,10 +11,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ensemble_texts import OFFLINE_TOL, TEXTS, TRAINING_BOUND_S, offline_member_rewards
 
 from rmserve.artifact.manifest import read_manifest, write_manifest
 from rmserve.engine.session import OrtEngine, load_artifact
+from tests.support.ensemble_texts import (
+    OFFLINE_TOL,
+    TEXTS,
+    TRAINING_BOUND_S,
+    offline_member_rewards,
+)
 
 pytestmark = pytest.mark.timeout(TRAINING_BOUND_S)
 

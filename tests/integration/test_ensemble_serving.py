@@ -12,7 +12,10 @@ import aiohttp
 import grpc
 import numpy as np
 import pytest
-from ensemble_texts import (
+
+from rmserve.artifact.manifest import read_manifest
+from rmserve.v1 import reward_pb2
+from tests.support.ensemble_texts import (
     MATH_TOL,
     OFFLINE_TOL,
     TEXTS,
@@ -22,10 +25,7 @@ from ensemble_texts import (
     member_stats_of,
     offline_member_rewards,
 )
-from harness import Harness, make_settings, serving
-
-from rmserve.artifact.manifest import read_manifest
-from rmserve.v1 import reward_pb2
+from tests.support.harness import Harness, make_settings, serving
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(TRAINING_BOUND_S)]
 

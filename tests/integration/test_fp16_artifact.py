@@ -11,11 +11,11 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from harness import make_settings, serving
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from rmserve.artifact.manifest import MODEL_FILE, WEIGHTS_FILE, read_manifest
 from rmserve.v1 import reward_pb2
+from tests.support.harness import make_settings, serving
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")
 

@@ -15,8 +15,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from harness import make_settings, serving
-from hf_families import FAMILIES, Family, build
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rmserve.artifact.manifest import MODEL_FILE
@@ -25,6 +23,8 @@ from rmserve.text.preprocess import PreparedPair
 from rmserve.v1 import reward_pb2
 from rmserve_training.hf_import.command import import_hf
 from rmserve_training.model.chat_template import analyse_chat_template
+from tests.support.harness import make_settings, serving
+from tests.support.hf_families import FAMILIES, Family, build
 
 Cli = Callable[[list[str]], tuple[int, list[str]]]
 MAX_LENGTH = 128

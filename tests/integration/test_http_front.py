@@ -10,9 +10,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from harness import Harness, eventually, make_settings, scripted_factory, serving
 
 from rmserve.v1 import reward_pb2
+from tests.support.harness import Harness, eventually, make_settings, scripted_factory, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

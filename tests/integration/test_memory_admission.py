@@ -11,12 +11,12 @@ from pathlib import Path
 import aiohttp
 import grpc
 import pytest
-from harness import Harness, eventually, make_settings, scripted_factory, serving
 
 from rmserve.grpc.service import RETRY_PUSHBACK_KEY
 from rmserve.serving.memory_budget import MIB, SMALL_REQUEST_RESERVE_BYTES
 from rmserve.testing import ScriptedEngine
 from rmserve.v1 import reward_pb2
+from tests.support.harness import Harness, eventually, make_settings, scripted_factory, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

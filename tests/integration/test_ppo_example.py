@@ -9,9 +9,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from harness import Harness
 
 from rmserve.client import RewardClient
+from tests.support.harness import Harness
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import grpc
 import pytest
-from harness import Harness, eventually, make_settings, scripted_factory, serving
 
 from rmserve.v1 import reward_pb2
+from tests.support.harness import Harness, eventually, make_settings, scripted_factory, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from harness import make_settings, serving
 from onnx import numpy_helper
 
 from rmserve.artifact.manifest import MODEL_FILE, read_manifest
 from rmserve.engine.session import OrtEngine, load_artifact
 from rmserve.text.preference_data import load_preferences
 from rmserve.v1 import reward_pb2
+from tests.support.harness import make_settings, serving
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")
 WORDS = [

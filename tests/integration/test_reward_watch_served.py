@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from harness import Harness, make_settings, serving
 
 from rmserve.engine.session import OrtEngine
 from rmserve.v1 import reward_pb2
+from tests.support.harness import Harness, make_settings, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

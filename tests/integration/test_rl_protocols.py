@@ -23,12 +23,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from harness import Harness, eventually, make_settings, scripted_factory, serving
-from hf_families import FAMILIES, build
 
 from rmserve.rewards.ensemble import sigmoid
 from rmserve.text.conversation import render_prompt
 from rmserve.v1 import reward_pb2
+from tests.support.harness import Harness, eventually, make_settings, scripted_factory, serving
+from tests.support.hf_families import FAMILIES, build
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

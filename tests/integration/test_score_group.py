@@ -8,11 +8,11 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from harness import Harness
 from tokenizers import Encoding, Tokenizer
 
 from rmserve.rewards.group_stats import ADVANTAGE_EPSILON
 from rmserve.v1 import reward_pb2
+from tests.support.harness import Harness
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

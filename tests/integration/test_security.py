@@ -9,14 +9,21 @@ from pathlib import Path
 
 import grpc
 import pytest
-from certs import CertAuthority
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from harness import SERVICE, Harness, eventually, make_settings, scripted_factory, serving
 
 from rmserve.client import AsyncRewardClient, RewardClientError
 from rmserve.engine.session import OrtEngine
 from rmserve.v1 import reward_pb2, reward_pb2_grpc
+from tests.support.certs import CertAuthority
+from tests.support.harness import (
+    SERVICE,
+    Harness,
+    eventually,
+    make_settings,
+    scripted_factory,
+    serving,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

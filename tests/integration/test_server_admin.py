@@ -12,11 +12,11 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
-from harness import SERVICE, Harness
 
 from rmserve import cli
 from rmserve.engine.session import OrtEngine
 from rmserve.v1 import reward_pb2
+from tests.support.harness import SERVICE, Harness
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from harness import eventually, make_settings, scripted_factory, serving
 
 from rmserve.v1 import reward_pb2, reward_pb2_grpc
+from tests.support.harness import eventually, make_settings, scripted_factory, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

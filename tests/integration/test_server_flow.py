@@ -13,7 +13,12 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
-from harness import (
+
+from rmserve.engine.session import OrtEngine
+from rmserve.grpc.service import RETRY_PUSHBACK_KEY
+from rmserve.testing import ScriptedEngine
+from rmserve.v1 import reward_pb2
+from tests.support.harness import (
     SERVICE,
     Harness,
     eventually,
@@ -22,11 +27,6 @@ from harness import (
     scripted_factory,
     serving,
 )
-
-from rmserve.engine.session import OrtEngine
-from rmserve.grpc.service import RETRY_PUSHBACK_KEY
-from rmserve.testing import ScriptedEngine
-from rmserve.v1 import reward_pb2
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -12,12 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import make_settings
 
 from rmserve.server.app import RewardServer
 from rmserve.server.cli import EXIT_PORT_IN_USE
 from rmserve.server.listeners import ListenError
 from rmserve.testing import SERVER_BOUND_S, ServerProcess, start_server
+from tests.support.harness import make_settings
 
 session_loop = pytest.mark.asyncio(loop_scope="session")  # like the other in-process servers
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from harness import Harness
 
 from rmserve.v1 import reward_pb2
+from tests.support.harness import Harness
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

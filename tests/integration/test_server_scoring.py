@@ -8,10 +8,10 @@ import random
 
 import numpy as np
 import pytest
-from harness import Harness
 
 from rmserve.engine.session import OrtEngine
 from rmserve.v1 import reward_pb2
+from tests.support.harness import Harness
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

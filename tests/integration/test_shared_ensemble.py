@@ -11,7 +11,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ensemble_texts import (
+
+from rmserve.artifact.manifest import MANIFEST_FILE, read_manifest
+from rmserve.engine.session import OrtEngine, load_artifact
+from rmserve.text.preference_data import load_preferences
+from rmserve.v1 import reward_pb2
+from tests.support.ensemble_texts import (
     MATH_TOL,
     OFFLINE_TOL,
     TEXTS,
@@ -20,12 +25,7 @@ from ensemble_texts import (
     expected_aggregate,
     member_stats_of,
 )
-from harness import Harness, make_settings, serving
-
-from rmserve.artifact.manifest import MANIFEST_FILE, read_manifest
-from rmserve.engine.session import OrtEngine, load_artifact
-from rmserve.text.preference_data import load_preferences
-from rmserve.v1 import reward_pb2
+from tests.support.harness import Harness, make_settings, serving
 
 pytestmark = pytest.mark.timeout(TRAINING_BOUND_S)
 on_session_loop = pytest.mark.asyncio(loop_scope="session")

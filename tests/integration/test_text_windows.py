@@ -4,7 +4,6 @@ tokenizer kinds rmserve serves (WordPiece, byte-level BPE, Metaspace, Gemma-styl
 from __future__ import annotations
 
 import pytest
-from hf_families import FAMILIES, _tokenizer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
@@ -13,6 +12,7 @@ from rmserve.artifact.manifest import Preprocessing
 from rmserve.text.preprocess import Preprocessor, load_tokenizer
 from rmserve.text.windows import window_chars
 from rmserve_training.model.backbones import minilm_folder
+from tests.support.hf_families import FAMILIES, _tokenizer
 
 MAX_LENGTH = 24
 PIECES = [

@@ -1,4 +1,4 @@
-"""A tiny Qwen3 and a tiny Llama backbone (tests/integration/hf_families.py) trained through
+"""A tiny Qwen3 and a tiny Llama backbone (tests/support/hf_families.py) trained through
 ``rmserve train`` with LoRA + gradient checkpointing (Llama in bf16), exported with the adapters
 merged, and served: the plain-weights ONNX graph scores what the trained, unmerged torch model
 scores, truncated pairs included."""
@@ -15,8 +15,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from harness import make_settings, serving
-from hf_families import FAMILIES, build
 from transformers import AutoTokenizer
 
 from rmserve.artifact.manifest import MODEL_FILE, read_manifest
@@ -26,6 +24,8 @@ from rmserve.v1 import reward_pb2
 from rmserve_training.demo.data import write_demo_data
 from rmserve_training.export.check import torch_feed
 from rmserve_training.train.checkpoints import load_checkpoint, model_from_checkpoint
+from tests.support.harness import make_settings, serving
+from tests.support.hf_families import FAMILIES, build
 
 Cli = Callable[[list[str]], tuple[int, list[str]]]
 MAX_LENGTH = 96

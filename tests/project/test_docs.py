@@ -16,7 +16,8 @@ from pathlib import Path
 import markdown
 import pytest
 from mkdocs.config import load_config
-from scripts_loader import ROOT
+
+from tests.support.scripts_loader import ROOT
 
 DOCS = ROOT / "docs"
 # docs/<page>.md, optionally #<anchor>, as code and pages cite them

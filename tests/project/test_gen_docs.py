@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from scripts_loader import ROOT, load_script
 
 from rmserve.server.settings import ServerSettings
+from tests.support.scripts_loader import ROOT, load_script
 
 gen_docs = load_script("gen_docs")
 SETTINGS = "docs/reference/settings.md"

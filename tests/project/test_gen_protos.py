@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from scripts_loader import ROOT, load_script
+
+from tests.support.scripts_loader import ROOT, load_script
 
 gen_protos = load_script("gen_protos")
 

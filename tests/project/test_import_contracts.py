@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from scripts_loader import ROOT
+
+from tests.support.scripts_loader import ROOT
 
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-from scripts_loader import ROOT, load_script
+
+from tests.support.scripts_loader import ROOT, load_script
 
 lock_script = load_script("lock")
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", re.M)

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-
-# The integration tests' server harness (make_settings, serving, scripted_factory, eventually).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
 import pytest
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
-from harness import SERVICE, eventually, make_settings, scripted_factory, serving
 
 from rmserve.batching.batcher import PREPARED_BATCHES
 from rmserve.engine.session import OrtEngine
 from rmserve.v1 import reward_pb2
+from tests.support.harness import SERVICE, eventually, make_settings, scripted_factory, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -27,13 +27,13 @@ import grpc
 import pytest
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from harness import make_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rmserve.grpc.service import RETRY_PUSHBACK_KEY, REWARD_SERVICE
 from rmserve.server.app import RewardServer, transport_limit
 from rmserve.v1 import reward_pb2, reward_pb2_grpc
+from tests.support.harness import make_settings
 
 MAX_REQUEST_PAIRS = 6
 MAX_MESSAGE_BYTES = 16 * 1024

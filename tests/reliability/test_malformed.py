@@ -17,12 +17,12 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.message import DecodeError
-from harness import Harness, make_settings, serving
 
 from rmserve.grpc import service as grpc_service
 from rmserve.grpc.service import RETRY_PUSHBACK_KEY
 from rmserve.server.app import TRANSPORT_ENVELOPE_BYTES, transport_limit
 from rmserve.v1 import reward_pb2
+from tests.support.harness import Harness, make_settings, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from harness import eventually, make_settings, scripted_factory, serving
 
 from rmserve.engine.session import OrtEngine
 from rmserve.grpc.service import RETRY_PUSHBACK_KEY
 from rmserve.v1 import reward_pb2
+from tests.support.harness import eventually, make_settings, scripted_factory, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -19,10 +19,10 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from replicas import BOUND_S, Replica, start_replica
 
 from rmserve.client import AsyncRewardClient
 from rmserve.engine.session import OrtEngine
+from tests.support.replicas import BOUND_S, Replica, start_replica
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from harness import Harness, eventually, make_settings, scripted_factory, serving
 
 from rmserve.engine.session import OrtEngine
 from rmserve.errors import DeadlineExpired
 from rmserve.serving.core import INLINE_TOKENIZE_PAIRS
 from rmserve.v1 import reward_pb2, reward_pb2_grpc
+from tests.support.harness import Harness, eventually, make_settings, scripted_factory, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

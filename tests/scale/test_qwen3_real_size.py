@@ -21,7 +21,6 @@ import grpc
 import numpy as np
 import pytest
 import torch
-from qwen3_rm import QWEN3_0_6B, write_qwen3_rm
 from transformers import AutoModelForSequenceClassification
 
 from rmserve.artifact.manifest import (
@@ -34,6 +33,7 @@ from rmserve.artifact.manifest import (
 from rmserve.engine.session import load_artifact
 from rmserve.testing import start_server
 from rmserve.v1 import reward_pb2, reward_pb2_grpc
+from tests.support.qwen3_rm import QWEN3_0_6B, write_qwen3_rm
 
 pytestmark = [pytest.mark.large, pytest.mark.timeout(5400)]
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from qwen3_rm import write_qwen3_rm
 from transformers import AutoModelForSequenceClassification
 
 from rmserve.artifact.manifest import (
@@ -23,6 +22,7 @@ from rmserve.artifact.manifest import (
     read_manifest,
 )
 from rmserve.engine.session import OrtEngine, load_artifact
+from tests.support.qwen3_rm import write_qwen3_rm
 
 TINY = {
     "vocab_size": 1000, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,

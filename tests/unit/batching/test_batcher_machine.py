@@ -5,7 +5,6 @@ computed twice or at/after its deadline, counters add up."""
 
 from __future__ import annotations
 
-from batcher_rig import Rig, Spec, reward_of
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -13,6 +12,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from rmserve.batching.collect import BatchLimits
 from rmserve.batching.pending import PendingRequest
 from rmserve.errors import DeadlineExpired, EngineFailure, Overloaded
+from tests.support.batcher_rig import Rig, Spec, reward_of
 
 LIMITS = BatchLimits(
     max_batch_size=4, max_batch_tokens=48, max_padding_ratio=1.5, max_queue_delay_s=0.0, window=3

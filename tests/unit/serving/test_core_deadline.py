@@ -9,11 +9,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
-from batcher_rig import ManualClockLoop
-from test_core import CountingEngine, artifact, make_core  # noqa: F401 (artifact: a fixture)
 
 from rmserve.engine.session import LoadedArtifact
 from rmserve.text.preprocess import PreparedPair
+from tests.support.batcher_rig import ManualClockLoop
+from tests.unit.serving.test_core import CountingEngine, artifact, make_core  # noqa: F401 (artifact: a fixture)
 
 
 class HeldEngine(CountingEngine):

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from batcher_rig import Rig, Spec, reward_of
 
 from rmserve.batching.batcher import COMPACT_MIN_DEAD_ROWS
 from rmserve.batching.collect import BatchLimits
 from rmserve.batching.pending import PendingRequest
 from rmserve.errors import DeadlineExpired, EngineFailure, Overloaded, Unavailable
+from tests.support.batcher_rig import Rig, Spec, reward_of
 
 
 def limits(**overrides: float) -> BatchLimits:

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-from k8s_render import load_yaml_documents
+
+from tests.support.k8s_render import load_yaml_documents
 
 K8S = Path(__file__).resolve().parents[2] / "k8s"
 RULE = K8S / "base" / "prometheusrule.yaml"

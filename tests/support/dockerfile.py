@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from k8s_render import ROOT
+from tests.support.k8s_render import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
 

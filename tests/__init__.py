@@ -1,0 +1,1 @@
+"""rmserve's tests (a package, so that tests.support imports normally)."""
