@@ -36,6 +36,15 @@ class ServerSettings(BaseSettings):
         description="Also serve OpenRLHF's remote reward-model protocol (POST /get_reward) over "
         "HTTP on this port, same core and batcher (0: any free port; unset: off).",
     )
+    port_file: Path | None = Field(
+        default=None,
+        description="Once every listener is bound, before the model loads, write the ports "
+        'here as one JSON object, e.g. {"grpc": 43121, "health": null, "http": null, '
+        '"metrics": 39223, "pid": 1234} (null: that listener is off). Written atomically '
+        "(a temporary file in the same folder, then renamed); an earlier file is removed at "
+        "start-up. With port 0 this is how a launcher learns the ports without racing for "
+        "them. A port that is given and already in use stops the server with exit code 3.",
+    )
     provider: Literal["auto", "cuda", "cpu"] = Field(
         default="auto",
         description="onnxruntime provider: auto (CUDA if it loads, else CPU), cuda (refuse to "
