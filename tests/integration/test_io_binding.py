@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_server_scoring import random_pairs
 
 from rmserve.engine.padding import pad_batch
 from rmserve.engine.session import OrtEngine
 from rmserve.text.preprocess import PreparedPair
 from rmserve.v1 import reward_pb2
+from tests.integration.test_server_scoring import random_pairs
 from tests.support.harness import Harness
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")
