@@ -12,6 +12,9 @@ byte limit, sent concurrently and reassembled in order. Every call has a deadlin
 (``timeout``); only ``UNAVAILABLE``, a server-sent ``CANCELLED`` (a stream the server never
 dispatched, e.g. while it shuts down) and overload (``RESOURCE_EXHAUSTED`` with retry pushback)
 are retried, with exponential backoff and jitter, within that deadline.
+
+May import: ``rmserve.v1``, ``rmserve.text`` and ``rmserve.cli_args``; never server code,
+onnxruntime, aiohttp or prometheus-client.
 """
 
 from rmserve.client.aio import AsyncRewardClient

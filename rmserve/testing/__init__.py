@@ -1,5 +1,8 @@
 """Test doubles and a real-server launcher that ship with the package (used by the tests and
-the benchmarks, usable by others)."""
+the benchmarks, usable by others).
+
+May import: anything in rmserve (it is the top layer).
+"""
 
 from __future__ import annotations
 
