@@ -1,15 +1,13 @@
 """Prometheus metrics. One registry per server instance, so several servers can share a process.
 
 Label cardinality is bounded: ``method`` is one of the RPC names, ``code`` one of the status
-code names, and ``rmserve_model_info`` has one series per loaded model.
+code names, and ``rmserve_model_info`` has one series per loaded model. The /metrics endpoint
+that serves a registry is :mod:`rmserve.observability.metrics_server`.
 """
 
 from __future__ import annotations
 
-import threading
-from wsgiref.simple_server import WSGIServer
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from rmserve.observability.reward_watch import DEFAULT_LENGTH_WINDOW, RewardWatch
 
@@ -138,18 +136,3 @@ class Metrics:
             self.truncated.labels(part=part)
         # rmserve_reward_length_correlation and rmserve_ensemble_std (reward hacking signs)
         self.reward_watch = RewardWatch(r, length_correlation_window)
-
-
-class MetricsServer:
-    """The /metrics HTTP endpoint for one registry, on its own port and thread."""
-
-    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
-        server, thread = start_http_server(port, addr=host, registry=metrics.registry)
-        self._server: WSGIServer = server
-        self._thread: threading.Thread = thread
-        self.port: int = int(server.server_address[1])
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5.0)

@@ -23,7 +23,8 @@ from rmserve.engine.session import Engine, LoadedArtifact, OrtEngine, load_artif
 from rmserve.engine.threads import engine_workers, threads_per_batch
 from rmserve.grpc.service import RewardServicer, add_reward_service
 from rmserve.http.front import HttpFront
-from rmserve.observability.metrics import Metrics, MetricsServer
+from rmserve.observability.metrics import Metrics
+from rmserve.observability.metrics_server import MetricsServer
 from rmserve.server.listeners import NO_REUSEPORT, bind_grpc, binding, write_port_file
 from rmserve.server.security import TokenAuthInterceptor, server_credentials
 from rmserve.server.settings import ServerSettings
@@ -191,7 +192,13 @@ class RewardServer:
             await self._health.set(name, NOT_SERVING)
         credentials = server_credentials(s)
         with binding("metrics", s.host, s.metrics_port):
-            self._metrics_server = MetricsServer(self.metrics, s.host, s.metrics_port)
+            self._metrics_server = MetricsServer(
+                self.metrics.registry,
+                s.host,
+                s.metrics_port,
+                idle_timeout=s.metrics_idle_timeout_seconds,
+                max_connections=s.metrics_max_connections,
+            )
         if s.http_port is not None:
             self._http = HttpFront(
                 lambda: self.core, self.metrics, s.max_message_bytes, s.log_request_content

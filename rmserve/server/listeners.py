@@ -2,7 +2,7 @@
 file that tells a launcher which ports were bound (port 0 picks any free one, without a race).
 
 Every bind site turns its own failure into :class:`ListenError`: gRPC (``add_*_port`` raises
-``RuntimeError`` or returns 0 and logs from C), aiohttp and prometheus-client (``OSError``).
+``RuntimeError`` or returns 0 and logs from C), aiohttp and the metrics server (``OSError``).
 """
 
 from __future__ import annotations

@@ -29,6 +29,20 @@ class ServerSettings(BaseSettings):
     metrics_port: int = Field(
         default=9400, ge=0, le=65535, description="Prometheus /metrics port (0: any free port)."
     )
+    metrics_idle_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="The metrics port closes a connection that completes no request for this "
+        "long (since it opened or since its last answer, whichever is later).",
+    )
+    metrics_max_connections: int = Field(
+        default=64,
+        ge=1,
+        le=65536,
+        description="Connections the metrics port holds at once; a new one past this closes "
+        "the connection idle longest, so a scraper always gets in. One thread serves them all.",
+    )
     http_port: int | None = Field(
         default=None,
         ge=0,
