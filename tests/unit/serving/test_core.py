@@ -15,7 +15,7 @@ from rmserve.engine.session import LoadedArtifact
 from rmserve.errors import EngineFailure, InvalidRequest, Unavailable
 from rmserve.observability.metrics import Metrics
 from rmserve.serving.config import CoreConfig
-from rmserve.serving.core import INLINE_TOKENIZE_PAIRS, RewardCore
+from rmserve.serving.core import INLINE_TOKENIZE_CHARS, RewardCore
 from rmserve.text.preprocess import PreparedPair, Preprocessor, load_tokenizer
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
@@ -153,7 +153,7 @@ async def test_cancellation_while_tokenising_is_counted_and_frees_its_slots(
 ) -> None:
     engine = CountingEngine()
     async with make_core(artifact, engine) as core:
-        pairs = [("q", f"answer {i}") for i in range(INLINE_TOKENIZE_PAIRS + 1)]  # off the loop
+        pairs = [("q", "answer " * (INLINE_TOKENIZE_CHARS // 7 + 1))]  # off the loop
         task = asyncio.create_task(core.score(pairs))
         await asyncio.sleep(0)  # the task runs up to its tokenisation and waits there
         assert core.inflight == 1
