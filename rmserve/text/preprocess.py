@@ -230,7 +230,8 @@ class Preprocessor:
             for row, response in enumerate(group, start):
                 _check_whole(response, row, "response")
             parts = [split.response_part(r) for r in group]
-            encodings = self._encode_once([p.text for p in parts], add_special_tokens=False)
+            texts = [p.text for p in parts]
+            encodings = self._encode_once(texts, add_special_tokens=False, offsets=True)
             chunk = []
             for part, encoding in zip(parts, encodings, strict=True):
                 ids, types, truncated, response_truncated = assemble(
@@ -310,9 +311,12 @@ class Preprocessor:
                 pairs.append(self._prepare_whole(prompts[row], responses[row], row))
         return pairs
 
-    def _encode_once(self, texts: Sequence[str], add_special_tokens: bool) -> list[Encoding]:
+    def _encode_once(
+        self, texts: Sequence[str], add_special_tokens: bool, offsets: bool = False
+    ) -> list[Encoding]:
         """One encoding per text, each distinct text encoded once (equal texts share the same
-        ``Encoding`` object: it must not be mutated). A few texts are encoded one by one."""
+        ``Encoding`` object: it must not be mutated). A few texts are encoded one by one.
+        ``offsets``: with character offsets (``encode_batch_fast`` leaves them out)."""
         slot_of: dict[str, int] = {}
         slots = [slot_of.setdefault(text, len(slot_of)) for text in texts]
         unique = list(slot_of)
@@ -320,6 +324,8 @@ class Preprocessor:
             encoded = [
                 self.tokenizer.encode(t, add_special_tokens=add_special_tokens) for t in unique
             ]
+        elif offsets:
+            encoded = self.tokenizer.encode_batch(unique, add_special_tokens=add_special_tokens)
         else:
             encoded = self.tokenizer.encode_batch_fast(
                 unique, add_special_tokens=add_special_tokens

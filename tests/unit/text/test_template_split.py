@@ -53,6 +53,10 @@ class Counting:
         self.texts += texts
         return self.inner.encode_batch_fast(texts, *args, **kwargs)
 
+    def encode_batch(self, texts: list[str], *args: Any, **kwargs: Any) -> list[Encoding]:
+        self.texts += texts
+        return self.inner.encode_batch(texts, *args, **kwargs)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
@@ -94,6 +98,17 @@ def test_split_group_equals_each_conversation_whole(max_length: int, post: str) 
     assert pre.splits_template
     for prompt in PROMPTS:
         assert pre.prepare_group(prompt, RESPONSES) == [pre.prepare(prompt, r) for r in RESPONSES]
+
+
+def test_split_group_of_many_cuts_as_each_conversation_whole() -> None:
+    """Over SEQUENTIAL_ENCODE_TEXTS responses are encoded as a batch, with their offsets."""
+    pre = preprocessor()
+    prompt = " ".join(WORDS[:10])
+    responses = [" ".join(WORDS[: i % 12]) for i in range(20)]
+    got = pre.prepare_group(prompt, responses)
+    assert got == [pre.prepare(prompt, r) for r in responses]
+    assert any(p.truncated and not p.response_truncated for p in got)
+    assert any(p.response_truncated for p in got)
 
 
 def test_split_group_tokenises_the_prompt_once() -> None:
