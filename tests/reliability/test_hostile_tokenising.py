@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from tokenizers import Encoding
 
@@ -174,3 +175,30 @@ async def test_cancelled_big_request_stops_tokenising_between_chunks(
 async def _cancelled_count_above(h: Harness, before: float) -> None:
     while h.metric("rmserve_cancelled_total") <= before:
         await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("request_", "method", "named"),
+    [
+        (reward_pb2.ScoreRequest(prompt="p", response="word " * 60_000), "Score", "response:"),
+        (reward_pb2.ScoreRequest(prompt="word " * 60_000, response="r"), "Score", "prompt:"),
+        (
+            reward_pb2.ScoreGroupRequest(prompt="word " * 60_000, responses=["a"]),
+            "ScoreGroup",
+            "prompt:",
+        ),
+        (
+            reward_pb2.ScoreGroupRequest(prompt="p", responses=["a", "word " * 60_000]),
+            "ScoreGroup",
+            "responses[1]:",
+        ),
+    ],
+)
+async def test_text_too_long_for_a_template_names_the_request_field(
+    templated: Harness, request_: Any, method: str, named: str
+) -> None:
+    """Over WHOLE_TEXT_MAX_CHARS a template conversation cannot be tokenised whole."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await getattr(templated.stub, method)(request_, timeout=120)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (info.value.details() or "").startswith(named)
