@@ -223,7 +223,7 @@ class RewardServicer:
     ) -> reward_pb2.ScoreResponse:
         pair = (require_text(request, "prompt", ""), require_text(request, "response", ""))
         options = reward_options(core, request)
-        scores = await core.score([pair], timeout)
+        scores = await core.score([pair], timeout, field="")
         (served,) = core.served(scores, options)
         return reward_pb2.ScoreResponse(**score_fields(served), model_version=core.model_version)
 

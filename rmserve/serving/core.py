@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from types import TracebackType
@@ -26,7 +27,7 @@ from rmserve.batching.pending import PairScore, PendingRequest, Preference
 from rmserve.batching.warmup import warmup_batches
 from rmserve.engine.providers import CUDA
 from rmserve.engine.session import Engine, LoadedArtifact
-from rmserve.errors import InvalidRequest, Unavailable
+from rmserve.errors import DeadlineExpired, InvalidRequest, Unavailable
 from rmserve.observability.metrics import Metrics
 from rmserve.observability.reward_watch import response_lengths
 from rmserve.rewards.ensemble import AggregateName
@@ -46,17 +47,28 @@ from rmserve.text.windows import UncuttableText
 
 log = logging.getLogger(__name__)
 
-# Requests with more pairs are tokenised on a worker thread (the Rust batch encoder releases
-# the GIL) so one big ScoreBatch does not stall the event loop.
-INLINE_TOKENIZE_PAIRS = 16
+# Requests with more characters of text are tokenised on a worker thread (the Rust encoder
+# releases the GIL), a chunk at a time (``Preprocessor.iter_many``), so no request stalls the
+# event loop and one whose caller left stops between chunks. Smaller ones cost well under a
+# millisecond, less than the hand-off.
+INLINE_TOKENIZE_CHARS = 4096
+
+Chunks = Callable[[], Iterable[list[PreparedPair]]]
 
 
 def _uncuttable_message(error: UncuttableText, field: str, rows_per_item: int) -> str:
-    """Name the text: ``pairs[3].response``, or ``items[1].response_b`` for Prefer."""
+    """Name the text: ``pairs[3].response``, ``items[1].response_b`` for Prefer, or just
+    ``response`` for a request of one pair whose fields are its own (``field`` empty)."""
     part = error.part
     if rows_per_item == 2 and part == "response":
         part = ("response_a", "response_b")[error.row % 2]
+    if not field:
+        return f"{part}: {error.reason}"
     return f"{field}[{error.row // rows_per_item}].{part}: {error.reason}"
+
+
+def _text_chars(texts: Iterable[str]) -> int:
+    return sum(len(text) for text in texts)
 
 
 def _uncuttable_group_message(error: UncuttableText, field: str) -> str:
@@ -198,11 +210,14 @@ class RewardCore:
     async def score(
         self, pairs: Sequence[tuple[str, str]], timeout: float | None = None, field: str = "pairs"
     ) -> list[PairScore]:
-        """Raw rewards of (prompt, response) pairs, in order. ``timeout`` in seconds."""
+        """Raw rewards of (prompt, response) pairs, in order. ``timeout`` in seconds. ``field``
+        names the pairs in errors (``pairs[3].response``); empty for a request whose own fields
+        are one pair's ``prompt`` and ``response``."""
         prompts = [prompt for prompt, _ in pairs]
         responses = [response for _, response in pairs]
-        prepare = partial(self.artifact.preprocessor.prepare_many, prompts, responses)
-        request = await self._run(len(pairs), 1, prepare, responses, timeout, field)
+        prepare = partial(self.artifact.preprocessor.iter_many, prompts, responses)
+        chars = _text_chars(prompts) + _text_chars(responses)
+        request = await self._run(len(pairs), 1, prepare, chars, responses, timeout, field)
         return request.scores()
 
     async def score_group(
@@ -215,8 +230,9 @@ class RewardCore:
         """Raw rewards of (prompt, response) for each response, in order: each equals
         ``score([(prompt, response)])``, with the prompt tokenised once for the group."""
         texts = list(responses)
-        prepare = partial(self.artifact.preprocessor.prepare_group, prompt, texts)
-        request = await self._run(len(texts), 1, prepare, texts, timeout, field, group=True)
+        prepare = partial(self.artifact.preprocessor.iter_group, prompt, texts)
+        chars = len(prompt) + _text_chars(texts)
+        request = await self._run(len(texts), 1, prepare, chars, texts, timeout, field, group=True)
         return request.scores()
 
     async def prefer(
@@ -228,8 +244,11 @@ class RewardCore:
         """P(a preferred to b) for (prompt, response_a, response_b) items; a and b share a batch."""
         prompts = [prompt for prompt, _, _ in items for _ in range(2)]
         responses = [text for _, a, b in items for text in (a, b)]
-        prepare = partial(self.artifact.preprocessor.prepare_many, prompts, responses)
-        scores = (await self._run(len(items), 2, prepare, responses, timeout, field)).scores()
+        prepare = partial(self.artifact.preprocessor.iter_many, prompts, responses)
+        chars = _text_chars(prompt for prompt, _, _ in items) + _text_chars(responses)
+        scores = (
+            await self._run(len(items), 2, prepare, chars, responses, timeout, field)
+        ).scores()
         return preferences(scores)
 
     def served(self, scores: Sequence[PairScore], options: RewardOptions) -> list[ServedScore]:
@@ -260,16 +279,17 @@ class RewardCore:
         self,
         items: int,
         rows_per_item: int,
-        prepare: Callable[[], list[PreparedPair]],
+        prepare: Chunks,
+        chars: int,
         responses: Sequence[str],
         timeout: float | None,
         field: str,
         group: bool = False,
     ) -> PendingRequest:
-        """Admit ``items`` entries of ``rows_per_item`` rows, tokenise them with ``prepare``,
-        queue them and wait for their rewards. ``responses``: the rows' response texts, for the
-        reward watch. ``group``: one prompt for all rows (the uncuttable-text errors then name
-        ``prompt`` or ``{field}[i]``)."""
+        """Admit ``items`` entries of ``rows_per_item`` rows, tokenise them with ``prepare`` (its
+        chunks; ``chars`` characters of text in all), queue them and wait for their rewards.
+        ``responses``: the rows' response texts, for the reward watch. ``group``: one prompt
+        for all rows (the uncuttable-text errors then name ``prompt`` or ``{field}[i]``)."""
         batcher = self._serving_batcher()
         rows = items * rows_per_item
         if items > self.config.max_request_pairs:
@@ -284,7 +304,10 @@ class RewardCore:
         request: PendingRequest | None = None
         try:
             try:
-                prepared = await self._tokenize(rows, prepare)
+                prepared = await self._tokenize(chars, prepare, deadline, batcher)
+            except DeadlineExpired:
+                self.metrics.expired.inc()
+                raise
             except UncuttableText as e:
                 message = (
                     _uncuttable_group_message(e, field)
@@ -327,14 +350,23 @@ class RewardCore:
             self._leave()
 
     async def _tokenize(
-        self, rows: int, prepare: Callable[[], list[PreparedPair]]
+        self, chars: int, prepare: Chunks, deadline: float | None, batcher: Batcher
     ) -> list[PreparedPair]:
+        """Inline up to INLINE_TOKENIZE_CHARS, else on a tokenizer thread, which stops between
+        chunks once the caller cancelled (``CancelledError`` here) or the deadline passed
+        (``DeadlineExpired``)."""
         start = time.perf_counter()
-        if rows > INLINE_TOKENIZE_PAIRS:
-            loop = asyncio.get_running_loop()
-            prepared = await loop.run_in_executor(self._tokenizers, prepare)
+        if chars <= INLINE_TOKENIZE_CHARS:
+            prepared = [pair for chunk in prepare() for pair in chunk]
         else:
-            prepared = prepare()
+            stop = threading.Event()
+            work = partial(_tokenize_chunks, prepare, stop, deadline, batcher.clock)
+            loop = asyncio.get_running_loop()
+            try:
+                prepared = await loop.run_in_executor(self._tokenizers, work)
+            except asyncio.CancelledError:
+                stop.set()
+                raise
         self.metrics.tokenize_duration.observe(time.perf_counter() - start)
         return prepared
 
@@ -354,3 +386,20 @@ class RewardCore:
         self.metrics.inflight_requests.set(self._inflight)
         if self._inflight == 0 and self._idle is not None:
             self._idle.set()
+
+
+def _tokenize_chunks(
+    prepare: Chunks, stop: threading.Event, deadline: float | None, clock: Callable[[], float]
+) -> list[PreparedPair]:
+    """Every chunk of ``prepare``, checking before each one that the caller still waits."""
+    prepared: list[PreparedPair] = []
+    chunks = iter(prepare())
+    while True:
+        if stop.is_set():
+            raise asyncio.CancelledError  # nobody awaits it: the caller left
+        if deadline is not None and clock() >= deadline:
+            raise DeadlineExpired("deadline passed while the request was being tokenised")
+        chunk = next(chunks, None)
+        if chunk is None:
+            return prepared
+        prepared += chunk

@@ -9,6 +9,13 @@ Chat-template models ('template' join) get the whole rendered conversation token
 piece, exactly as ``tokenizer(apply_chat_template(conv, tokenize=False))`` does (with a leading
 BOS the tokenizer adds itself taken out of the template text, so it is never doubled).
 
+A group's prompt is tokenised once there too where the template can be cut before an added
+token (``rmserve.text.template_split``), verified at start-up against whole renderings of check
+texts; where it cannot, every conversation is tokenised whole.
+
+Every request is tokenised in chunks of about ``TOKENIZE_CHUNK_CHARS`` (``iter_many``,
+``iter_group``), so a caller can stop between chunks.
+
 Token ids are int64 numpy arrays from tokenisation on, so padding a batch is a few vector
 operations (``padding.pad_batch``), not a Python loop over rows. A text that appears several
 times in one call (the prompt of a Prefer, a group of responses to one prompt) is tokenised once.
@@ -17,8 +24,9 @@ times in one call (the prompt of a Prefer, a group of responses to one prompt) i
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +35,7 @@ from tokenizers import Encoding, Tokenizer
 from rmserve.artifact.manifest import ChatTemplate, Preprocessing
 from rmserve.text.chat_render import Rendered, render
 from rmserve.text.pair_layout import PairLayout
+from rmserve.text.template_split import EncodedPart, TemplateSplit, assemble
 from rmserve.text.windows import (
     CUT_MARGIN_TOKENS,
     WHOLE_TEXT_MAX_CHARS,
@@ -49,6 +58,9 @@ TOKENIZE_CHUNK_CHARS = 256 * 1024
 # Up to this many distinct texts are encoded one by one on the calling thread: for a handful
 # the batch encoder's hand-off to its thread pool costs more than it saves.
 SEQUENTIAL_ENCODE_TEXTS = 8
+
+# A template split is also checked cut to this many tokens more than the template takes.
+SPLIT_CHECK_ROOM_TOKENS = 6
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -131,6 +143,16 @@ class Preprocessor:
         # (rmserve.text.windows); a chat template is tokenised as one rendered text, whole.
         self._windows = windows and self._template is None and _cuts_exactly(tokenizer)
         self._layout = PairLayout.read(tokenizer) if self._template is None else None
+        self._split = (
+            None
+            if self._template is None
+            else self._verified_split(TemplateSplit.find(tokenizer, self._template))
+        )
+
+    @property
+    def splits_template(self) -> bool:
+        """Whether a group's prompt is tokenised once on this chat-template artifact."""
+        return self._split is not None
 
     @property
     def pad_token_id(self) -> int:
@@ -140,36 +162,49 @@ class Preprocessor:
         return self.prepare_many([prompt], [response])[0]
 
     def prepare_many(self, prompts: Sequence[str], responses: Sequence[str]) -> list[PreparedPair]:
+        return [pair for chunk in self.iter_many(prompts, responses) for pair in chunk]
+
+    def iter_many(
+        self, prompts: Sequence[str], responses: Sequence[str]
+    ) -> Iterator[list[PreparedPair]]:
+        """``prepare_many``'s pairs, a chunk of about TOKENIZE_CHUNK_CHARS at a time (each
+        chunk is tokenised when it is asked for)."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        prepared: list[PreparedPair] = []
         for start, end in _chunks(prompts, responses):
             try:
-                prepared += self._prepare_chunk(prompts[start:end], responses[start:end])
+                chunk = self._prepare_chunk(prompts[start:end], responses[start:end])
             except UncuttableText as e:
                 raise e.located(start + e.row, e.part) from None
-        return prepared
+            yield chunk
 
     def prepare_group(self, prompt: str, responses: Sequence[str]) -> list[PreparedPair]:
         """``prepare_many([prompt] * len(responses), responses)``, with the prompt tokenised
-        once for the whole group (pair join): each pair then cuts its own copy of the prompt's
-        tokens from the left, exactly as ``prepare`` would. A chat-template artifact tokenises
-        each rendered conversation whole (prompt tokens can merge with the template text around
-        them), so there every pair is tokenised on its own, as ``Score`` does."""
+        once for the whole group: each pair then cuts its own copy of the prompt's tokens from
+        the left, exactly as ``prepare`` would. A chat-template artifact does so where its
+        template splits (``rmserve.text.template_split``); where it does not, every rendered
+        conversation is tokenised whole, as ``Score`` does."""
+        return [pair for chunk in self.iter_group(prompt, responses) for pair in chunk]
+
+    def iter_group(self, prompt: str, responses: Sequence[str]) -> Iterator[list[PreparedPair]]:
+        """``prepare_group``'s pairs, a chunk at a time; the prompt with the first chunk."""
         if self._template is not None:
-            return self.prepare_many([prompt] * len(responses), responses)
+            if self._split is None:
+                yield from self.iter_many([prompt] * len(responses), responses)
+            else:
+                yield from self._split_group(prompt, responses, self._split, self.config.max_length)
+            return
         chars = window_chars(self.config.max_length) if self._windows else None
         prompt_window = _cut(tail, prompt, chars, 0, "prompt")
         (prompt_encoding,) = self._encode_once([prompt_window.text], add_special_tokens=False)
-        prepared: list[PreparedPair] = []
-        for start, end in _chunks([prompt] * len(responses), responses):
+        for start, end in _chunks([""] * len(responses), responses):
             group = responses[start:end]
             try:
                 response_windows = [
                     _cut(head, r, chars, row, "response") for row, r in enumerate(group)
                 ]
                 encodings = self._encode_once([w.text for w in response_windows], False)
-                prepared += self._assemble_rows(
+                chunk = self._assemble_rows(
                     [prompt] * len(group),
                     group,
                     [prompt_window] * len(group),
@@ -179,7 +214,61 @@ class Preprocessor:
                 )
             except UncuttableText as e:
                 raise e.located(start + e.row, e.part) from None
-        return prepared
+            yield chunk
+
+    def _split_group(
+        self, prompt: str, responses: Sequence[str], split: TemplateSplit, max_length: int
+    ) -> Iterator[list[PreparedPair]]:
+        """A template group from its prompt part, tokenised once, and each response's part."""
+        _check_whole(prompt, 0, "prompt")
+        prompt_part = split.prompt_part(prompt)
+        encoded = self.tokenizer.encode(prompt_part.text, add_special_tokens=False)
+        prompt_side = EncodedPart.of(prompt_part, encoded)
+        del encoded
+        for start, end in _chunks([""] * len(responses), responses):
+            group = responses[start:end]
+            for row, response in enumerate(group, start):
+                _check_whole(response, row, "response")
+            parts = [split.response_part(r) for r in group]
+            texts = [p.text for p in parts]
+            encodings = self._encode_once(texts, add_special_tokens=False, offsets=True)
+            chunk = []
+            for part, encoding in zip(parts, encodings, strict=True):
+                ids, types, truncated, response_truncated = assemble(
+                    split.layout, prompt_side, EncodedPart.of(part, encoding), max_length
+                )
+                chunk.append(PreparedPair(ids, types, truncated, response_truncated))
+            yield chunk
+
+    def _verified_split(self, split: TemplateSplit | None) -> TemplateSplit | None:
+        """``split`` if its conversations equal whole renderings tokenised on the check texts
+        (fitting and cut to a small max_length), else None: every conversation whole."""
+        if split is None:
+            return None
+        small = min(self.config.max_length, self._overhead + SPLIT_CHECK_ROOM_TOKENS)
+        for max_length in sorted({small, self.config.max_length}):
+            for prompt, response in _check_pairs(split.template):
+                whole = _outcome(
+                    partial(
+                        self._prepare_rendered, [prompt], [response], split.template, max_length
+                    )
+                )
+                parts = _outcome(partial(self.prepare_split, split, prompt, [response], max_length))
+                if whole != parts:
+                    log.info(
+                        "this chat template's conversations do not tokenise the same in two "
+                        "parts: a group's prompt is tokenised with each response"
+                    )
+                    return None
+        return split
+
+    def prepare_split(
+        self, split: TemplateSplit, prompt: str, responses: Sequence[str], max_length: int
+    ) -> list[PreparedPair]:
+        """A template group through ``split`` (its check, and tests)."""
+        return [
+            p for chunk in self._split_group(prompt, responses, split, max_length) for p in chunk
+        ]
 
     def _prepare_chunk(
         self, prompts: Sequence[str], responses: Sequence[str]
@@ -222,9 +311,12 @@ class Preprocessor:
                 pairs.append(self._prepare_whole(prompts[row], responses[row], row))
         return pairs
 
-    def _encode_once(self, texts: Sequence[str], add_special_tokens: bool) -> list[Encoding]:
+    def _encode_once(
+        self, texts: Sequence[str], add_special_tokens: bool, offsets: bool = False
+    ) -> list[Encoding]:
         """One encoding per text, each distinct text encoded once (equal texts share the same
-        ``Encoding`` object: it must not be mutated). A few texts are encoded one by one."""
+        ``Encoding`` object: it must not be mutated). A few texts are encoded one by one.
+        ``offsets``: with character offsets (``encode_batch_fast`` leaves them out)."""
         slot_of: dict[str, int] = {}
         slots = [slot_of.setdefault(text, len(slot_of)) for text in texts]
         unique = list(slot_of)
@@ -232,6 +324,8 @@ class Preprocessor:
             encoded = [
                 self.tokenizer.encode(t, add_special_tokens=add_special_tokens) for t in unique
             ]
+        elif offsets:
+            encoded = self.tokenizer.encode_batch(unique, add_special_tokens=add_special_tokens)
         else:
             encoded = self.tokenizer.encode_batch_fast(
                 unique, add_special_tokens=add_special_tokens
@@ -302,34 +396,33 @@ class Preprocessor:
         )
 
     def _prepare_rendered(
-        self, prompts: Sequence[str], responses: Sequence[str], template: ChatTemplate
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        template: ChatTemplate,
+        max_length: int | None = None,
     ) -> list[PreparedPair]:
         """The whole rendered conversation is tokenised in one piece, as the model's own
         training code tokenised it (pieces tokenised apart can merge differently at their
         edges). Only texts over max_length are tokenised again, with offsets, to be cut.
         Texts are not windowed here, so each may have at most WHOLE_TEXT_MAX_CHARS."""
+        limit = self.config.max_length if max_length is None else max_length
         for row, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
-            for part, content in (("prompt", prompt), ("response", response)):
-                if len(content) > WHOLE_TEXT_MAX_CHARS:
-                    raise UncuttableText(
-                        f"{len(content)} characters; a chat-template model's conversation is "
-                        f"tokenised whole, with at most {WHOLE_TEXT_MAX_CHARS} per text",
-                        row,
-                        part,
-                    )
+            _check_whole(prompt, row, "prompt")
+            _check_whole(response, row, "response")
         rendered = [render(template, p, r) for p, r in zip(prompts, responses, strict=True)]
         encodings = self._encode_once([r.text for r in rendered], add_special_tokens=True)
         pairs = []
         for text, encoding in zip(rendered, encodings, strict=True):
-            if len(encoding.ids) <= self.config.max_length:
+            if len(encoding.ids) <= limit:
                 pairs.append(
                     PreparedPair(_int64(encoding.ids), _int64(encoding.type_ids), False, False)
                 )
             else:
-                pairs.append(self._truncate_rendered(text))
+                pairs.append(self._truncate_rendered(text, limit))
         return pairs
 
-    def _truncate_rendered(self, rendered: Rendered) -> PreparedPair:
+    def _truncate_rendered(self, rendered: Rendered, max_length: int) -> PreparedPair:
         """Cut the prompt's tokens from the left; if the response alone does not fit, drop the
         prompt and cut the response's tokens from the right. A token belongs to a message when
         its characters overlap the message's span; template and special tokens always stay."""
@@ -346,22 +439,60 @@ class Preprocessor:
             elif _overlaps(start, end, rendered.response):
                 response_tokens.append(index)
         fixed = len(encoding.ids) - len(prompt_tokens) - len(response_tokens)
-        budget = self.config.max_length - fixed
+        budget = max_length - fixed
         response_truncated = len(response_tokens) > budget
         if response_truncated:
             dropped = set(prompt_tokens) | set(response_tokens[max(budget, 0) :])
         else:
             dropped = set(prompt_tokens[: len(prompt_tokens) + len(response_tokens) - budget])
         kept = [i for i in range(len(encoding.ids)) if i not in dropped]
-        if len(kept) > self.config.max_length:
+        if len(kept) > max_length:
             raise ValueError(
                 f"{len(kept)} tokens remain after cutting prompt and response to fit "
-                f"max_length={self.config.max_length}: the template alone does not fit"
+                f"max_length={max_length}: the template alone does not fit"
             )
         rows = np.array(kept, dtype=np.intp)
         return PreparedPair(
             _int64(encoding.ids)[rows], _int64(encoding.type_ids)[rows], True, response_truncated
         )
+
+
+def _check_whole(text: str, row: int, part: str) -> None:
+    """A chat-template conversation is tokenised whole: each text up to WHOLE_TEXT_MAX_CHARS."""
+    if len(text) > WHOLE_TEXT_MAX_CHARS:
+        raise UncuttableText(
+            f"{len(text)} characters; a chat-template model's conversation is "
+            f"tokenised whole, with at most {WHOLE_TEXT_MAX_CHARS} per text",
+            row,
+            part,
+        )
+
+
+def _check_pairs(template: ChatTemplate) -> list[tuple[str, str]]:
+    """(prompt, response) texts a template split must tokenise as whole renderings do: empty,
+    short, long enough to cut, padded with spaces and newlines, holding the template's own text."""
+    words = sample_text(12)
+    own = template.prefix + template.separator + template.suffix
+    pairs = [
+        ("", ""),
+        ("Hi", "Hello."),
+        (words, "Fine."),
+        (sample_text(3), words),
+        ("  spaced prompt \n\n", "\n\n spaced response  "),
+        (f"ends with the template {own}", f"{own} starts with it"),
+    ]
+    rule = template.reasoning
+    if rule is not None:
+        pairs.append(("Why?", f"{rule.start}\nThinking it over.\n{rule.end}\n\nBecause."))
+    return pairs
+
+
+def _outcome(prepare: Callable[[], list[PreparedPair]]) -> list[PreparedPair] | str:
+    """The pairs, or the error's type (a check compares what happened, not its wording)."""
+    try:
+        return prepare()
+    except ValueError as e:
+        return type(e).__name__
 
 
 def _cut(

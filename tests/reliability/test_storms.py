@@ -19,7 +19,7 @@ import pytest
 
 from rmserve.engine.session import OrtEngine
 from rmserve.errors import DeadlineExpired
-from rmserve.serving.core import INLINE_TOKENIZE_PAIRS
+from rmserve.serving.core import INLINE_TOKENIZE_CHARS
 from rmserve.v1 import reward_pb2, reward_pb2_grpc
 from tests.support.harness import Harness, eventually, make_settings, scripted_factory, serving
 
@@ -29,12 +29,16 @@ STORM = 1000
 WAVE = 100  # concurrent calls per channel: well under the server's stream limit
 BOUND_S = 120.0  # "must not hang" bound; never a performance assertion
 # Requests this small are tokenised inline: once the in-flight gauge counts one, it is queued.
-SIZES = [n for n in (1, 1, 2, 8, 16) if n <= INLINE_TOKENIZE_PAIRS]
+SIZES = [1, 1, 2, 8, 16]
 MAX_BATCH = 16
 
 
 def pairs_of(tag: str, n: int) -> list[reward_pb2.Pair]:
     return [reward_pb2.Pair(prompt=f"{tag}.{i}", response="r " * i) for i in range(n)]
+
+
+# The largest request of a storm is small enough to be tokenised inline.
+assert sum(len(p.prompt) + len(p.response) for p in pairs_of("s.999", 16)) <= INLINE_TOKENIZE_CHARS
 
 
 async def outcome(call: grpc.aio.UnaryUnaryCall) -> str:

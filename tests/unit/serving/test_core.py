@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,10 +15,13 @@ import pytest
 from rmserve.artifact.manifest import Manifest, Normalization, ParityReport, Preprocessing
 from rmserve.batching.collect import BatchLimits
 from rmserve.engine.session import LoadedArtifact
-from rmserve.errors import EngineFailure, InvalidRequest, Unavailable
+from rmserve.errors import DeadlineExpired, EngineFailure, InvalidRequest, Unavailable
 from rmserve.observability.metrics import Metrics
+from rmserve.serving import core as core_module
 from rmserve.serving.config import CoreConfig
-from rmserve.serving.core import INLINE_TOKENIZE_PAIRS, RewardCore
+from rmserve.serving.core import INLINE_TOKENIZE_CHARS, RewardCore
+from rmserve.serving.core import _tokenize_chunks as tokenize_chunks
+from rmserve.text import preprocess
 from rmserve.text.preprocess import PreparedPair, Preprocessor, load_tokenizer
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
@@ -153,7 +159,7 @@ async def test_cancellation_while_tokenising_is_counted_and_frees_its_slots(
 ) -> None:
     engine = CountingEngine()
     async with make_core(artifact, engine) as core:
-        pairs = [("q", f"answer {i}") for i in range(INLINE_TOKENIZE_PAIRS + 1)]  # off the loop
+        pairs = [("q", "answer " * (INLINE_TOKENIZE_CHARS // 7 + 1))]  # off the loop
         task = asyncio.create_task(core.score(pairs))
         await asyncio.sleep(0)  # the task runs up to its tokenisation and waits there
         assert core.inflight == 1
@@ -185,3 +191,114 @@ async def test_warm_up_runs_the_warm_up_batches_and_nothing_else(
     cold = CountingEngine()
     async with make_core(artifact, cold, warmup_runs=0):
         assert cold.shapes == set()
+
+
+class GatedTokenizer:
+    """The artifact's tokenizer, held at ``gate`` on every encode, recording the texts it
+    encoded and the threads it ran on."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.texts: list[str] = []
+        self.threads: set[str] = set()
+
+    def _pass(self, texts: Sequence[str]) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.entered.set()
+        assert self.gate.wait(60), "the test never opened the gate"
+        self.texts += texts
+
+    def encode(self, text: str, *args: Any, **kwargs: Any) -> Any:
+        self._pass([text])
+        return self.inner.encode(text, *args, **kwargs)
+
+    def encode_batch_fast(self, texts: list[str], *args: Any, **kwargs: Any) -> Any:
+        self._pass(texts)
+        return self.inner.encode_batch_fast(texts, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@contextlib.contextmanager
+def gated(artifact: LoadedArtifact) -> Iterator[GatedTokenizer]:
+    preprocessor = artifact.preprocessor
+    tokenizer = GatedTokenizer(preprocessor.tokenizer)
+    preprocessor.tokenizer = tokenizer
+    try:
+        yield tokenizer
+    finally:
+        tokenizer.gate.set()
+        preprocessor.tokenizer = tokenizer.inner
+
+
+def big_pairs(n: int) -> list[tuple[str, str]]:
+    """``n`` pairs of distinct texts, each pair one chunk with TOKENIZE_CHUNK_CHARS at 1."""
+    return [(f"prompt {i} " + "word " * 500, f"response {i} " + "word " * 500) for i in range(n)]
+
+
+def rows_encoded(tokenizer: GatedTokenizer, n: int) -> int:
+    return sum(any(t.startswith(f"prompt {i} ") for t in tokenizer.texts) for i in range(n))
+
+
+async def test_one_pair_with_a_big_text_is_tokenised_off_the_loop(
+    artifact: LoadedArtifact,
+) -> None:
+    async with make_core(artifact, CountingEngine()) as core:
+        with gated(artifact) as tokenizer:
+            tokenizer.gate.set()
+            await core.score([("q", "word " * (INLINE_TOKENIZE_CHARS // 5 + 1))])
+            assert tokenizer.threads and threading.main_thread().name not in tokenizer.threads
+            tokenizer.threads.clear()
+            await core.score([("q", "a small answer")])
+            assert tokenizer.threads == {threading.main_thread().name}
+
+
+async def test_cancelled_request_stops_tokenising_between_chunks(
+    artifact: LoadedArtifact, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(preprocess, "TOKENIZE_CHUNK_CHARS", 1)
+    finished = threading.Event()
+
+    def watched(*args: Any) -> Any:
+        try:
+            return tokenize_chunks(*args)
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(core_module, "_tokenize_chunks", watched)
+    async with make_core(artifact, CountingEngine()) as core:
+        with gated(artifact) as tokenizer:
+            task = asyncio.create_task(core.score(big_pairs(20)))
+            assert await asyncio.to_thread(tokenizer.entered.wait, 60)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            tokenizer.gate.set()
+            assert await asyncio.to_thread(finished.wait, 60)
+            assert rows_encoded(tokenizer, 20) == 1  # the chunk under way, then no more
+        assert core.metrics.registry.get_sample_value("rmserve_cancelled_total") == 1
+        assert core.inflight == 0
+
+
+async def test_deadline_passed_while_tokenising_stops_and_is_counted_expired(
+    artifact: LoadedArtifact, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(preprocess, "TOKENIZE_CHUNK_CHARS", 1)
+    engine = CountingEngine()
+    async with make_core(artifact, engine) as core:
+        assert core._batcher is not None
+        clock = core._batcher.clock
+        with gated(artifact) as tokenizer:
+            deadline = clock() + 0.2
+            task = asyncio.create_task(core.score(big_pairs(20), timeout=0.2))
+            while clock() < deadline:  # the tokenizer holds; the deadline passes
+                await asyncio.sleep(0.01)
+            tokenizer.gate.set()
+            with pytest.raises(DeadlineExpired):
+                await task
+            assert rows_encoded(tokenizer, 20) <= 1
+        assert core.metrics.registry.get_sample_value("rmserve_expired_total") == 1
+        assert core.inflight == 0 and engine.batches == []
