@@ -43,6 +43,10 @@ class CountingTokenizer:
         self.encoded.extend(texts)
         return self._inner.encode_batch_fast(texts, *args, **kwargs)
 
+    def encode_batch(self, texts: list[str], *args: Any, **kwargs: Any) -> list[Encoding]:
+        self.encoded.extend(texts)
+        return self._inner.encode_batch(texts, *args, **kwargs)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 

@@ -218,6 +218,10 @@ class GatedTokenizer:
         self._pass(texts)
         return self.inner.encode_batch_fast(texts, *args, **kwargs)
 
+    def encode_batch(self, texts: list[str], *args: Any, **kwargs: Any) -> Any:
+        self._pass(texts)
+        return self.inner.encode_batch(texts, *args, **kwargs)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 

@@ -74,6 +74,10 @@ class Counting:
         self.texts.extend(texts)
         return self.inner.encode_batch_fast(texts, **kwargs)
 
+    def encode_batch(self, texts: list[str], **kwargs: bool) -> list[Encoding]:
+        self.texts.extend(texts)
+        return self.inner.encode_batch(texts, **kwargs)
+
 
 @pytest.mark.parametrize("count", [1, 5, 40])
 def test_prepare_group_tokenises_the_prompt_once_and_equals_prepare(count: int) -> None:
