@@ -26,6 +26,8 @@ from rmserve.testing import ServerProcess, start_server
 from rmserve.v1 import reward_pb2
 from tests.support.harness import Harness, eventually, make_settings, serving
 
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
 GAUGE = "rmserve_inflight_request_bytes"
 BOUND_S = 60.0  # "must not hang"; never a performance target
 
@@ -191,6 +193,8 @@ async def test_malformed_requests_are_4xx_without_a_traceback(
         status, _ = await exchange(front.server.http_port, raw)
         assert 400 <= status < 500 or status == 0, (name, status)
     for record in caplog.records:
+        if record.levelno < logging.INFO:
+            continue  # aiohttp logs non-HTTP bytes at DEBUG with their traceback, as it chooses
         assert record.exc_info is None, (record.name, record.getMessage())
         assert record.levelno < logging.ERROR, (record.name, record.getMessage())
     warnings = [r for r in caplog.records if r.name == "aiohttp.server"]
