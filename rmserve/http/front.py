@@ -7,7 +7,9 @@
   ``http_slime_reward``.
 
 ``GET /health`` is 200 while serving, else 503. Every protocol goes through one wrapper here:
-memory admission of the body, then the request scope gRPC uses too
+the body read under its limits and charged to the memory budget as it arrives
+(``rmserve.http.body``: deadline, minimum rate, per-client share, bounded decompression), then
+the request scope gRPC uses too
 (``rmserve.serving.request_scope``: the same core, metrics and bug handling), and domain errors
 mapped to HTTP codes in one place
 (400 naming the field, 429 + Retry-After, 503, 504).
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -32,6 +35,8 @@ from rmserve.errors import (
     Unavailable,
 )
 from rmserve.http import classify, get_reward, slime
+from rmserve.http.body import BodyLimits, ClientShares, read_body, too_large
+from rmserve.http.quiet_log import QuietServerLog
 from rmserve.observability.metrics import Metrics
 from rmserve.serving.config import CoreState
 from rmserve.serving.core import RewardCore
@@ -68,6 +73,15 @@ def error_response(error: RewardError) -> web.Response:
     return web.json_response(body, status=status, headers=headers)
 
 
+@dataclass(frozen=True)
+class HttpLimits:
+    """What a client may hold of the server (``ServerSettings``' ``http_*`` fields)."""
+
+    body: BodyLimits
+    header_timeout_seconds: float = 60.0
+    max_inflight_bytes_per_client: int | None = None  # None: half the core's budget
+
+
 class HttpFront:
     """The protocols above and ``GET /health`` on their own port, over the shared core."""
 
@@ -77,12 +91,15 @@ class HttpFront:
         metrics: Metrics,
         max_body_bytes: int,
         log_request_content: bool = False,
+        limits: HttpLimits | None = None,
     ) -> None:
         self._core = core  # for /health
         self._requests = RequestScopes(core, metrics, code_label, log_request_content)
         self._max_body_bytes = max_body_bytes
-        # aiohttp stops reading a body at client_max_size (413); a Content-Length over it is
-        # refused before a byte of the body is read (get_reward).
+        self._limits = limits or HttpLimits(BodyLimits(max_body_bytes, 30.0, 64 * 1024))
+        self._clients = ClientShares()
+        # Bodies are read by read_body, which stops at max_body_bytes; client_max_size bounds
+        # any other read.
         self._app = web.Application(client_max_size=max_body_bytes)
         self._route("/get_reward", get_reward.METHOD, get_reward.get_reward)
         self._route("/classify", classify.METHOD, classify.classify)
@@ -93,8 +110,18 @@ class HttpFront:
 
     async def start(self, host: str, port: int) -> None:
         """Bind and serve (quietly: ``announce`` logs it once the server's start succeeded)."""
-        # handler_cancellation: a caller that hangs up frees its queue slot, as in gRPC.
-        self._runner = web.AppRunner(self._app, handler_cancellation=True, access_log=None)
+        # handler_cancellation: a caller that hangs up frees its queue slot (and its body's
+        # bytes), as in gRPC. auto_decompress off: read_body inflates within the limits.
+        # keepalive_timeout: aiohttp closes a connection that has not sent a whole request's
+        # headers this long after opening or after its last reply: the header-read timeout.
+        self._runner = web.AppRunner(
+            self._app,
+            handler_cancellation=True,
+            access_log=None,
+            auto_decompress=False,
+            keepalive_timeout=self._limits.header_timeout_seconds,
+            logger=QuietServerLog(logging.getLogger("aiohttp.server")),
+        )
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
         self.port = int(self._runner.addresses[0][1])
@@ -120,6 +147,12 @@ class HttpFront:
 
         self._app.router.add_post(path, serve)
 
+    def _client_limit(self, core: RewardCore) -> int:
+        limit = self._limits.max_inflight_bytes_per_client
+        if limit is None:
+            limit = core.config.max_inflight_bytes // 2
+        return max(limit, self._max_body_bytes)
+
     async def _serve(self, request: web.Request, method: str, handler: Handler) -> web.Response:
         """One request of any protocol: admission, body, handler (``RequestScope``: the
         metrics, and a bug answered as 500), then the one mapping of domain errors to HTTP."""
@@ -127,19 +160,22 @@ class HttpFront:
             core = scope.core()
             try:
                 length = request.content_length
-                if length is not None and length > self._max_body_bytes:  # as read() is bound
-                    raise web.HTTPRequestEntityTooLarge(
-                        max_size=self._max_body_bytes,
-                        actual_size=length,
-                        text=f"request body: {length} bytes is over "
-                        f"max_message_bytes={self._max_body_bytes}",
+                if length is not None and length > self._max_body_bytes:  # refused unread
+                    raise too_large(
+                        f"request body: {length} bytes is over "
+                        f"max_message_bytes={self._max_body_bytes}"
                     )
-                if length is None:  # chunked: bounded by client_max_size, admitted once read
-                    body = await request.read()
-                    with core.admit_bytes(len(body)):
-                        return await handler(core, body)
-                with core.admit_bytes(length):  # before a byte of the body is read
-                    return await handler(core, await request.read())
+                with (
+                    core.reserve_bytes() as reservation,
+                    self._clients.share(request.remote or "", self._client_limit(core)) as share,
+                ):
+
+                    def charge(size: int) -> None:
+                        share(size)
+                        reservation.grow(size)
+
+                    body = await read_body(request, self._limits.body, charge)
+                    return await handler(core, body)
             except web.HTTPException as e:  # e.g. 413 for a body over max_message_bytes
                 scope.let_through("INVALID_ARGUMENT" if e.status < 500 else "INTERNAL")
                 raise

@@ -22,7 +22,8 @@ from rmserve.batching.collect import BatchLimits
 from rmserve.engine.session import Engine, LoadedArtifact, OrtEngine, load_artifact
 from rmserve.engine.threads import engine_workers, threads_per_batch
 from rmserve.grpc.service import RewardServicer, add_reward_service
-from rmserve.http.front import HttpFront
+from rmserve.http.body import BodyLimits
+from rmserve.http.front import HttpFront, HttpLimits
 from rmserve.observability.metrics import Metrics
 from rmserve.observability.metrics_server import MetricsServer
 from rmserve.server.listeners import NO_REUSEPORT, bind_grpc, binding, write_port_file
@@ -201,7 +202,19 @@ class RewardServer:
             )
         if s.http_port is not None:
             self._http = HttpFront(
-                lambda: self.core, self.metrics, s.max_message_bytes, s.log_request_content
+                lambda: self.core,
+                self.metrics,
+                s.max_message_bytes,
+                s.log_request_content,
+                HttpLimits(
+                    BodyLimits(
+                        s.max_message_bytes,
+                        s.http_body_timeout_seconds,
+                        s.http_min_body_bytes_per_second,
+                    ),
+                    s.http_header_timeout_seconds,
+                    s.http_max_inflight_bytes_per_client,
+                ),
             )
             with binding("HTTP", s.host, s.http_port):
                 await self._http.start(s.host, s.http_port)

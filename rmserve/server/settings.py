@@ -50,6 +50,36 @@ class ServerSettings(BaseSettings):
         description="Also serve OpenRLHF's remote reward-model protocol (POST /get_reward) over "
         "HTTP on this port, same core and batcher (0: any free port; unset: off).",
     )
+    http_header_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0.0,
+        le=3600.0,
+        description="HTTP front: a connection must send a whole request's headers within this "
+        "many seconds of opening or of its last reply, else it is closed (aiohttp's keep-alive "
+        "timeout: an idle keep-alive connection is closed after it too).",
+    )
+    http_body_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0.0,
+        le=3600.0,
+        description="HTTP front: the longest wait for more of a request body, and the grace "
+        "before http_min_body_bytes_per_second applies; a body that stalls is 408 and the "
+        "bytes it was charged are released (docs/guides/security.md#slow-and-hostile-clients).",
+    )
+    http_min_body_bytes_per_second: float = Field(
+        default=64 * 1024,
+        ge=0.0,
+        description="HTTP front: the slowest a body may arrive. A body of n bytes must be whole "
+        "within http_body_timeout_seconds + n / this (0: no rate, only the wait for each chunk).",
+    )
+    http_max_inflight_bytes_per_client: int | None = Field(
+        default=None,
+        ge=1024,
+        le=1 << 40,
+        description="HTTP front: most request bytes one client address may hold of "
+        "max_inflight_bytes (bodies are charged as they arrive; beyond it 429 with Retry-After). "
+        "Unset: half of max_inflight_bytes, and never under max_message_bytes.",
+    )
     port_file: Path | None = Field(
         default=None,
         description="Once every listener is bound, before the model loads, write the ports "

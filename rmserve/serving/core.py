@@ -33,7 +33,11 @@ from rmserve.observability.reward_watch import response_lengths
 from rmserve.rewards.ensemble import AggregateName
 from rmserve.serving.allocator import FreedMemoryTrimmer
 from rmserve.serving.config import CoreConfig, CoreState
-from rmserve.serving.memory_budget import TOKENIZE_WORKERS, RequestBytesBudget
+from rmserve.serving.memory_budget import (
+    TOKENIZE_WORKERS,
+    BytesReservation,
+    RequestBytesBudget,
+)
 from rmserve.serving.replies import (
     RewardOptions,
     ServedScore,
@@ -122,6 +126,21 @@ class RewardCore:
             with self._request_bytes.admit(size, retry_after):
                 yield
         finally:
+            self._trimmer.freed(size, idle=self._request_bytes.in_use == 0)
+
+    @contextlib.contextmanager
+    def reserve_bytes(self) -> Iterator[BytesReservation]:
+        """``admit_bytes`` for a request whose bytes are charged as they arrive (an HTTP body
+        read in chunks): ``grow`` the reservation per chunk; it is released when the block
+        ends, however it ends."""
+        batcher = self._batcher
+        retry_after = batcher.retry_after_ms if batcher is not None else lambda: 1000
+        reservation = self._request_bytes.reservation(retry_after)
+        try:
+            yield reservation
+        finally:
+            size = reservation.size
+            reservation.release()
             self._trimmer.freed(size, idle=self._request_bytes.in_use == 0)
 
     @property

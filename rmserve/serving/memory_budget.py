@@ -122,6 +122,10 @@ class RequestBytesBudget:
         )
         return self.in_use + size <= room
 
+    def reservation(self, retry_after_ms: Callable[[], int]) -> BytesReservation:
+        """An empty charge that grows as a request's bytes arrive."""
+        return BytesReservation(self, retry_after_ms)
+
     @contextlib.contextmanager
     def admit(self, size: int, retry_after_ms: Callable[[], int]) -> Iterator[None]:
         """Hold ``size`` bytes of the budget for the block, or raise ``Overloaded``."""
@@ -138,6 +142,49 @@ class RequestBytesBudget:
         finally:
             self.in_use -= size
             self._on_change(self.in_use)
+
+
+class BytesReservation:
+    """Bytes of one request charged as they arrive (an HTTP body read in chunks): ``grow``
+    adds to the charge or raises ``Overloaded``; ``release`` (or leaving the ``with``) gives
+    all of it back. A request with nothing charged yet holds nothing of the budget."""
+
+    def __init__(self, budget: RequestBytesBudget, retry_after_ms: Callable[[], int]) -> None:
+        self._budget = budget
+        self._retry_after_ms = retry_after_ms
+        self.size = 0
+
+    def grow(self, more: int) -> None:
+        """Charge ``more`` bytes, or raise ``Overloaded`` (the charge so far is kept)."""
+        budget = self._budget
+        size = self.size + more
+        others = budget.in_use - self.size
+        room = (
+            budget.limit
+            if size <= SMALL_REQUEST_BYTES
+            else budget.limit - SMALL_REQUEST_RESERVE_BYTES
+        )
+        if others > 0 and others + size > room:  # one request alone always runs
+            raise Overloaded(
+                f"memory: {others} request bytes in flight, {size} more would exceed "
+                f"max_inflight_bytes={budget.limit}; retry later",
+                retry_after_ms=self._retry_after_ms(),
+            )
+        self.size = size
+        budget.in_use += more
+        budget._on_change(budget.in_use)
+
+    def release(self) -> None:
+        if self.size:
+            self._budget.in_use -= self.size
+            self.size = 0
+            self._budget._on_change(self._budget.in_use)
+
+    def __enter__(self) -> BytesReservation:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
 
 
 class MemoryTooSmall(Exception):

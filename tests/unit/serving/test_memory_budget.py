@@ -99,3 +99,20 @@ def test_cgroup_limits_are_read(tmp_path: Path, text: str, expected: int | None)
 
 def test_no_cgroup_file_means_no_limit(tmp_path: Path) -> None:
     assert cgroup_memory_limit((tmp_path / "absent",)) is None
+
+
+def test_a_reservation_grows_as_bytes_arrive_and_releases_all() -> None:
+    b, seen = budget()
+    held = b.admit(LIMIT - 2 * MIB, lambda: 5)
+    held.__enter__()
+    with b.reservation(lambda: 5) as growing:
+        assert b.in_use == LIMIT - 2 * MIB  # nothing charged before a byte arrives
+        growing.grow(SMALL_REQUEST_BYTES)
+        with pytest.raises(Overloaded):  # past the small-request reserve once it is big
+            growing.grow(MIB)
+        assert growing.size == SMALL_REQUEST_BYTES  # the refused step is not charged
+    assert b.in_use == LIMIT - 2 * MIB and seen[-1] == LIMIT - 2 * MIB
+    held.__exit__(None, None, None)
+    with b.reservation(lambda: 5) as alone:
+        alone.grow(2 * LIMIT)  # one request alone always runs
+    assert b.in_use == 0
