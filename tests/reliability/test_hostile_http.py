@@ -26,7 +26,7 @@ from rmserve.testing import ServerProcess, start_server
 from rmserve.v1 import reward_pb2
 from tests.support.harness import Harness, eventually, make_settings, serving
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+SESSION_LOOP = pytest.mark.asyncio(loop_scope="session")
 
 GAUGE = "rmserve_inflight_request_bytes"
 BOUND_S = 60.0  # "must not hang"; never a performance target
@@ -76,6 +76,7 @@ async def front(tiny_artifact: Path) -> AsyncIterator[Harness]:
         yield harness
 
 
+@SESSION_LOOP
 async def test_header_only_connections_and_half_bodies_lock_nobody_out(
     tiny_artifact: Path,
 ) -> None:
@@ -113,6 +114,7 @@ async def test_header_only_connections_and_half_bodies_lock_nobody_out(
         await eventually(lambda: h.metric(GAUGE) == 0, "nothing held after they go", BOUND_S)
 
 
+@SESSION_LOOP
 async def test_a_stalled_body_is_cut_off_and_its_bytes_released(front: Harness) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", front.server.http_port)
     try:
@@ -127,6 +129,7 @@ async def test_a_stalled_body_is_cut_off_and_its_bytes_released(front: Harness) 
     assert front.metric(GAUGE) == 0
 
 
+@SESSION_LOOP
 async def test_compressed_bodies_are_inflated_and_broken_ones_are_400(front: Harness) -> None:
     port = front.server.http_port
     raw = json.dumps({"query": ["q a", "q b"], "prompts": ["q", "q"]}).encode()
@@ -151,6 +154,7 @@ async def test_compressed_bodies_are_inflated_and_broken_ones_are_400(front: Har
     assert front.metric(GAUGE) == 0
 
 
+@SESSION_LOOP
 async def test_lone_surrogates_are_400_naming_the_field(front: Harness) -> None:
     port = front.server.http_port
     cases = [
@@ -185,6 +189,7 @@ MALFORMED = [
 ]  # fmt: skip
 
 
+@SESSION_LOOP
 async def test_malformed_requests_are_4xx_without_a_traceback(
     front: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
