@@ -42,6 +42,6 @@ def parse_slime(raw: bytes) -> tuple[tuple[str, str], bool]:
 async def slime_reward(core: RewardCore, raw: bytes) -> web.Response:
     pair, normalize = parse_slime(raw)
     options = core.reward_options(normalize)  # an ensemble: the server's default aggregate
-    scores = await core.score([pair], None, field="response")
+    scores = await core.score([pair], None, field="")  # errors name "prompt" or "response"
     (reward,) = (s.reward for s in core.served(scores, options))
     return web.json_response(reward)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 from tokenizers import Encoding
@@ -80,7 +81,8 @@ async def templated(
         ["import-hf", "--model", str(hf_dir), "--out", str(artifact), "--max-length", "64"]
     )
     assert code == 0 and json.loads(lines[-1])["join"] == "template"
-    async with serving(make_settings(Path(artifact), max_request_pairs=512)) as harness:
+    settings = make_settings(Path(artifact), max_request_pairs=512, http_port=0)
+    async with serving(settings) as harness:
         yield harness
 
 
@@ -202,3 +204,23 @@ async def test_text_too_long_for_a_template_names_the_request_field(
         await getattr(templated.stub, method)(request_, timeout=120)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (info.value.details() or "").startswith(named)
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"prompt": "p", "response": "word " * 60_000}, "response:"),
+        ({"prompt": "word " * 60_000, "response": "r"}, "prompt:"),
+    ],
+)
+async def test_slime_text_too_long_for_a_template_names_its_own_field(
+    templated: Harness, body: dict[str, str], named: str
+) -> None:
+    """slime sends one sample: the error names its field, not ``response[0].response``."""
+    url = f"http://127.0.0.1:{templated.server.http_port}/slime/reward"
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session,
+        session.post(url, json=body) as reply,
+    ):
+        status, answer = reply.status, await reply.json()
+    assert status == 400 and answer["error"]["message"].startswith(named), answer
