@@ -16,7 +16,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from types import TracebackType
@@ -31,6 +31,7 @@ from rmserve.errors import DeadlineExpired, InvalidRequest, Unavailable
 from rmserve.observability.metrics import Metrics
 from rmserve.observability.reward_watch import response_lengths
 from rmserve.rewards.ensemble import AggregateName
+from rmserve.serving import tokenizing
 from rmserve.serving.allocator import FreedMemoryTrimmer
 from rmserve.serving.config import CoreConfig, CoreState
 from rmserve.serving.memory_budget import (
@@ -50,35 +51,6 @@ from rmserve.text.preprocess import PreparedPair
 from rmserve.text.windows import UncuttableText
 
 log = logging.getLogger(__name__)
-
-# Requests with more characters of text are tokenised on a worker thread (the Rust encoder
-# releases the GIL), a chunk at a time (``Preprocessor.iter_many``), so no request stalls the
-# event loop and one whose caller left stops between chunks. Smaller ones cost well under a
-# millisecond, less than the hand-off.
-INLINE_TOKENIZE_CHARS = 4096
-
-Chunks = Callable[[], Iterable[list[PreparedPair]]]
-
-
-def _uncuttable_message(error: UncuttableText, field: str, rows_per_item: int) -> str:
-    """Name the text: ``pairs[3].response``, ``items[1].response_b`` for Prefer, or just
-    ``response`` for a request of one pair whose fields are its own (``field`` empty)."""
-    part = error.part
-    if rows_per_item == 2 and part == "response":
-        part = ("response_a", "response_b")[error.row % 2]
-    if not field:
-        return f"{part}: {error.reason}"
-    return f"{field}[{error.row // rows_per_item}].{part}: {error.reason}"
-
-
-def _text_chars(texts: Iterable[str]) -> int:
-    return sum(len(text) for text in texts)
-
-
-def _uncuttable_group_message(error: UncuttableText, field: str) -> str:
-    """Name the text of a group: ``prompt``, or ``responses[3]``."""
-    where = "prompt" if error.part == "prompt" else f"{field}[{error.row}]"
-    return f"{where}: {error.reason}"
 
 
 class RewardCore:
@@ -235,7 +207,7 @@ class RewardCore:
         prompts = [prompt for prompt, _ in pairs]
         responses = [response for _, response in pairs]
         prepare = partial(self.artifact.preprocessor.iter_many, prompts, responses)
-        chars = _text_chars(prompts) + _text_chars(responses)
+        chars = tokenizing.text_chars(prompts) + tokenizing.text_chars(responses)
         request = await self._run(len(pairs), 1, prepare, chars, responses, timeout, field)
         return request.scores()
 
@@ -250,7 +222,7 @@ class RewardCore:
         ``score([(prompt, response)])``, with the prompt tokenised once for the group."""
         texts = list(responses)
         prepare = partial(self.artifact.preprocessor.iter_group, prompt, texts)
-        chars = len(prompt) + _text_chars(texts)
+        chars = len(prompt) + tokenizing.text_chars(texts)
         request = await self._run(len(texts), 1, prepare, chars, texts, timeout, field, group=True)
         return request.scores()
 
@@ -264,7 +236,9 @@ class RewardCore:
         prompts = [prompt for prompt, _, _ in items for _ in range(2)]
         responses = [text for _, a, b in items for text in (a, b)]
         prepare = partial(self.artifact.preprocessor.iter_many, prompts, responses)
-        chars = _text_chars(prompt for prompt, _, _ in items) + _text_chars(responses)
+        chars = tokenizing.text_chars(prompt for prompt, _, _ in items) + tokenizing.text_chars(
+            responses
+        )
         scores = (
             await self._run(len(items), 2, prepare, chars, responses, timeout, field)
         ).scores()
@@ -298,7 +272,7 @@ class RewardCore:
         self,
         items: int,
         rows_per_item: int,
-        prepare: Chunks,
+        prepare: tokenizing.Chunks,
         chars: int,
         responses: Sequence[str],
         timeout: float | None,
@@ -329,9 +303,9 @@ class RewardCore:
                 raise
             except UncuttableText as e:
                 message = (
-                    _uncuttable_group_message(e, field)
+                    tokenizing.uncuttable_group_message(e, field)
                     if group
-                    else _uncuttable_message(e, field, rows_per_item)
+                    else tokenizing.uncuttable_message(e, field, rows_per_item)
                 )
                 raise InvalidRequest(message) from None
             if len(prepared) != rows:
@@ -369,17 +343,17 @@ class RewardCore:
             self._leave()
 
     async def _tokenize(
-        self, chars: int, prepare: Chunks, deadline: float | None, batcher: Batcher
+        self, chars: int, prepare: tokenizing.Chunks, deadline: float | None, batcher: Batcher
     ) -> list[PreparedPair]:
         """Inline up to INLINE_TOKENIZE_CHARS, else on a tokenizer thread, which stops between
         chunks once the caller cancelled (``CancelledError`` here) or the deadline passed
         (``DeadlineExpired``)."""
         start = time.perf_counter()
-        if chars <= INLINE_TOKENIZE_CHARS:
+        if chars <= tokenizing.INLINE_TOKENIZE_CHARS:
             prepared = [pair for chunk in prepare() for pair in chunk]
         else:
             stop = threading.Event()
-            work = partial(_tokenize_chunks, prepare, stop, deadline, batcher.clock)
+            work = partial(tokenizing.tokenize_chunks, prepare, stop, deadline, batcher.clock)
             loop = asyncio.get_running_loop()
             try:
                 prepared = await loop.run_in_executor(self._tokenizers, work)
@@ -405,20 +379,3 @@ class RewardCore:
         self.metrics.inflight_requests.set(self._inflight)
         if self._inflight == 0 and self._idle is not None:
             self._idle.set()
-
-
-def _tokenize_chunks(
-    prepare: Chunks, stop: threading.Event, deadline: float | None, clock: Callable[[], float]
-) -> list[PreparedPair]:
-    """Every chunk of ``prepare``, checking before each one that the caller still waits."""
-    prepared: list[PreparedPair] = []
-    chunks = iter(prepare())
-    while True:
-        if stop.is_set():
-            raise asyncio.CancelledError  # nobody awaits it: the caller left
-        if deadline is not None and clock() >= deadline:
-            raise DeadlineExpired("deadline passed while the request was being tokenised")
-        chunk = next(chunks, None)
-        if chunk is None:
-            return prepared
-        prepared += chunk

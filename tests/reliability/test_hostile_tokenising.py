@@ -18,7 +18,7 @@ import grpc
 import pytest
 from tokenizers import Encoding
 
-from rmserve.serving import core as core_module
+from rmserve.serving import tokenizing
 from rmserve.text import preprocess
 from rmserve.text.preprocess import Preprocessor
 from rmserve.v1 import reward_pb2
@@ -148,7 +148,7 @@ async def test_cancelled_big_request_stops_tokenising_between_chunks(
     templated: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     finished = threading.Event()
-    inner = core_module._tokenize_chunks
+    inner = tokenizing.tokenize_chunks
 
     def watched(*args: Any) -> Any:
         try:
@@ -156,7 +156,7 @@ async def test_cancelled_big_request_stops_tokenising_between_chunks(
         finally:
             finished.set()
 
-    monkeypatch.setattr(core_module, "_tokenize_chunks", watched)
+    monkeypatch.setattr(tokenizing, "tokenize_chunks", watched)
     monkeypatch.setattr(preprocess, "TOKENIZE_CHUNK_CHARS", 1)  # a chunk per row
     before = templated.metric("rmserve_cancelled_total")
     pairs = [reward_pb2.Pair(prompt=f"{i} {PROMPT}", response="ok") for i in range(16)]

@@ -19,7 +19,7 @@ import pytest
 
 from rmserve.engine.session import OrtEngine
 from rmserve.errors import DeadlineExpired
-from rmserve.serving.core import INLINE_TOKENIZE_CHARS
+from rmserve.serving.tokenizing import INLINE_TOKENIZE_CHARS
 from rmserve.v1 import reward_pb2, reward_pb2_grpc
 from tests.support.harness import Harness, eventually, make_settings, scripted_factory, serving
 

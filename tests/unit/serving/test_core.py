@@ -17,10 +17,10 @@ from rmserve.batching.collect import BatchLimits
 from rmserve.engine.session import LoadedArtifact
 from rmserve.errors import DeadlineExpired, EngineFailure, InvalidRequest, Unavailable
 from rmserve.observability.metrics import Metrics
-from rmserve.serving import core as core_module
+from rmserve.serving import tokenizing
 from rmserve.serving.config import CoreConfig
-from rmserve.serving.core import INLINE_TOKENIZE_CHARS, RewardCore
-from rmserve.serving.core import _tokenize_chunks as tokenize_chunks
+from rmserve.serving.core import RewardCore
+from rmserve.serving.tokenizing import INLINE_TOKENIZE_CHARS, tokenize_chunks
 from rmserve.text import preprocess
 from rmserve.text.preprocess import PreparedPair, Preprocessor, load_tokenizer
 
@@ -272,7 +272,7 @@ async def test_cancelled_request_stops_tokenising_between_chunks(
         finally:
             finished.set()
 
-    monkeypatch.setattr(core_module, "_tokenize_chunks", watched)
+    monkeypatch.setattr(tokenizing, "tokenize_chunks", watched)
     async with make_core(artifact, CountingEngine()) as core:
         with gated(artifact) as tokenizer:
             task = asyncio.create_task(core.score(big_pairs(20)))
