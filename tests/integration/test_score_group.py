@@ -3,15 +3,13 @@ Score's, the prompt is tokenised once, and the statistics are TRL GRPOTrainer's.
 
 from __future__ import annotations
 
-from typing import Any
-
 import grpc
 import numpy as np
 import pytest
-from tokenizers import Encoding, Tokenizer
 
 from rmserve.rewards.group_stats import ADVANTAGE_EPSILON
 from rmserve.v1 import reward_pb2
+from tests.support.counting_tokenizer import CountingTokenizer
 from tests.support.harness import Harness
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -26,29 +24,6 @@ def responses(n: int, max_length: int) -> list[str]:
         words = (i * 7) % (max_length + 40)
         out.append(f"#{i} " + " ".join(WORDS[(i + k) % len(WORDS)] for k in range(words)))
     return out
-
-
-class CountingTokenizer:
-    """The server's tokenizer, counting how often each text is encoded."""
-
-    def __init__(self, inner: Tokenizer) -> None:
-        self._inner = inner
-        self.encoded: list[str] = []
-
-    def encode(self, text: str, *args: Any, **kwargs: Any) -> Encoding:
-        self.encoded.append(text)
-        return self._inner.encode(text, *args, **kwargs)
-
-    def encode_batch_fast(self, texts: list[str], *args: Any, **kwargs: Any) -> list[Encoding]:
-        self.encoded.extend(texts)
-        return self._inner.encode_batch_fast(texts, *args, **kwargs)
-
-    def encode_batch(self, texts: list[str], *args: Any, **kwargs: Any) -> list[Encoding]:
-        self.encoded.extend(texts)
-        return self._inner.encode_batch(texts, *args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 def max_length(h: Harness) -> int:
@@ -97,9 +72,9 @@ async def test_prompt_is_tokenised_once_for_the_group(shared: Harness) -> None:
             reward_pb2.ScoreGroupRequest(prompt=prompt, responses=responses(64, 60))
         )
     finally:
-        preprocessor.tokenizer = counting._inner
-    assert counting.encoded.count(prompt) == 1
-    assert len(counting.encoded) == 65  # the prompt and 64 distinct responses
+        preprocessor.tokenizer = counting.inner
+    assert counting.texts.count(prompt) == 1
+    assert len(counting.texts) == 65  # the prompt and 64 distinct responses
 
 
 async def test_group_statistics_are_grpo_trainers(shared: Harness) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tokenizers import Encoding
 
 from rmserve.artifact.manifest import ChatTemplate, Preprocessing, ReasoningSplit
 from rmserve.client.trl import consecutive_groups
@@ -14,6 +13,7 @@ from rmserve.text.chat_render import render
 from rmserve.text.preprocess import Preprocessor, load_tokenizer
 from rmserve.text.rendered_input import split_rendered
 from rmserve_training.model.backbones import minilm_folder
+from tests.support.counting_tokenizer import CountingTokenizer
 
 CHATML = ChatTemplate(
     prefix="<|im_start|>user\n",
@@ -61,31 +61,13 @@ def test_consecutive_groups(prompts: list[str], runs: list[tuple[int, int]]) -> 
     assert consecutive_groups(prompts) == runs
 
 
-class Counting:
-    def __init__(self, pre: Preprocessor) -> None:
-        self.inner = pre.tokenizer
-        self.texts: list[str] = []
-
-    def encode(self, text: str, **kwargs: bool) -> Encoding:
-        self.texts.append(text)
-        return self.inner.encode(text, **kwargs)
-
-    def encode_batch_fast(self, texts: list[str], **kwargs: bool) -> list[Encoding]:
-        self.texts.extend(texts)
-        return self.inner.encode_batch_fast(texts, **kwargs)
-
-    def encode_batch(self, texts: list[str], **kwargs: bool) -> list[Encoding]:
-        self.texts.extend(texts)
-        return self.inner.encode_batch(texts, **kwargs)
-
-
 @pytest.mark.parametrize("count", [1, 5, 40])
 def test_prepare_group_tokenises_the_prompt_once_and_equals_prepare(count: int) -> None:
     tokenizer = load_tokenizer(minilm_folder() / "tokenizer.json")
     pre = Preprocessor(tokenizer, Preprocessing(join="pair", max_length=16, pad_token_id=0))
     prompt = "one two three four five six seven eight nine ten"
     responses = [("a b " * (i % 9)).strip() for i in range(count)]
-    counting = Counting(pre)
+    counting = CountingTokenizer(pre.tokenizer)
     pre.tokenizer = counting  # type: ignore[assignment]
     group = pre.prepare_group(prompt, responses)
     assert counting.texts.count(prompt) == 1

@@ -3,16 +3,15 @@ a template that does not split that way is tokenised whole, conversation by conv
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from tokenizers import Encoding, Tokenizer, models, pre_tokenizers, processors
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from rmserve.artifact.manifest import ChatTemplate, Preprocessing
 from rmserve.text.chat_render import render
 from rmserve.text.preprocess import Preprocessor
 from rmserve.text.template_split import SequenceLayout, TemplateSplit
 from rmserve.text.windows import UncuttableText
+from tests.support.counting_tokenizer import CountingTokenizer
 
 SPECIAL = ["<s>", "<u>", "<a>", "</s>"]
 WORDS = [f"w{i}" for i in range(40)]
@@ -37,28 +36,6 @@ def preprocessor(
         join="template", template=template, max_length=max_length, pad_token_id=3
     )
     return Preprocessor(tokenizer(post), config)
-
-
-class Counting:
-    """A tokenizer counting the characters it encodes."""
-
-    def __init__(self, inner: Tokenizer) -> None:
-        self.inner, self.texts = inner, list[str]()
-
-    def encode(self, text: str, *args: Any, **kwargs: Any) -> Encoding:
-        self.texts.append(text)
-        return self.inner.encode(text, *args, **kwargs)
-
-    def encode_batch_fast(self, texts: list[str], *args: Any, **kwargs: Any) -> list[Encoding]:
-        self.texts += texts
-        return self.inner.encode_batch_fast(texts, *args, **kwargs)
-
-    def encode_batch(self, texts: list[str], *args: Any, **kwargs: Any) -> list[Encoding]:
-        self.texts += texts
-        return self.inner.encode_batch(texts, *args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 PROMPTS = ["", "w1 w2", " ".join(WORDS[:10]), "  w3  "]
@@ -113,7 +90,7 @@ def test_split_group_of_many_cuts_as_each_conversation_whole() -> None:
 
 def test_split_group_tokenises_the_prompt_once() -> None:
     pre = preprocessor()
-    counting = Counting(pre.tokenizer)
+    counting = CountingTokenizer(pre.tokenizer)
     pre.tokenizer = counting  # type: ignore[assignment]
     prompt = " ".join(WORDS * 50)
     pre.prepare_group(prompt, [f"x {w}" for w in WORDS])
@@ -133,7 +110,7 @@ def test_a_split_that_changes_the_tokens_is_refused_and_groups_go_whole() -> Non
 def test_without_a_split_every_conversation_is_tokenised_whole() -> None:
     pre = preprocessor(separator=" A : ")
     assert not pre.splits_template
-    counting = Counting(pre.tokenizer)
+    counting = CountingTokenizer(pre.tokenizer)
     pre.tokenizer = counting  # type: ignore[assignment]
     got = pre.prepare_group("w1 w2", RESPONSES)
     pre.tokenizer = counting.inner
