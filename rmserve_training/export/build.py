@@ -16,7 +16,8 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -49,8 +50,13 @@ from rmserve_training.export.check import (
     reference_scores,
     torch_feed,
 )
+from rmserve_training.export.fused_attention import (
+    DOMAIN,
+    fused_attention,
+    supports_fused_attention,
+)
 from rmserve_training.export.onnx_layout import Dtype, write_model
-from rmserve_training.model.reward_model import Scorer
+from rmserve_training.model.reward_model import RewardModel, Scorer
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,7 @@ INVARIANCE_BATCH = 16
 OPSET = 17
 # Model types whose graphs onnxruntime's 'bert' optimizer recognises and fuses.
 BERT_FAMILY = frozenset({"bert"})
+FUSED_LABEL = "ort-gqa"  # decoder attention as com.microsoft.GroupQueryAttention
 # Odd cases that every validation set includes: empty texts and a pair that must be truncated.
 EDGE_CASE_TEXTS = (("", ""), ("", "ok"), ("context " * 600, "the response stays whole"))
 
@@ -101,15 +108,43 @@ def validation_pairs(
     return mixed
 
 
+def uses_fused_attention(request: ExportRequest) -> bool:
+    scorer = request.scorer
+    return (
+        isinstance(scorer, RewardModel)
+        and scorer.architecture == "decoder"
+        and supports_fused_attention(request.model_type, scorer.backbone)
+    )
+
+
+@contextmanager
+def tracing_mode(scorer: Scorer, fused: bool) -> Iterator[None]:
+    """The scorer as traced: with fused attention, rows packed and attention switched."""
+    if not fused:
+        yield
+        return
+    assert isinstance(scorer, RewardModel)
+    scorer.pack_rows = True
+    try:
+        with fused_attention(scorer.backbone):
+            yield
+    finally:
+        scorer.pack_rows = False
+
+
 def trace_to_onnx(
-    scorer: Scorer, sample: Sequence[PreparedPair], pad_token_id: int, path: Path
+    scorer: Scorer,
+    sample: Sequence[PreparedPair],
+    pad_token_id: int,
+    path: Path,
+    fused: bool = False,
 ) -> None:
     names = scorer.input_names
     feed = torch_feed(sample, pad_token_id, names)
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
     axes[OUTPUT_NAME] = {0: "batch"}
     scorer.eval()
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), tracing_mode(scorer, fused):
         warnings.simplefilter("ignore")
         torch.onnx.export(
             scorer,
@@ -119,6 +154,7 @@ def trace_to_onnx(
             output_names=[OUTPUT_NAME],
             dynamic_axes=axes,
             opset_version=OPSET,
+            custom_opsets={DOMAIN: 1} if fused else None,
             dynamo=False,
         )
 
@@ -228,7 +264,8 @@ def export_artifact(request: ExportRequest, out: Path) -> Manifest:
         trace_dir = scratch / "trace"  # torch writes one file per tensor beside a >2 GiB graph
         trace_dir.mkdir()
         raw = trace_dir / "raw.onnx"
-        trace_to_onnx(request.scorer, [pairs[0], pairs[1]], pad_id, raw)
+        fused = uses_fused_attention(request)
+        trace_to_onnx(request.scorer, [pairs[0], pairs[1]], pad_id, raw, fused)
         candidates: list[tuple[str, Path]] = []
         if request.model_type in BERT_FAMILY and request.num_heads and request.hidden_size:
             optimized_dir = scratch / "optimized"
@@ -236,7 +273,7 @@ def export_artifact(request: ExportRequest, out: Path) -> Manifest:
             optimized = optimized_dir / "optimized.onnx"
             label = optimize_bert(raw, optimized, request.num_heads, request.hidden_size)
             candidates.append((label, optimized))
-        candidates.append(("none", raw))
+        candidates.append((FUSED_LABEL if fused else "none", raw))
         staging = scratch / "artifact"
         label, written, report = _stage_candidates(
             request, candidates, staging, preprocessor, pairs

@@ -37,6 +37,17 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(dim=-1) - 1).clamp(min=0) * mask
 
 
+def pack_real_tokens_first(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's real tokens moved to its front, in order, pads after them: any padding becomes
+    right padding, under which causal attention needs no mask (see export/fused_attention.py)."""
+    length = input_ids.shape[1]
+    positions = torch.arange(length, device=input_ids.device)
+    order = torch.argsort((1 - attention_mask.long()) * length + positions, dim=1)
+    return input_ids.gather(1, order), attention_mask.gather(1, order)
+
+
 def pool(
     hidden: torch.Tensor,
     attention_mask: torch.Tensor,
@@ -92,6 +103,8 @@ class RewardModel(nn.Module):
         self.pooling: Pooling = pooling
         self.architecture: Architecture = architecture
         self.skip_token_id = skip_token_id
+        # Set while tracing a fused-attention graph (export/fused_attention.py).
+        self.pack_rows = False
         self.uses_token_type_ids = architecture == "encoder" and accepts(backbone, "token_type_ids")
 
     @classmethod
@@ -113,6 +126,8 @@ class RewardModel(nn.Module):
         attention_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        if self.pack_rows:
+            input_ids, attention_mask = pack_real_tokens_first(input_ids, attention_mask)
         kwargs = backbone_kwargs(attention_mask, token_type_ids, self.uses_token_type_ids)
         if self.architecture == "decoder":
             kwargs["position_ids"] = position_ids_from_mask(attention_mask)
