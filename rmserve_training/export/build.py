@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer
 
@@ -47,8 +48,10 @@ from rmserve_training.export.check import (
     CheckResult,
     ExportError,
     check_artifact,
+    check_long_pairs,
     reference_scores,
     torch_feed,
+    torch_scores,
 )
 from rmserve_training.export.fused_attention import (
     DOMAIN,
@@ -79,6 +82,8 @@ class ExportRequest:
     model_type: str
     normalization: Normalization
     validation_texts: Sequence[tuple[str, str]]
+    # Pairs far longer than the validation texts, each checked alone (check_long_pairs).
+    long_texts: Sequence[tuple[str, str]] = ()
     version: str | None = None
     num_heads: int = 0
     hidden_size: int = 0
@@ -130,6 +135,18 @@ def tracing_mode(scorer: Scorer, fused: bool) -> Iterator[None]:
             yield
     finally:
         scorer.pack_rows = False
+
+
+def long_reference_scores(
+    scorer: Scorer, pairs: Sequence[PreparedPair], pad_token_id: int, fused: bool
+) -> np.ndarray:
+    """The torch rewards of long pairs, one at a time. A backbone on eager attention would
+    hold [heads, L, L] scores, so it is scored in its traced mode instead (the same attention,
+    query-chunked: export/fused_attention.py), checked against eager on the short pairs."""
+    eager = getattr(getattr(scorer, "backbone", None), "config", None)
+    chunked = fused and getattr(eager, "_attn_implementation", "eager") == "eager"
+    with tracing_mode(scorer, chunked):
+        return np.concatenate([torch_scores(scorer, [pair], pad_token_id) for pair in pairs])
 
 
 def trace_to_onnx(
@@ -279,8 +296,17 @@ def export_artifact(request: ExportRequest, out: Path) -> Manifest:
             request, candidates, staging, preprocessor, pairs
         )
         shutil.rmtree(trace_dir)
-        entries = file_entries(staging, [*written, TOKENIZER_FILE])
         metrics = dict(request.metrics)
+        if request.long_texts:
+            long_pairs = preprocessor.prepare_many(*zip(*request.long_texts, strict=True))
+            reference = long_reference_scores(request.scorer, long_pairs, pad_id, fused)
+            long = check_long_pairs(
+                staging / MODEL_FILE, request.dtype, reference, long_pairs, pad_id
+            )
+            log.info("export check at %d tokens: max|Δ| %.2e", long.tokens, long.max_abs_diff)
+            metrics["export_long_parity_tokens"] = float(long.tokens)
+            metrics["export_long_parity_max_abs_diff"] = long.max_abs_diff
+        entries = file_entries(staging, [*written, TOKENIZER_FILE])
         if report.max_abs_diff is not None:
             metrics["export_parity_max_abs_diff"] = report.max_abs_diff
         if report.batch_invariance_max_abs_diff is not None:

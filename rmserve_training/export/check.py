@@ -177,3 +177,33 @@ def check_artifact(
     )
     ok = tolerance.parity_ok(ours, reference) and invariance <= tolerance.invariance
     return CheckResult(report, ok)
+
+
+@dataclass(frozen=True)
+class LongParity:
+    tokens: int  # the longest pair checked
+    max_abs_diff: float
+
+
+def check_long_pairs(
+    onnx_path: Path,
+    dtype: str,
+    reference: np.ndarray,
+    pairs: Sequence[PreparedPair],
+    pad_token_id: int,
+) -> LongParity:
+    """Each long pair scored alone by the written model against ``reference``; raises
+    ExportError beyond the dtype's tolerance."""
+    session = cpu_session(onnx_path)
+    ours = np.concatenate([ort_scores(session, [pair], pad_token_id) for pair in pairs])
+    result = LongParity(
+        tokens=max(pair.num_tokens for pair in pairs),
+        max_abs_diff=float(np.abs(ours - reference).max()),
+    )
+    tolerance = TOLERANCES[dtype]
+    if not tolerance.parity_ok(ours, reference):
+        raise ExportError(
+            f"exported {dtype} graph differs from torch by {result.max_abs_diff:.2e} on a "
+            f"{result.tokens}-token pair (accepting {tolerance.describe()})"
+        )
+    return result

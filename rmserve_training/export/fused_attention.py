@@ -21,7 +21,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.onnx import symbolic_helper
+from torch.onnx import (
+    register_custom_op_symbolic,  # type: ignore[attr-defined]
+    symbolic_helper,
+)
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
 
@@ -94,18 +97,27 @@ def _(
 
 
 @symbolic_helper.parse_args("v", "v", "v", "f", "f", "i", "i", "i")
-def group_query_attention_symbolic(  # type: ignore[no-untyped-def]
-    g, query, key, value, scale: float, softcap: float, window: int, heads: int, kv_heads: int
-):
+def group_query_attention_symbolic(
+    g: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    scale: float,
+    softcap: float,
+    window: int,
+    heads: int,
+    kv_heads: int,
+) -> Any:
     """[B, H, L, D] -> GroupQueryAttention on [B, L, H·D] -> [B, L, H, D]."""
 
-    def const(value: Any):  # type: ignore[no-untyped-def]
+    def const(value: Any) -> Any:
         return g.op("Constant", value_t=torch.tensor(value))
 
-    def flat(x):  # type: ignore[no-untyped-def]
+    def flat(x: Any) -> Any:
         x = g.op("Transpose", x, perm_i=[0, 2, 1, 3])
         return g.op("Reshape", x, const([0, 0, -1]))
 
+    absent: Any = symbolic_helper._optional_input_placeholder_tensor  # past key / value
     shape = g.op("Shape", query)
     batch = g.op("Slice", shape, const([0]), const([1]))
     length = g.op("Gather", shape, const(2), axis_i=0)
@@ -117,8 +129,8 @@ def group_query_attention_symbolic(  # type: ignore[no-untyped-def]
         flat(query),
         flat(key),
         flat(value),
-        symbolic_helper._optional_input_placeholder_tensor(g),
-        symbolic_helper._optional_input_placeholder_tensor(g),
+        absent(g),
+        absent(g),
         seqlens_k,
         total,
         num_heads_i=heads,
@@ -131,13 +143,11 @@ def group_query_attention_symbolic(  # type: ignore[no-untyped-def]
     return g.op("Reshape", out, const([0, 0, heads, -1]))
 
 
-torch.onnx.register_custom_op_symbolic(
-    "rmserve::group_query_attention", group_query_attention_symbolic, 1
-)
+register_custom_op_symbolic("rmserve::group_query_attention", group_query_attention_symbolic, 1)
 
 
 def gqa_attention(
-    module: nn.Module,
+    module: Any,
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
@@ -178,7 +188,7 @@ def supports_fused_attention(model_type: str, backbone: nn.Module) -> bool:
 @contextmanager
 def fused_attention(backbone: nn.Module) -> Iterator[None]:
     """Within the block the backbone's attention is ``rmserve_gqa``."""
-    configs = [m.config for m in backbone.modules() if hasattr(m, "config")]
+    configs: list[Any] = [m.config for m in backbone.modules() if hasattr(m, "config")]
     before = [c._attn_implementation for c in configs]
     for config in configs:
         config._attn_implementation = IMPLEMENTATION

@@ -41,8 +41,12 @@ from rmserve_training.train.loop import evaluate
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_LENGTH_CAP = 2048
 HF_PARITY_ATOL = 1e-4
+# A model longer than this gets one parity pair of up to LONG_PARITY_TOKENS (see export/check.py).
+LONG_MODEL_TOKENS = 4096
+LONG_PARITY_TOKENS = 16384
+# Tokenizers without a real limit report a huge sentinel as model_max_length.
+SENTINEL_MAX_LENGTH = 10_000_000
 SAMPLE_TEXTS = (
     ("What is the capital of France?", "Paris."),
     ("Explain photosynthesis in one sentence.", "Plants turn light, water and CO2 into sugar."),
@@ -87,12 +91,46 @@ def check_token_ids(
             )
 
 
-def _default_max_length(config: Any, hf_tokenizer: Any) -> int:
-    limits = [DEFAULT_MAX_LENGTH_CAP, int(getattr(hf_tokenizer, "model_max_length", 0) or 0)]
-    positions = getattr(config, "max_position_embeddings", None)
-    if isinstance(positions, int):
-        limits.append(positions)
-    return min(limit for limit in limits if limit > 0)
+def default_max_length(config: Any, hf_tokenizer: Any) -> int:
+    """The model's own context: its position embeddings (what RoPE scaling extends them to),
+    else the tokenizer's limit when it states a real one."""
+    positions = getattr(config.get_text_config(), "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        return positions
+    stated = int(getattr(hf_tokenizer, "model_max_length", 0) or 0)
+    if 0 < stated < SENTINEL_MAX_LENGTH:
+        return stated
+    raise HfImportError(
+        "the model states no context length (no max_position_embeddings, no tokenizer "
+        "model_max_length); pass --max-length"
+    )
+
+
+def long_parity_texts(preprocessor: Preprocessor) -> list[tuple[str, str]]:
+    """For a long model, one pair just under min(max_length, LONG_PARITY_TOKENS) tokens."""
+    limit = preprocessor.config.max_length
+    if limit <= LONG_MODEL_TOKENS:
+        return []
+    target = min(limit, LONG_PARITY_TOKENS) - 64
+    unit = "The answer is four, because two and two make four. "
+    per_unit = max(1, preprocessor.prepare("", unit * 64).num_tokens // 64)
+    return [("Check the reasoning below.", unit * (target // per_unit))]
+
+
+def load_hf_model(model_dir: Path) -> Any:
+    """fp32, with PyTorch's fused attention (SDPA) where the family supports it, so checks on
+    one long sequence take memory linear in its length; eager otherwise (Gemma-2)."""
+    for attention in ("sdpa", "eager"):
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                model_dir, local_files_only=True, attn_implementation=attention, dtype=torch.float32
+            )
+        except (ValueError, ImportError) as e:
+            log.info("%s attention unavailable for %s: %s", attention, model_dir, e)
+            continue
+        model.eval()
+        return model
+    raise HfImportError(f"{model_dir}: cannot load the model with sdpa or eager attention")
 
 
 def build_scorer(hf_model: Any, architecture: str) -> Scorer:
@@ -143,10 +181,7 @@ def import_hf(
         raise HfImportError(
             f"{model_dir}: num_labels is {config.num_labels}; a reward model has exactly 1"
         )
-    hf_model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, local_files_only=True, attn_implementation="eager", dtype=torch.float32
-    )
-    hf_model.eval()
+    hf_model = load_hf_model(model_dir)
     hf_tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     if not getattr(hf_tokenizer, "is_fast", False):
         raise HfImportError(f"{model_dir}: rmserve needs a fast tokenizer (tokenizer.json)")
@@ -159,11 +194,14 @@ def import_hf(
     preprocessing = Preprocessing(
         join="template" if template else "pair",
         template=template,
-        max_length=max_length or _default_max_length(config, hf_tokenizer),
+        max_length=max_length or default_max_length(config, hf_tokenizer),
         pad_token_id=pad_token_id_of(config, hf_tokenizer),
     )
     preprocessor = Preprocessor(tokenizer, preprocessing)
-    log.info("importing %s as %s, join=%s", model_dir, architecture, preprocessing.join)
+    log.info(
+        "importing %s as %s, join=%s, max_length=%d",
+        model_dir, architecture, preprocessing.join, preprocessing.max_length,
+    )  # fmt: skip
 
     texts: list[tuple[str, str]] = list(SAMPLE_TEXTS)
     metrics: dict[str, float] = {}
@@ -197,6 +235,7 @@ def import_hf(
         model_type=config.model_type,
         normalization=normalization,
         validation_texts=texts,
+        long_texts=long_parity_texts(preprocessor) if architecture == "decoder" else [],
         version=version,
         num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
         hidden_size=int(getattr(config, "hidden_size", 0) or 0),
