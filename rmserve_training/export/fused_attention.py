@@ -21,10 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.onnx import (
-    register_custom_op_symbolic,  # type: ignore[attr-defined]
-    symbolic_helper,
-)
+from torch.onnx import symbolic_helper
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
 
@@ -143,7 +140,9 @@ def group_query_attention_symbolic(
     return g.op("Reshape", out, const([0, 0, heads, -1]))
 
 
-register_custom_op_symbolic("rmserve::group_query_attention", group_query_attention_symbolic, 1)
+torch.onnx.register_custom_op_symbolic(  # type: ignore[attr-defined]
+    "rmserve::group_query_attention", group_query_attention_symbolic, 1
+)
 
 
 def gqa_attention(
