@@ -152,6 +152,7 @@ def run_import_hf(args: argparse.Namespace) -> int:
             version=args.version,
             dtype=args.dtype,
             external_data=args.external_data,
+            fused_attention=args.attention == "fused",
         )
     print_result(
         {
@@ -159,6 +160,7 @@ def run_import_hf(args: argparse.Namespace) -> int:
             "version": manifest.version,
             "architecture": manifest.architecture,
             "join": manifest.preprocessing.join,
+            "max_length": manifest.preprocessing.max_length,
             "optimization": manifest.optimization,
             "dtype": manifest.dtype,
             **{k: v for k, v in manifest.metrics.items() if k.startswith("eval_")},
@@ -341,6 +343,14 @@ def register(subparsers: Any) -> None:
     )
     hf.add_argument(
         "--max-length", type=int, help="Most tokens per sequence (default: the model's limit)."
+    )
+    hf.add_argument(
+        "--attention",
+        choices=("fused", "unfused"),
+        default="fused",
+        help="Decoder attention in the graph: 'fused' (Qwen2/3, Llama, Mistral, Gemma-2: "
+        "onnxruntime's GroupQueryAttention, memory linear in length) or 'unfused' (MatMul + "
+        "Softmax as traced, memory growing with the square of the length).",
     )
     hf.add_argument("--name", help="Model name in the manifest (default: the folder name).")
     hf.add_argument("--version", help="Model version (default: model files' sha256 prefix).")

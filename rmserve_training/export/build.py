@@ -90,6 +90,7 @@ class ExportRequest:
     metrics: dict[str, float] = field(default_factory=dict)
     dtype: Dtype = "fp32"
     external_data: bool = False  # weights in model.onnx.data even when they would fit inline
+    fused_attention: bool = True  # decoders of FUSED_FAMILIES: GroupQueryAttention
     training: TrainingRecord | None = None  # how rmserve train fitted the weights
     # A scorer with output [B, K] (heads on one backbone): its K members, and the kind.
     ensemble: Sequence[EnsembleMember] | None = None
@@ -116,7 +117,8 @@ def validation_pairs(
 def uses_fused_attention(request: ExportRequest) -> bool:
     scorer = request.scorer
     return (
-        isinstance(scorer, RewardModel)
+        request.fused_attention
+        and isinstance(scorer, RewardModel)
         and scorer.architecture == "decoder"
         and supports_fused_attention(request.model_type, scorer.backbone)
     )

@@ -172,6 +172,7 @@ def import_hf(
     version: str | None = None,
     dtype: Dtype = "fp32",
     external_data: bool = False,
+    fused_attention: bool = True,
 ) -> Manifest:
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
@@ -242,5 +243,6 @@ def import_hf(
         metrics=metrics,
         dtype=dtype,
         external_data=external_data,
+        fused_attention=fused_attention,
     )
     return export_artifact(request, out)
