@@ -194,27 +194,36 @@ COMMON: dict[str, Any] = {
 }  # fmt: skip
 
 
+# Llama 3.1's RoPE scaling, its original context shrunk so the scaled frequencies matter here.
+LLAMA3_ROPE = {
+    "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 64,
+}  # fmt: skip
+
+
 def _qwen2(ids: dict[str, Any]) -> PreTrainedModel:
-    return Qwen2ForSequenceClassification(Qwen2Config(**COMMON, **ids))
+    return Qwen2ForSequenceClassification(Qwen2Config(**{**COMMON, **ids}))
 
 
 def _qwen3(ids: dict[str, Any]) -> PreTrainedModel:
-    return Qwen3ForSequenceClassification(Qwen3Config(**COMMON, **ids, head_dim=8))
+    return Qwen3ForSequenceClassification(Qwen3Config(**{**COMMON, **ids}, head_dim=8))
 
 
 def _llama(ids: dict[str, Any]) -> PreTrainedModel:
-    return LlamaForSequenceClassification(LlamaConfig(**COMMON, **ids))
+    config = LlamaConfig(**{**COMMON, **ids}, rope_scaling=LLAMA3_ROPE)
+    return LlamaForSequenceClassification(config)
 
 
 def _mistral(ids: dict[str, Any]) -> PreTrainedModel:
     # A window shorter than the longest test text, so the sliding mask is exercised.
-    return MistralForSequenceClassification(MistralConfig(**COMMON, **ids, sliding_window=16))
+    config = MistralConfig(**{**COMMON, **ids}, sliding_window=16)
+    return MistralForSequenceClassification(config)
 
 
 def _gemma2(ids: dict[str, Any]) -> PreTrainedModel:
     # Attention soft-capping low enough to bite on these random weights; sliding layers too.
     config = Gemma2Config(
-        **COMMON, **ids, head_dim=8, query_pre_attn_scalar=8, sliding_window=16,
+        **{**COMMON, **ids}, head_dim=8, query_pre_attn_scalar=8, sliding_window=16,
         attn_logit_softcapping=0.5, final_logit_softcapping=30.0,
     )  # fmt: skip
     return Gemma2ForSequenceClassification(config)
@@ -283,8 +292,8 @@ def _tokenizer(family: Family) -> Tokenizer:
     return tokenizer
 
 
-def build(family: Family, folder: Path, seed: int = 0) -> Path:
-    """Save the family's tiny tokenizer and reward model into ``folder``."""
+def build(family: Family, folder: Path, seed: int = 0, positions: int = 512) -> Path:
+    """Save the family's tiny tokenizer and reward model (``positions`` long) into ``folder``."""
     tokenizer = _tokenizer(family)
     extra = {"unk_token": "<unk>"} if "<unk>" in family.special else {}
     hf_tokenizer = PreTrainedTokenizerFast(
@@ -298,6 +307,7 @@ def build(family: Family, folder: Path, seed: int = 0) -> Path:
         "pad_token_id": tokenizer.token_to_id(family.pad),
         "bos_token_id": tokenizer.token_to_id(family.bos) if family.bos else None,
         "eos_token_id": tokenizer.token_to_id(family.eos),
+        "max_position_embeddings": positions,
     }
     torch.manual_seed(seed)
     model = family.build_model(ids)
