@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from gpu_measure import load_pairs, raw_engine, served
+from gpu_measure import load_pairs, long_pairs_engine, raw_engine, served
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -190,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="Per throughput figure.")
     parser.add_argument("--callers", type=int, default=256, help="Concurrent Score callers.")
     parser.add_argument("--budget-s", type=float, default=420.0)
+    parser.add_argument(
+        "--long-lengths", default="8192,16384",
+        help="Tokens of the long pairs the fused-attention decoder scores alone (fp16 and fp32).",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -235,6 +239,16 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("qwen3-fp32", "qwen3-fp16"):
         if name in artifacts:
             measure(report, name, artifacts[name], args, pairs, batch_sizes)
+    lengths = [int(n) for n in args.long_lengths.split(",") if n]
+    for name in ("qwen3-fp16", "qwen3-fp32"):  # fp16 first: CUDA's flash path
+        if name in artifacts and lengths and report.stage(f"{name} long", 60):
+            try:
+                report.data["stages"][name]["long"] = long_pairs_engine(
+                    artifacts[name], args.provider, lengths
+                )
+            except Exception as e:
+                report.data["errors"][f"{name} long"] = repr(e)
+            report.put("stages", report.data["stages"])
     stages = report.data["stages"]
     if "rewards_alone" in stages.get("qwen3-fp32", {}).get("raw", {}) and "rewards_alone" in (
         stages.get("qwen3-fp16", {}).get("raw", {})

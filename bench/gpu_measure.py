@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import random
+import resource
+import shutil
+import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -197,3 +201,66 @@ def served(
     finally:
         result_code = server.terminate()
     return result | {"exit_code": result_code}
+
+
+class PeakGpuMemory:
+    """The device's used memory (nvidia-smi, MiB), polled every 50 ms while the block runs;
+    None where there is no nvidia-smi (the CPU test)."""
+
+    def __init__(self) -> None:
+        self.peak_mib: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    @staticmethod
+    def used_mib() -> int | None:
+        if shutil.which("nvidia-smi") is None:
+            return None
+        query = ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"]
+        done = subprocess.run(query, capture_output=True, text=True, check=False)
+        lines = done.stdout.split()
+        return int(lines[0]) if done.returncode == 0 and lines else None
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            used = self.used_mib()
+            if used is not None:
+                self.peak_mib = max(self.peak_mib or 0, used)
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> PeakGpuMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def long_pairs_engine(
+    artifact: Path, provider: ProviderChoice, lengths: Sequence[int]
+) -> dict[str, Any]:
+    """One pair of exactly L tokens scored alone, per length: first and second run, tokens/s
+    of the second, peak device memory (GPU) and process peak RSS. The graph takes any length;
+    the artifact's max_length only bounds what the preprocessor keeps."""
+    engine = OrtEngine(load_artifact(artifact), provider=provider)
+    rows = []
+    for length in lengths:
+        ids = np.array([(7 + i) % 900 + 50 for i in range(length)], dtype=np.int64)
+        pair = PreparedPair(ids, np.zeros(length, dtype=np.int64), False, False)
+        idle_mib = PeakGpuMemory.used_mib()
+        with PeakGpuMemory() as gpu:
+            first = _timed(lambda p=pair: engine.score([p]))
+            second = _timed(lambda p=pair: engine.score([p]))
+        rows.append(
+            {
+                "tokens": length,
+                "first_run_s": round(first, 3),
+                "second_run_s": round(second, 3),
+                "tokens_per_s": round(length / second, 1),
+                "gpu_used_mib_before": idle_mib,
+                "gpu_used_mib_peak": gpu.peak_mib,
+                "process_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+            }
+        )
+    return {"provider": engine.provider, "device": engine.device, "pairs": rows}

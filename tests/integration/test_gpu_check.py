@@ -21,6 +21,7 @@ def test_gpu_check_runs_end_to_end_on_cpu(tiny_artifact: Path, tmp_path: Path) -
         [sys.executable, str(REPO / "bench" / "gpu_check.py"), "--out", str(out),
          "--provider", "cpu", "--size", "tiny", "--encoder-artifact", str(tiny_artifact),
          "--max-length", "64", "--pairs", "48", "--seconds", "0.5", "--callers", "8",
+         "--long-lengths", "1024,2048",
          "--budget-s", str(BOUND_S)],
         capture_output=True, text=True, timeout=BOUND_S, env=env, check=False,
     )  # fmt: skip
@@ -42,6 +43,12 @@ def test_gpu_check_runs_end_to_end_on_cpu(tiny_artifact: Path, tmp_path: Path) -
         assert served["rewards_alone"] == raw["rewards_alone"]
         if name.endswith("fp32"):
             assert raw["batch_invariance_max_abs_diff"] <= 1e-5
+    for name in ("qwen3-fp32", "qwen3-fp16"):  # the long pairs, far past max_length 64
+        long = result["stages"][name]["long"]
+        assert [row["tokens"] for row in long["pairs"]] == [1024, 2048]
+        assert all(
+            row["tokens_per_s"] > 0 and row["process_peak_rss_mib"] > 0 for row in long["pairs"]
+        )
     parity = result["fp16_vs_fp32"]
     assert parity["pairs"] == 16 and parity["within_export_bound"]
     built = result["stages"]["build_qwen3"]
