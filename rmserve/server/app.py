@@ -94,6 +94,7 @@ def core_config(
         s.ensemble_aggregate,
         s.ensemble_uncertainty_penalty,
         engine_workers,
+        s.truncation,
     )
 
 

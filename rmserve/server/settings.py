@@ -150,6 +150,13 @@ class ServerSettings(BaseSettings):
         "served 8% more tokens/s than 1.25 with MiniLM on 2 cores (bench/throughput.py). GPUs "
         "favour larger batches.",
     )
+    truncation: Literal["cut", "refuse"] = Field(
+        default="cut",
+        description="A pair over the artifact's max_length: 'cut' truncates it (the prompt from "
+        "the left, then the response from the right; reported in the reply's truncated flags and "
+        "rmserve_truncated_total) and scores it; 'refuse' answers its request INVALID_ARGUMENT "
+        "(HTTP 400) naming the pair, its token count and the limit, and scores nothing of it.",
+    )
     max_queue_delay_ms: float = Field(
         default=0.0,
         ge=0.0,

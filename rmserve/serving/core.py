@@ -310,6 +310,8 @@ class RewardCore:
                 raise InvalidRequest(message) from None
             if len(prepared) != rows:
                 raise AssertionError(f"tokenising {rows} rows returned {len(prepared)}")
+            if self.config.truncation == "refuse":
+                self._refuse_truncated(prepared, field, rows_per_item, group)
             request = PendingRequest(prepared, deadline)
             if not prepared:
                 return request
@@ -341,6 +343,19 @@ class RewardCore:
             if reserved:
                 batcher.release(reserved)
             self._leave()
+
+    def _refuse_truncated(
+        self, prepared: list[PreparedPair], field: str, rows_per_item: int, group: bool
+    ) -> None:
+        """Truncation 'refuse': ``InvalidRequest`` naming the first pair over max_length."""
+        row = tokenizing.first_truncated(prepared)
+        if row is None:
+            return
+        self.metrics.truncation_refused.inc()
+        max_length = self.artifact.preprocessor.config.max_length
+        raise InvalidRequest(
+            tokenizing.refused_message(prepared[row], row, field, rows_per_item, max_length, group)
+        )
 
     async def _tokenize(
         self, chars: int, prepare: tokenizing.Chunks, deadline: float | None, batcher: Batcher
