@@ -94,7 +94,8 @@ def core_config(
         s.ensemble_aggregate,
         s.ensemble_uncertainty_penalty,
         engine_workers,
-        s.truncation,
+        long_batch_workers=s.long_batch_workers,
+        truncation=s.truncation,
     )
 
 

@@ -117,6 +117,15 @@ class ServerSettings(BaseSettings):
         "at most one per intra-op thread; 1 on CUDA). They share one onnxruntime session, so "
         "the weights are loaded once.",
     )
+    long_batch_workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Of the engine_workers, how many may run a long batch at once: a pair (or "
+        "a Prefer's two) over max_batch_tokens on its own, which always runs alone. 0: one less "
+        "than engine_workers, at least one, so short pairs keep flowing on the other workers "
+        "while long ones compute (docs/guides/serving.md#long-pairs).",
+    )
     max_batch_size: int = Field(
         default=32,
         ge=1,

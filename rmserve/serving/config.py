@@ -32,6 +32,7 @@ class CoreConfig:
     ensemble_aggregate: AggregateName = "mean"
     ensemble_uncertainty_penalty: float = 1.0
     engine_workers: int = 1  # batches the engine runs at once (rmserve.engine.threads)
+    long_batch_workers: int = 0  # of those, long ones at most (0: rmserve.batching.batcher's)
     # A pair over max_length: 'cut' (truncate it, reported per reply and counted) or 'refuse'
     # (InvalidRequest naming it, before anything of its request is queued).
     truncation: Truncation = "cut"

@@ -137,6 +137,7 @@ class RewardCore:
             self.config.max_queue_pairs,
             self.metrics,
             self.config.engine_workers,
+            self.config.long_batch_workers,
         )
         self._batcher_task = asyncio.create_task(self._batcher.run(), name="rmserve-batcher")
         self._trim_watch = asyncio.create_task(self._trimmer.watch(), name="rmserve-trim")
