@@ -220,8 +220,19 @@ class ServerSettings(BaseSettings):
         default=2,
         ge=0,
         le=100_000,
-        description="Warm-up rounds before SERVING; each runs short and max-length batches "
-        "(on CUDA: every shape class the batcher can form). 0: no warm-up.",
+        description="Warm-up runs of each shape before SERVING, shortest shapes first: the "
+        "fullest batch and a lone pair at padded lengths 16, 32, 64, ... up to max_length (on "
+        "CUDA: every shape class the batcher can form), within warmup_budget_seconds. "
+        "0: no warm-up.",
+    )
+    warmup_budget_seconds: float = Field(
+        default=60.0,
+        ge=0.0,
+        le=86_400.0,
+        description="Time the warm-up may take: a shape starts only if it is predicted (from "
+        "the last one, by padded tokens) to end within this; it and every longer shape are "
+        "then skipped and logged, and their first request pays their first run. The shortest "
+        "shape always runs.",
     )
     max_connection_age_seconds: float = Field(
         default=300.0,

@@ -36,3 +36,4 @@ class CoreConfig:
     # A pair over max_length: 'cut' (truncate it, reported per reply and counted) or 'refuse'
     # (InvalidRequest naming it, before anything of its request is queued).
     truncation: Truncation = "cut"
+    warmup_budget_s: float = 60.0  # warm-up stops before the shape that would pass it

@@ -130,3 +130,12 @@ def test_truncation_is_cut_unless_set_to_refuse(
     with pytest.raises(SystemExit):
         serve_settings(["--artifact", "/a", "--truncation", "drop"])
     assert "--truncation: invalid choice: 'drop'" in capsys.readouterr().err
+
+
+def test_long_batch_workers_and_the_warm_up_budget_reach_the_core() -> None:
+    s = ServerSettings(artifact=Path("/a"))
+    assert (core_config(s).long_batch_workers, core_config(s).warmup_budget_s) == (0, 60.0)
+    s = serve_settings(
+        ["--artifact", "/a", "--long-batch-workers", "2", "--warmup-budget-seconds", "5"]
+    )
+    assert (core_config(s).long_batch_workers, core_config(s).warmup_budget_s) == (2, 5.0)
