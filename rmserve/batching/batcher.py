@@ -6,7 +6,15 @@ running on each engine thread and the next one prepared; a batch is only formed 
 engine thread is busy when it is already full, otherwise the batcher waits for a thread to
 finish and takes everything that arrived meanwhile.
 
-The queue deletes lazily: a finished request's items stay in the deque and are skipped when
+Long items wait in a lane of their own. An item over ``max_batch_tokens`` on its own (a long
+pair, ``collect.runs_alone``) always runs alone, and at most ``long_batches`` such batches are
+submitted at once (default: one less than the workers, at least one), so with two or more
+workers a long pair occupies one worker while short pairs keep flowing on the others, and a
+second long pair waits for a long slot instead of taking every worker. The oldest head of the
+two lanes goes first when both may run, so neither lane starves the other; a window full of
+waiting long pairs never hides the short ones queued behind them.
+
+Each lane deletes lazily: a finished request's items stay in its deque and are skipped when
 they reach the window, so withdrawing a request is O(1) and taking a batch costs O(window),
 whatever the queue length. The dead rows are compacted away once they outnumber the live ones.
 
@@ -28,7 +36,13 @@ from itertools import islice
 
 import numpy as np
 
-from rmserve.batching.collect import BatchLimits, Collected, QueuedItem, collect_batch
+from rmserve.batching.collect import (
+    BatchLimits,
+    Collected,
+    QueuedItem,
+    collect_batch,
+    runs_alone,
+)
 from rmserve.batching.pending import PendingRequest
 from rmserve.engine.session import Engine
 from rmserve.errors import DeadlineExpired, EngineFailure, Overloaded, Unavailable
@@ -50,6 +64,12 @@ class _Outcome:
     seconds: float = 0.0
 
 
+def long_batch_slots(workers: int, long_batches: int = 0) -> int:
+    """Long batches submitted at once at most: ``long_batches`` as set (at most ``workers``),
+    else one less than the workers, at least one."""
+    return min(long_batches, workers) if long_batches else max(1, workers - 1)
+
+
 class Batcher:
     """Create inside the event loop that will run it (its clock is that loop's time)."""
 
@@ -61,20 +81,25 @@ class Batcher:
         max_queue_pairs: int,
         metrics: Metrics,
         workers: int = 1,
+        long_batches: int = 0,
     ) -> None:
-        """``workers``: batches the engine runs at once (``executor`` has that many threads)."""
+        """``workers``: batches the engine runs at once (``executor`` has that many threads);
+        ``long_batches``: of those, how many may be long (0: ``long_batch_slots``' default)."""
         self._engine = engine
         self._executor = executor
         self._workers = workers
+        self._long_slots = long_batch_slots(workers, long_batches)
         self._limits = limits
         self._max_queue_pairs = max_queue_pairs
         self._metrics = metrics
         self._loop = asyncio.get_running_loop()
-        self._queue: deque[Item] = deque()
+        self._short: deque[Item] = deque()
+        self._long: deque[Item] = deque()  # items that run alone (``collect.runs_alone``)
         self._queued_rows = 0  # rows of live requests in the queue
-        self._dead_rows = 0  # rows of withdrawn requests still in the deque (skipped lazily)
+        self._dead_rows = 0  # rows of withdrawn requests still in the deques (skipped lazily)
         self._reserved_rows = 0  # admitted requests still tokenising
         self._running = 0
+        self._running_long = 0  # long batches submitted and not finished
         self._changed = asyncio.Event()
         self._wake: asyncio.TimerHandle | None = None
         self._seconds_per_row = 1e-3  # moving estimate, for retry pushback
@@ -93,8 +118,18 @@ class Batcher:
 
     @property
     def queue_length(self) -> int:
-        """Items in the deque, dead ones included (for tests and benchmarks)."""
-        return len(self._queue)
+        """Items in the queue, dead ones included (for tests and benchmarks)."""
+        return len(self._short) + len(self._long)
+
+    @property
+    def long_slots(self) -> int:
+        """Long batches (items that run alone) submitted to the engine at once at most."""
+        return self._long_slots
+
+    @property
+    def running_long(self) -> int:
+        """Long batches submitted to the engine and not finished."""
+        return self._running_long
 
     @property
     def busy(self) -> bool:
@@ -125,7 +160,8 @@ class Batcher:
         self._reserved_rows -= rows
         self._queued_rows += rows
         request.queued_rows = rows
-        self._queue.extend(items)
+        for item in items:
+            (self._long if runs_alone(item, self._limits) else self._short).append(item)
         if request.deadline is not None:
             request.expiry = self._loop.call_at(request.deadline, self._expire, request)
         self._update_gauge()
@@ -141,7 +177,8 @@ class Batcher:
             request.queued_rows = 0
             self._update_gauge()
             if self._dead_rows > max(COMPACT_MIN_DEAD_ROWS, self._queued_rows):
-                self._queue = deque(item for item in self._queue if item.owner.queued_rows)
+                self._short = deque(item for item in self._short if item.owner.queued_rows)
+                self._long = deque(item for item in self._long if item.owner.queued_rows)
                 self._dead_rows = 0
 
     def retry_after_ms(self) -> int:
@@ -149,10 +186,11 @@ class Batcher:
         return int(min(10_000.0, max(10.0, estimate)))
 
     def fail_all(self, reason: str) -> None:
-        for item in self._queue:
-            item.owner.fail(Unavailable(reason))
-            item.owner.queued_rows = 0
-        self._queue.clear()
+        for lane in (self._short, self._long):
+            for item in lane:
+                item.owner.fail(Unavailable(reason))
+                item.owner.queued_rows = 0
+            lane.clear()
         self._queued_rows = self._dead_rows = 0
         self._update_gauge()
 
@@ -173,31 +211,49 @@ class Batcher:
         """Submit batches until the engine pipeline is full or nothing can run yet. Returns
         only when the queue is empty, the engine is busy (its finish wakes us) or a timer is
         set: clearing dead or expired items never ends a turn, so nothing live is stranded."""
-        while self._running < self.pipeline_depth and self._queue:
+        while self._running < self.pipeline_depth and (self._short or self._long):
             now = self.clock()
-            window = list(islice(self._queue, self._limits.window))
-            got = collect_batch(window, now, self._limits)
-            batch = got.batch
-            if batch and self._running >= self._workers and not self._is_full(got, window):
-                batch = []  # the engine is busy: wait for it and take what arrives meanwhile
-            self._remove_from_window(window, [*got.dropped, *got.expired, *batch])
-            for item in got.expired:
-                self._expire(item.owner)
-            if batch:
-                self._submit(batch, now)
-            elif not (got.expired or got.dropped):
+            wait_until: float | None = None
+            for lane in self._lanes_in_turn():
+                window = list(islice(lane, self._limits.window))
+                got = collect_batch(window, now, self._limits)
+                batch = got.batch
+                full = lane is self._long or self._is_full(got, window)  # long: nothing joins
+                if batch and self._running >= self._workers and not full:
+                    batch = []  # the engine is busy: wait for it and take what arrives meanwhile
+                self._remove_from_window(lane, window, [*got.dropped, *got.expired, *batch])
+                for item in got.expired:
+                    self._expire(item.owner)
+                if batch:
+                    self._submit(batch, now, lane is self._long)
+                if batch or got.expired or got.dropped:
+                    break  # look again from the start: the queue changed
                 if got.wait_until is not None:
-                    self._wake_at(got.wait_until)
+                    wait_until = min(got.wait_until, wait_until or got.wait_until)
+            else:
+                if wait_until is not None:
+                    self._wake_at(wait_until)
                 return
 
-    def _remove_from_window(self, window: list[Item], leaving: Iterable[Item]) -> None:
-        """Take ``leaving`` out of the queue; they are all in ``window``, its head. O(window)."""
+    def _lanes_in_turn(self) -> list[deque[Item]]:
+        """The lanes that may give a batch now, the one whose head waited longest first: the
+        long lane only while a long slot is free."""
+        lanes = [self._short] if self._short else []
+        if self._long and self._running_long < self._long_slots:
+            older = not self._short or self._long[0].enqueued_at < self._short[0].enqueued_at
+            lanes.insert(0 if older else len(lanes), self._long)
+        return lanes
+
+    def _remove_from_window(
+        self, lane: deque[Item], window: list[Item], leaving: Iterable[Item]
+    ) -> None:
+        """Take ``leaving`` out of ``lane``; they are all in ``window``, its head. O(window)."""
         gone = {id(item) for item in leaving}
         if not gone:
             return
         for _ in window:
-            self._queue.popleft()
-        self._queue.extendleft(reversed([item for item in window if id(item) not in gone]))
+            lane.popleft()
+        lane.extendleft(reversed([item for item in window if id(item) not in gone]))
         for item in window:
             if id(item) in gone:
                 if item.owner.queued_rows:
@@ -207,12 +263,13 @@ class Batcher:
                     self._dead_rows -= item.rows
         self._update_gauge()
 
-    def _submit(self, batch: list[Item], now: float) -> None:
+    def _submit(self, batch: list[Item], now: float, long: bool) -> None:
         for item in batch:
             self._metrics.queue_duration.observe(now - item.enqueued_at)
         self._running += 1
+        self._running_long += long
         future = self._loop.run_in_executor(self._executor, self._infer, batch)
-        future.add_done_callback(functools.partial(self._finish, batch))
+        future.add_done_callback(functools.partial(self._finish, batch, long))
 
     def _wake_at(self, when: float) -> None:
         if self._wake is not None:
@@ -251,8 +308,9 @@ class Batcher:
         outcome.seconds = time.perf_counter() - start
         return outcome
 
-    def _finish(self, batch: list[Item], future: asyncio.Future[_Outcome]) -> None:
+    def _finish(self, batch: list[Item], long: bool, future: asyncio.Future[_Outcome]) -> None:
         self._running -= 1
+        self._running_long -= long
         self._changed.set()
         if future.cancelled():  # the core stopped before this batch ran
             for item in batch:

@@ -14,7 +14,9 @@ Policy, in order:
    (``batch_policy`` 'caps', the only policy: docs/guides/serving.md#batch-policy says why
    the cost-model policies were removed).
 
-An item is the unit that must share a batch: one pair for Score, both pairs of a Prefer.
+An item is the unit that must share a batch: one pair for Score, both pairs of a Prefer. An
+item over ``max_batch_tokens`` on its own ``runs_alone``: no other item can join its batch (the
+batcher keeps such items in a lane of their own, so they never take every engine worker).
 """
 
 from __future__ import annotations
@@ -72,6 +74,12 @@ class BatchLimits:
         ratio = 1.0 if self.max_padding_ratio is None else self.max_padding_ratio
         if ratio < 1.0 or self.max_queue_delay_s < 0.0:
             raise ValueError(f"invalid batch limits: {self}")
+
+
+def runs_alone(item: QueuedItem[OwnerT], limits: BatchLimits) -> bool:
+    """Whether ``item`` alone is over the token budget (a long pair, or a long Prefer)."""
+    cap = limits.max_batch_tokens
+    return cap is not None and item.longest * item.rows > cap
 
 
 @dataclass

@@ -1,21 +1,30 @@
-"""The batches that warm the engine up before SERVING.
+"""The batches that warm the engine up before SERVING, shortest first, within a time budget.
 
-CPU: a short and a max-length pair, each alone and in a batch as full as the caps allow (what
-the first requests look like; the CPU provider allocates per run and compiles nothing).
+Order: the short pair (alone, then as full a batch as the caps allow), then each padded length of
+the grid 16, 32, 64, ... up to ``max_length``, ascending; at each length the fullest batch first,
+then smaller ones. On CUDA every row class of the grid (1, 2, 4, ... up to ``max_batch_size``,
+within ``max_batch_tokens``); on a CPU the fullest batch and a lone pair.
 
-CUDA: every shape class the batcher can form, a grid (rows 1, 2, 4, ... up to
-``max_batch_size``, padded length 16, 32, ... up to ``max_length``, within
-``max_batch_tokens``), largest first. What a first run of a shape costs on onnxruntime's CUDA
-provider is memory: its arena grows to the largest batch once (largest first, so later batches
-are carved out of that block, ``arena_extend_strategy`` kSameAsRequested) and cuBLAS / cuDNN
-set up their handles and workspaces. Nothing is compiled per exact shape (no CUDA graphs, no
-TensorRT; cuDNN searches algorithms by heuristics, ``providers.cuda_options``), so a length
-between two grid points needs no warm-up of its own, and lengths are NOT padded to buckets:
-padding would add compute to every batch for a cost that is paid once. ``bench/gpu_check.py``
-measures the first run of an unseen shape after warm-up against its later runs, to check this.
+The budget (``warm_up``): each shape runs ``runs`` times before the next; a shape starts only if
+it is predicted to end within ``budget_s`` of the start (the last shape's seconds scaled by padded
+tokens; the first shape always runs). Once one does not fit, it and every later, longer shape are
+skipped and reported: on a long-context decoder the max-length shapes can take minutes, and the
+first request of a skipped shape pays its first-run cost instead.
+
+What a first run of a shape costs on onnxruntime's CUDA provider is memory: its arena grows to
+the largest batch (``arena_extend_strategy`` kSameAsRequested) and cuBLAS / cuDNN set up their
+handles and workspaces. Nothing is compiled per exact shape (no CUDA graphs, no TensorRT; cuDNN
+searches algorithms by heuristics, ``providers.cuda_options``), so a length between two grid
+points needs no warm-up of its own, and lengths are NOT padded to buckets: padding would add
+compute to every batch for a cost that is paid once. ``bench/gpu_check.py`` measures the first
+run of an unseen shape after warm-up against its later runs, to check this. The CPU provider
+compiles nothing; its arena grows as the shapes do.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from rmserve.batching.collect import BatchLimits
 from rmserve.text.preprocess import PreparedPair
@@ -53,21 +62,60 @@ def full_rows(limits: BatchLimits, length: int) -> int:
     return max(1, min(limits.max_batch_size, cap // length))
 
 
+Shape = tuple[int, int]  # (rows, padded length)
+
+
+def shape_of(batch: Sequence[PreparedPair]) -> Shape:
+    return len(batch), max(p.num_tokens for p in batch)
+
+
 def warmup_batches(
     short: PreparedPair, long: PreparedPair, limits: BatchLimits, every_shape: bool
 ) -> list[list[PreparedPair]]:
-    """The warm-up batches; ``long`` is a pair of ``max_length`` tokens. With ``every_shape``
-    (CUDA), the batcher's whole shape grid, largest padded batch first."""
-    if not every_shape:
-        batches: list[list[PreparedPair]] = []
-        for pair in (short, long):
-            batches += [[pair], [pair] * full_rows(limits, pair.num_tokens)]
-        return batches
-    shapes = [
-        (rows, length)
-        for length in grid_lengths(long.num_tokens)
-        for rows in grid_rows(limits.max_batch_size)
-        if rows == 1 or rows <= full_rows(limits, length)
-    ]
-    shapes.sort(key=lambda shape: (shape[0] * shape[1], shape[1]), reverse=True)
-    return [[cut(long, length)] * rows for rows, length in shapes]
+    """The warm-up batches, shortest first; ``long`` is a pair of ``max_length`` tokens. With
+    ``every_shape`` (CUDA), every row class of the batcher's grid at each length."""
+    batches = [[short] * rows for rows in _rows_at(short.num_tokens, limits, every_shape=False)]
+    for length in grid_lengths(long.num_tokens):
+        pair = cut(long, length)
+        batches += [[pair] * rows for rows in _rows_at(length, limits, every_shape)]
+    return batches
+
+
+def _rows_at(length: int, limits: BatchLimits, every_shape: bool) -> list[int]:
+    """Row counts warmed at one padded length, most first."""
+    full = full_rows(limits, length)
+    rows = [r for r in grid_rows(limits.max_batch_size) if r <= full] if every_shape else [1]
+    return sorted({full, *rows}, reverse=True)
+
+
+@dataclass(frozen=True)
+class WarmupReport:
+    ran: list[Shape]
+    skipped: list[Shape]  # over the budget: their first request pays their first-run cost
+    seconds: float
+
+
+def warm_up(
+    score: Callable[[list[PreparedPair]], object],
+    batches: Sequence[list[PreparedPair]],
+    runs: int,
+    budget_s: float,
+    clock: Callable[[], float],
+) -> WarmupReport:
+    """Run each batch ``runs`` times, in order, while the next is predicted to fit
+    ``budget_s``; the first always runs. ``clock``: seconds (a test moves a fake one)."""
+    start = clock()
+    ran: list[Shape] = []
+    last: tuple[int, float] | None = None  # the last shape's padded tokens and seconds
+    for index, batch in enumerate(batches):
+        rows, length = shape_of(batch)
+        if last is not None:
+            predicted = last[1] * rows * length / last[0]
+            if clock() - start + predicted > budget_s:
+                return WarmupReport(ran, [shape_of(b) for b in batches[index:]], clock() - start)
+        began = clock()
+        for _ in range(runs):
+            score(batch)
+        last = (rows * length, clock() - began)
+        ran.append((rows, length))
+    return WarmupReport(ran, [], clock() - start)

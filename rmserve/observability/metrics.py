@@ -109,6 +109,11 @@ class Metrics:
         self.truncated = Counter(
             "rmserve_truncated", "Pairs cut to fit max_length.", ["part"], registry=r
         )
+        self.truncation_refused = Counter(
+            "rmserve_truncation_refused",
+            "Requests refused for a pair over max_length (truncation=refuse); never computed.",
+            registry=r,
+        )
         self.expired = Counter(
             "rmserve_expired", "Requests whose deadline passed in the queue (never computed).",
             registry=r,

@@ -94,6 +94,9 @@ def core_config(
         s.ensemble_aggregate,
         s.ensemble_uncertainty_penalty,
         engine_workers,
+        long_batch_workers=s.long_batch_workers,
+        warmup_budget_s=s.warmup_budget_seconds,
+        truncation=s.truncation,
     )
 
 

@@ -117,6 +117,15 @@ class ServerSettings(BaseSettings):
         "at most one per intra-op thread; 1 on CUDA). They share one onnxruntime session, so "
         "the weights are loaded once.",
     )
+    long_batch_workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Of the engine_workers, how many may run a long batch at once: a pair (or "
+        "a Prefer's two) over max_batch_tokens on its own, which always runs alone. 0: one less "
+        "than engine_workers, at least one, so short pairs keep flowing on the other workers "
+        "while long ones compute (docs/guides/serving.md#long-pairs).",
+    )
     max_batch_size: int = Field(
         default=32,
         ge=1,
@@ -149,6 +158,13 @@ class ServerSettings(BaseSettings):
         "On CPU small sorted batches beat big padded ones: 1.05 "
         "served 8% more tokens/s than 1.25 with MiniLM on 2 cores (bench/throughput.py). GPUs "
         "favour larger batches.",
+    )
+    truncation: Literal["cut", "refuse"] = Field(
+        default="cut",
+        description="A pair over the artifact's max_length: 'cut' truncates it (the prompt from "
+        "the left, then the response from the right; reported in the reply's truncated flags and "
+        "rmserve_truncated_total) and scores it; 'refuse' answers its request INVALID_ARGUMENT "
+        "(HTTP 400) naming the pair, its token count and the limit, and scores nothing of it.",
     )
     max_queue_delay_ms: float = Field(
         default=0.0,
@@ -204,8 +220,19 @@ class ServerSettings(BaseSettings):
         default=2,
         ge=0,
         le=100_000,
-        description="Warm-up rounds before SERVING; each runs short and max-length batches "
-        "(on CUDA: every shape class the batcher can form). 0: no warm-up.",
+        description="Warm-up runs of each shape before SERVING, shortest shapes first: the "
+        "fullest batch and a lone pair at padded lengths 16, 32, 64, ... up to max_length (on "
+        "CUDA: every shape class the batcher can form), within warmup_budget_seconds. "
+        "0: no warm-up.",
+    )
+    warmup_budget_seconds: float = Field(
+        default=60.0,
+        ge=0.0,
+        le=86_400.0,
+        description="Time the warm-up may take: a shape starts only if it is predicted (from "
+        "the last one, by padded tokens) to end within this; it and every longer shape are "
+        "then skipped and logged, and their first request pays their first run. The shortest "
+        "shape always runs.",
     )
     max_connection_age_seconds: float = Field(
         default=300.0,

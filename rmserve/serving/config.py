@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Literal
 
 from rmserve.batching.collect import BatchLimits
 from rmserve.rewards.ensemble import AggregateName
 from rmserve.serving.memory_budget import default_inflight_bytes
+
+Truncation = Literal["cut", "refuse"]
 
 
 class CoreState(Enum):
@@ -29,3 +32,8 @@ class CoreConfig:
     ensemble_aggregate: AggregateName = "mean"
     ensemble_uncertainty_penalty: float = 1.0
     engine_workers: int = 1  # batches the engine runs at once (rmserve.engine.threads)
+    long_batch_workers: int = 0  # of those, long ones at most (0: rmserve.batching.batcher's)
+    # A pair over max_length: 'cut' (truncate it, reported per reply and counted) or 'refuse'
+    # (InvalidRequest naming it, before anything of its request is queued).
+    truncation: Truncation = "cut"
+    warmup_budget_s: float = 60.0  # warm-up stops before the shape that would pass it

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from types import TracebackType
@@ -24,7 +24,7 @@ from types import TracebackType
 from rmserve.batching.batcher import Batcher
 from rmserve.batching.collect import QueuedItem
 from rmserve.batching.pending import PairScore, PendingRequest, Preference
-from rmserve.batching.warmup import warmup_batches
+from rmserve.batching.warmup import warm_up, warmup_batches
 from rmserve.engine.providers import CUDA
 from rmserve.engine.session import Engine, LoadedArtifact
 from rmserve.errors import DeadlineExpired, InvalidRequest, Unavailable
@@ -60,8 +60,11 @@ class RewardCore:
         artifact: LoadedArtifact,
         config: CoreConfig,
         metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock``: what the warm-up budget is measured on (a test passes a fake one)."""
         self.engine = engine
+        self._clock = clock
         self.artifact = artifact
         self.config = config
         self.metrics = metrics
@@ -137,6 +140,7 @@ class RewardCore:
             self.config.max_queue_pairs,
             self.metrics,
             self.config.engine_workers,
+            self.config.long_batch_workers,
         )
         self._batcher_task = asyncio.create_task(self._batcher.run(), name="rmserve-batcher")
         self._trim_watch = asyncio.create_task(self._trimmer.watch(), name="rmserve-trim")
@@ -184,17 +188,29 @@ class RewardCore:
         await self.astop()
 
     def _warm_up(self) -> None:
-        """The warm-up runs (``rmserve.batching.warmup``)."""
+        """The warm-up runs, shortest shapes first, within the budget
+        (``rmserve.batching.warmup``)."""
+        runs = self.config.warmup_runs
+        if runs == 0:
+            return
         preprocessor = self.artifact.preprocessor
         max_length = preprocessor.config.max_length
         short = preprocessor.prepare("warm-up prompt", "warm-up response")
         long = preprocessor.prepare("", "warm up " * max_length)
         limits = self.config.limits
         batches = warmup_batches(short, long, limits, every_shape=self.engine.provider == CUDA)
-        for _ in range(self.config.warmup_runs):
-            for batch in batches:
-                self.engine.score(batch)
-        log.info("warm-up done: %d runs of %d batches", self.config.warmup_runs, len(batches))
+        budget = self.config.warmup_budget_s
+        report = warm_up(self.engine.score, batches, runs, budget, self._clock)
+        log.info(
+            "warm-up done in %.1fs: %d runs of %d shapes (rows x padded length) up to %s",
+            report.seconds, runs, len(report.ran), "x".join(map(str, report.ran[-1])),
+        )  # fmt: skip
+        if report.skipped:
+            log.warning(
+                "warm-up budget of %.0fs (warmup_budget_seconds) spent: skipped %d longer "
+                "shapes, whose first request pays their first run: %s",
+                budget, len(report.skipped), ", ".join(f"{r}x{n}" for r, n in report.skipped),
+            )  # fmt: skip
 
     # requests ------------------------------------------------------------------------------
 
@@ -310,6 +326,8 @@ class RewardCore:
                 raise InvalidRequest(message) from None
             if len(prepared) != rows:
                 raise AssertionError(f"tokenising {rows} rows returned {len(prepared)}")
+            if self.config.truncation == "refuse":
+                self._refuse_truncated(prepared, field, rows_per_item, group)
             request = PendingRequest(prepared, deadline)
             if not prepared:
                 return request
@@ -341,6 +359,19 @@ class RewardCore:
             if reserved:
                 batcher.release(reserved)
             self._leave()
+
+    def _refuse_truncated(
+        self, prepared: list[PreparedPair], field: str, rows_per_item: int, group: bool
+    ) -> None:
+        """Truncation 'refuse': ``InvalidRequest`` naming the first pair over max_length."""
+        row = tokenizing.first_truncated(prepared)
+        if row is None:
+            return
+        self.metrics.truncation_refused.inc()
+        max_length = self.artifact.preprocessor.config.max_length
+        raise InvalidRequest(
+            tokenizing.refused_message(prepared[row], row, field, rows_per_item, max_length, group)
+        )
 
     async def _tokenize(
         self, chars: int, prepare: tokenizing.Chunks, deadline: float | None, batcher: Batcher

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from rmserve.errors import DeadlineExpired
 from rmserve.text.preprocess import PreparedPair
@@ -29,6 +29,32 @@ def uncuttable_message(error: UncuttableText, field: str, rows_per_item: int) ->
     if not field:
         return f"{part}: {error.reason}"
     return f"{field}[{error.row // rows_per_item}].{part}: {error.reason}"
+
+
+def first_truncated(prepared: Sequence[PreparedPair]) -> int | None:
+    """The row of the first pair that was cut to fit max_length, or None."""
+    return next((row for row, pair in enumerate(prepared) if pair.truncated), None)
+
+
+def refused_message(
+    pair: PreparedPair, row: int, field: str, rows_per_item: int, max_length: int, group: bool
+) -> str:
+    """Why a pair over max_length is refused (truncation 'refuse'), naming it as the other
+    errors do: ``pairs[3]``, ``items[1].response_b``, ``responses[2]``, or ``the pair`` for a
+    request of one pair whose fields are its own (``field`` empty)."""
+    if not field:
+        where = "the pair"
+    elif group or rows_per_item == 1:
+        where = f"{field}[{row // rows_per_item}]"
+    else:
+        where = f"{field}[{row // rows_per_item}].{('response_a', 'response_b')[row % 2]}"
+    tokens = pair.untruncated_tokens
+    count = f"at least {tokens}" if pair.untruncated_at_least else str(tokens)
+    return (
+        f"{where}: {count} tokens (prompt and response with the model's special tokens) is over "
+        f"max_length={max_length}, and this server refuses to truncate (truncation=refuse); "
+        "shorten it, or serve with truncation=cut"
+    )
 
 
 def text_chars(texts: Iterable[str]) -> int:

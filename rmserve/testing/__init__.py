@@ -37,13 +37,17 @@ class ScriptedEngine:
     numbers that raise ``EngineError`` instead of scoring; ``batch_sizes[i]`` is the number of
     pairs engine call ``i`` received; ``running`` counts the calls inside ``score`` now (held
     by the gate included) and ``most_running`` the most there ever were at once.
+    ``gate_over_tokens``: only batches holding a pair of more tokens wait for the gate (0: every
+    batch); ``at_gate`` counts the calls held there now.
     """
 
-    def __init__(self, inner: Engine, gate_open: bool = True) -> None:
+    def __init__(self, inner: Engine, gate_open: bool = True, gate_over_tokens: int = 0) -> None:
         self.inner = inner
         self.gate = threading.Event()
         if gate_open:
             self.gate.set()
+        self.gate_over_tokens = gate_over_tokens
+        self.at_gate = 0
         self.fail_calls: set[int] = set()
         self.calls = 0
         self.scored_pairs = 0
@@ -68,8 +72,8 @@ class ScriptedEngine:
             self.running += 1
             self.most_running = max(self.most_running, self.running)
         try:
-            if not self.gate.wait(timeout=GATE_TIMEOUT_S):
-                raise EngineError(f"ScriptedEngine gate stayed closed for {GATE_TIMEOUT_S}s")
+            if max(p.num_tokens for p in pairs) > self.gate_over_tokens:
+                self._wait_at_gate()
             if call in self.fail_calls:
                 raise EngineError(f"scripted failure of engine call {call}")
             rewards = self.inner.score(pairs)
@@ -79,6 +83,16 @@ class ScriptedEngine:
         with self._lock:
             self.scored_pairs += len(pairs)
         return rewards
+
+    def _wait_at_gate(self) -> None:
+        with self._lock:
+            self.at_gate += 1
+        try:
+            if not self.gate.wait(timeout=GATE_TIMEOUT_S):
+                raise EngineError(f"ScriptedEngine gate stayed closed for {GATE_TIMEOUT_S}s")
+        finally:
+            with self._lock:
+                self.at_gate -= 1
 
 
 # Real `rmserve serve` processes on 127.0.0.1, for tests and benchmarks ----------------------

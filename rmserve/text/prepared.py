@@ -15,10 +15,20 @@ class PreparedPair:
     token_type_ids: np.ndarray  # int64, [num_tokens]
     truncated: bool
     response_truncated: bool
+    # Tokens the pair had before truncation (0: it was not cut, ``num_tokens``). A lower bound
+    # when ``untruncated_at_least``: a very long text was tokenised from a window of it
+    # (``rmserve.text.windows``), so its tokens past the window were never counted.
+    untruncated: int = 0
+    untruncated_at_least: bool = False
 
     @property
     def num_tokens(self) -> int:
         return len(self.input_ids)
+
+    @property
+    def untruncated_tokens(self) -> int:
+        """The pair's tokens before truncation (a lower bound if ``untruncated_at_least``)."""
+        return max(self.untruncated, self.num_tokens)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, PreparedPair):

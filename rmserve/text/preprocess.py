@@ -292,6 +292,8 @@ class Preprocessor(TemplatePairs):
             except UncuttableText as e:
                 raise e.located(-1, "prompt") from None
         truncated = response_truncated = False
+        untruncated = self._overhead + len(prompt_ids) + len(response_ids)
+        at_least = prompt_window.cut or response_window.cut
         if len(response_ids) > budget:
             prompt_ids, response_ids = [], response_ids[:budget]
             truncated = response_truncated = True
@@ -300,7 +302,9 @@ class Preprocessor(TemplatePairs):
             truncated = True
         if self._layout is not None:
             ids, types = self._layout.assemble(prompt_ids, response_ids)
-            return PreparedPair(int64(ids), int64(types), truncated, response_truncated)
+            return PreparedPair(
+                int64(ids), int64(types), truncated, response_truncated, untruncated, at_least
+            )
         # A post-processor that is no fixed template: cut copies of the encodings.
         if response_truncated:
             response = _copy(response)
@@ -312,7 +316,12 @@ class Preprocessor(TemplatePairs):
             prompt.truncate(len(prompt_ids), direction="left")
         merged = self.tokenizer.post_process(prompt, response, add_special_tokens=True)
         return PreparedPair(
-            int64(merged.ids), int64(merged.type_ids), truncated, response_truncated
+            int64(merged.ids),
+            int64(merged.type_ids),
+            truncated,
+            response_truncated,
+            untruncated,
+            at_least,
         )
 
 

@@ -51,6 +51,8 @@ class TemplatePairs:
         encoded = encode_one(self.tokenizer, prompt_part.text, add_special_tokens=False)
         prompt_side = EncodedPart.of(prompt_part, encoded)
         del encoded
+        layout = split.layout
+        fixed_tokens = len(layout.before) + len(prompt_side.ids) + len(layout.after)
         for start, end in self._chunk_spans([""] * len(responses), responses):
             group = responses[start:end]
             for row, response in enumerate(group, start):
@@ -63,7 +65,8 @@ class TemplatePairs:
                 ids, types, truncated, response_truncated = assemble(
                     split.layout, prompt_side, EncodedPart.of(part, encoding), max_length
                 )
-                chunk.append(PreparedPair(ids, types, truncated, response_truncated))
+                untruncated = fixed_tokens + len(encoding.ids)
+                chunk.append(PreparedPair(ids, types, truncated, response_truncated, untruncated))
             yield chunk
 
     def _verified_split(self, split: TemplateSplit | None) -> TemplateSplit | None:
@@ -120,10 +123,12 @@ class TemplatePairs:
                     PreparedPair(int64(encoding.ids), int64(encoding.type_ids), False, False)
                 )
             else:
-                pairs.append(self._truncate_rendered(text, limit))
+                pairs.append(self._truncate_rendered(text, limit, len(encoding.ids)))
         return pairs
 
-    def _truncate_rendered(self, rendered: Rendered, max_length: int) -> PreparedPair:
+    def _truncate_rendered(
+        self, rendered: Rendered, max_length: int, untruncated: int
+    ) -> PreparedPair:
         """Cut the prompt's tokens from the left; if the response alone does not fit, drop the
         prompt and cut the response's tokens from the right. A token belongs to a message when
         its characters overlap the message's span; template and special tokens always stay."""
@@ -154,7 +159,11 @@ class TemplatePairs:
             )
         rows = np.array(kept, dtype=np.intp)
         return PreparedPair(
-            int64(encoding.ids)[rows], int64(encoding.type_ids)[rows], True, response_truncated
+            int64(encoding.ids)[rows],
+            int64(encoding.type_ids)[rows],
+            True,
+            response_truncated,
+            untruncated,
         )
 
 

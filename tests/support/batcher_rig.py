@@ -58,6 +58,12 @@ class ManualExecutor(Executor):
         job = self.jobs.pop(index)
         job.future.set_result(job.fn(*job.args))
 
+    def batch_tags(self) -> list[list[int]]:
+        """The tags of each submitted job's pairs, oldest job first."""
+        return [
+            [int(p.input_ids[0]) for item in job.args[0] for p in item.pairs] for job in self.jobs
+        ]
+
 
 def reward_of(tag: int) -> float:
     return tag / 8.0
@@ -97,6 +103,7 @@ class Rig:
         limits: BatchLimits,
         max_queue_pairs: int = 1 << 20,
         workers: int = 1,
+        long_batches: int = 0,
     ) -> None:
         self.loop = ManualClockLoop()
         self.executor = ManualExecutor()
@@ -106,7 +113,13 @@ class Rig:
 
         async def make() -> Batcher:
             return Batcher(
-                self.engine, self.executor, limits, max_queue_pairs, self.metrics, workers
+                self.engine,
+                self.executor,
+                limits,
+                max_queue_pairs,
+                self.metrics,
+                workers,
+                long_batches,
             )
 
         self.batcher = self.run(make())

@@ -75,12 +75,15 @@ async def serving(
             await asyncio.gather(loader, return_exceptions=True)
 
 
-def scripted_factory(gate_open: bool = True) -> tuple[list[ScriptedEngine], EngineFactory]:
+def scripted_factory(
+    gate_open: bool = True, gate_over_tokens: int = 0
+) -> tuple[list[ScriptedEngine], EngineFactory]:
     """An engine factory wrapping the real engine; the list receives the engine it builds."""
     built: list[ScriptedEngine] = []
 
     def factory(artifact: LoadedArtifact, settings: ServerSettings) -> ScriptedEngine:
-        engine = ScriptedEngine(ort_engine(artifact, settings), gate_open=gate_open)
+        inner = ort_engine(artifact, settings)
+        engine = ScriptedEngine(inner, gate_open=gate_open, gate_over_tokens=gate_over_tokens)
         built.append(engine)
         return engine
 

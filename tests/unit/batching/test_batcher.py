@@ -205,3 +205,124 @@ def test_fail_all_answers_every_queued_request(rig: Rig) -> None:
     assert_answered(first)
     rig.advance(10.0)  # the cancelled deadline timer does not fire
     assert rig.metric("rmserve_expired_total") == 0
+
+
+# long items: alone over max_batch_tokens, in a lane of their own -----------------------------
+
+LONG, SHORT = 50, 4  # tokens, with max_batch_tokens 32
+
+
+def long_rig(workers: int, long_batches: int = 0) -> Rig:
+    return Rig(limits(max_batch_tokens=32, window=16), 1 << 10, workers, long_batches)
+
+
+def long_jobs(rig: Rig) -> list[int]:
+    """Indexes of the submitted jobs that hold a long pair."""
+    return [
+        i
+        for i, job in enumerate(rig.executor.jobs)
+        if len(job.args[0][0].pairs[0].input_ids) == LONG
+    ]
+
+
+def run_short_jobs(rig: Rig) -> None:
+    """Run every submitted job but the long ones, as the free workers would."""
+    while short := [i for i in range(len(rig.executor.jobs)) if i not in long_jobs(rig)]:
+        rig.executor.run_next(short[0])
+        rig.settle()
+
+
+@pytest.mark.parametrize(
+    ("workers", "long_batches", "slots"), [(1, 0, 1), (2, 0, 1), (4, 0, 3), (4, 2, 2), (2, 5, 2)]
+)
+def test_long_slots_default_to_one_less_than_the_workers(
+    workers: int, long_batches: int, slots: int
+) -> None:
+    rig = long_rig(workers, long_batches)
+    assert rig.batcher.long_slots == slots
+    rig.close()
+
+
+def test_a_long_pair_takes_one_worker_while_short_pairs_flow_and_a_second_waits() -> None:
+    rig = long_rig(workers=2)
+    first, second = rig.submit(Spec((LONG,)), Spec((LONG,)))
+    shorts = rig.submit(*(Spec((SHORT,)) for _ in range(20)))
+    rig.settle()
+    assert len(long_jobs(rig)) == 1 == rig.batcher.running_long
+    assert rig.executor.batch_tags()[long_jobs(rig)[0]] == tags(first)
+    run_short_jobs(rig)  # the long batch is still held on its worker
+    for request in shorts:
+        assert_answered(request)
+    assert not first.finished and not second.finished
+    assert long_jobs(rig) == [0] and len(rig.executor.jobs) == 1  # the second waits for a slot
+    rig.executor.run_next()
+    rig.settle()
+    assert_answered(first)
+    assert rig.executor.batch_tags() == [tags(second)]
+    rig.executor.run_next()
+    rig.settle()
+    assert_answered(second)
+    assert rig.batcher.pending_rows == 0 == rig.batcher.running_long
+    rig.close()
+
+
+def test_long_pairs_may_take_every_worker_when_told() -> None:
+    rig = long_rig(workers=2, long_batches=2)
+    first, second = rig.submit(Spec((LONG,)), Spec((LONG,)))
+    rig.settle()
+    assert sorted(rig.executor.batch_tags()) == sorted([tags(first), tags(second)])
+    rig.close()
+
+
+def test_a_long_pair_goes_before_short_ones_that_came_after_it() -> None:
+    """Both workers busy with short batches: the long pair waiting longest is next, whatever
+    short work arrives meanwhile, and nothing joins its batch."""
+    rig = long_rig(workers=2)
+    busy = rig.submit(Spec((SHORT,) * 8), Spec((SHORT + 1,) * 8))  # two full batches
+    rig.settle()
+    (long,) = rig.submit(Spec((LONG,)))
+    later = rig.submit(*(Spec((SHORT,) * 8) for _ in range(3)))
+    rig.settle()
+    assert rig.executor.batch_tags()[2] == tags(long)  # prepared next: nothing can join it
+    rig.executor.run_next()
+    rig.settle()
+    while rig.executor.jobs:
+        rig.executor.run_next()
+        rig.settle()
+    for request in [*busy, long, *later]:
+        assert_answered(request)
+    rig.close()
+
+
+def test_one_worker_runs_a_long_pair_then_the_short_ones() -> None:
+    rig = long_rig(workers=1)
+    (long,) = rig.submit(Spec((LONG,)))
+    (short,) = rig.submit(Spec((SHORT,)))
+    rig.settle()
+    assert rig.executor.batch_tags() == [tags(long)]  # the one worker; the short batch waits
+    rig.executor.run_next()
+    rig.settle()
+    assert_answered(long)
+    assert rig.executor.batch_tags() == [tags(short)]
+    rig.executor.run_next()
+    rig.settle()
+    assert_answered(short)
+    rig.close()
+
+
+def test_a_long_prefer_item_runs_alone() -> None:
+    """A Prefer's two pairs always share a batch: 2 x 20 tokens is over 32, so it is long."""
+    rig = long_rig(workers=2)
+    (prefer,) = rig.submit(Spec((20, 20), rows_per_item=2))
+    (other,) = rig.submit(Spec((20, 20), rows_per_item=2))
+    rig.settle()
+    assert rig.executor.batch_tags() == [tags(prefer)]
+    assert rig.batcher.running_long == 1
+    rig.executor.run_next()
+    rig.settle()
+    assert rig.executor.batch_tags() == [tags(other)]
+    rig.executor.run_next()
+    rig.settle()
+    assert_answered(prefer)
+    assert_answered(other)
+    rig.close()

@@ -28,11 +28,12 @@ class BatcherMachine(RuleBasedStateMachine):
         self.rig = Rig(LIMITS, MAX_QUEUE_PAIRS, self.workers)
         self.requests: list[PendingRequest] = []
         self.cancelled: set[int] = set()  # ids of requests the test cancelled
+        self.rows_per_item: dict[int, int] = {}  # by id of request
 
     # rules ---------------------------------------------------------------------------------
 
     @rule(
-        lengths=st.lists(st.integers(1, 20), min_size=1, max_size=6),
+        lengths=st.lists(st.integers(1, 20) | st.integers(40, 60), min_size=1, max_size=6),
         prefer=st.booleans(),
         timeout=st.none() | st.floats(0.5, 4.0),
         then_advance=st.sampled_from([0.0, 0.0, 1.0]),
@@ -51,6 +52,7 @@ class BatcherMachine(RuleBasedStateMachine):
             assert self.rig.batcher.pending_rows == pending  # refused: nothing queued
             return
         self.requests.append(request)
+        self.rows_per_item[id(request)] = spec.rows_per_item
         self.rig.settle()
 
     @precondition(lambda self: any(not r.finished for r in self.requests))
@@ -83,12 +85,30 @@ class BatcherMachine(RuleBasedStateMachine):
 
     @invariant()
     def nothing_live_waits_while_an_engine_thread_is_idle(self) -> None:
+        """...but a long item (alone over max_batch_tokens) waiting for a long slot."""
+        batcher = self.rig.batcher
         jobs = len(self.rig.executor.jobs)
-        if jobs < self.workers:
-            assert self.rig.batcher.pending_rows == 0
+        if jobs < self.workers and batcher.pending_rows:
+            assert batcher.running_long == batcher.long_slots
+            assert batcher.pending_rows <= sum(
+                self.long_rows(r) for r in self.requests if not r.finished
+            )
         if not jobs:
             assert all(r.finished for r in self.requests)
-        assert jobs <= self.rig.batcher.pipeline_depth == self.workers + 1
+        assert jobs <= batcher.pipeline_depth == self.workers + 1
+
+    @invariant()
+    def long_batches_stay_within_their_slots(self) -> None:
+        batcher = self.rig.batcher
+        assert batcher.long_slots == max(1, self.workers - 1)
+        long_jobs = [
+            job
+            for job in self.rig.executor.jobs
+            if sum(item.rows for item in job.args[0]) * max(item.longest for item in job.args[0])
+            > LIMITS.max_batch_tokens
+        ]
+        assert len(long_jobs) == batcher.running_long <= batcher.long_slots
+        assert all(len(job.args[0]) == 1 for job in long_jobs)  # a long item runs alone
 
     @invariant()
     def no_pair_computed_twice_or_after_its_deadline(self) -> None:
@@ -116,6 +136,13 @@ class BatcherMachine(RuleBasedStateMachine):
         assert self.rig.metric("rmserve_expired_total") == outcomes.count("expired")
         assert self.rig.metric("rmserve_engine_errors_total") == self.rig.engine.failures
         assert self.rig.metric("rmserve_pairs_total") == len(self.rig.engine.computed)
+
+    def long_rows(self, request: PendingRequest) -> int:
+        """Rows of the request's items that run alone (over max_batch_tokens on their own)."""
+        step = self.rows_per_item[id(request)]
+        items = [request.pairs[i : i + step] for i in range(0, len(request.pairs), step)]
+        cap = LIMITS.max_batch_tokens or 0
+        return sum(len(i) for i in items if len(i) * max(p.num_tokens for p in i) > cap)
 
     def outcome(self, request: PendingRequest) -> str:
         if request.future.cancelled():

@@ -5,7 +5,6 @@ server test; tests/integration/test_io_binding.py checks it against a plain run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,10 @@ from rmserve.artifact.manifest import (
     ParityReport,
     Preprocessing,
 )
-from rmserve.batching.collect import BatchLimits
-from rmserve.batching.warmup import grid_lengths, grid_rows, warmup_batches
 from rmserve.engine.cuda_libs import cuda_device_count
 from rmserve.engine.providers import CPU, CUDA, CudaHost, cuda_options, providers_for
 from rmserve.engine.session import LoadedArtifact, OrtEngine
-from rmserve.text.preprocess import PreparedPair, Preprocessor, load_tokenizer
+from rmserve.text.preprocess import Preprocessor, load_tokenizer
 
 CUDA_HOST = CudaHost([CUDA, CPU], [], devices=2)
 
@@ -224,50 +221,3 @@ def test_engine_on_cpu_binds_the_output_on_the_host(artifact: LoadedArtifact) ->
 def test_cuda_asked_but_session_fell_back_to_cpu_refuses(artifact: LoadedArtifact) -> None:
     with pytest.raises(ArtifactError, match="CUDA provider did not load"):
         fake_engine(artifact, CPU, provider="cuda")
-
-
-# --- warm-up shapes ------------------------------------------------------------------------
-
-
-def pair(length: int) -> PreparedPair:
-    ids = np.arange(length, dtype=np.int64)
-    return PreparedPair(ids, np.zeros(length, dtype=np.int64), False, False)
-
-
-def shapes(batches: Sequence[Sequence[PreparedPair]]) -> list[tuple[int, int]]:
-    return [(len(b), max(p.num_tokens for p in b)) for b in batches]
-
-
-def test_grids_cover_the_batcher_shapes() -> None:
-    assert grid_rows(32) == (1, 2, 4, 8, 16, 32)
-    assert grid_rows(24) == (1, 2, 4, 8, 16, 24)
-    assert grid_rows(1) == (1,)
-    assert grid_lengths(512) == (16, 32, 64, 128, 256, 512)
-    assert grid_lengths(100) == (16, 32, 64, 100)
-    assert grid_lengths(8) == (8,)
-
-
-def test_cpu_warm_up_is_short_and_long_alone_and_full() -> None:
-    limits = BatchLimits(max_batch_size=32, max_batch_tokens=1024)
-    batches = warmup_batches(pair(6), pair(512), limits, every_shape=False)
-    assert shapes(batches) == [(1, 6), (32, 6), (1, 512), (2, 512)]
-
-
-@pytest.mark.parametrize(("max_batch_size", "max_batch_tokens"), [(32, 1024), (48, None)])
-def test_cuda_warm_up_covers_every_shape_class_largest_first(
-    max_batch_size: int, max_batch_tokens: int | None
-) -> None:
-    limits = BatchLimits(max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens)
-    got = shapes(warmup_batches(pair(6), pair(300), limits, every_shape=True))
-    cap = max_batch_tokens or max_batch_size * 300
-    expected = {
-        (rows, length)
-        for rows in grid_rows(max_batch_size)
-        for length in grid_lengths(300)
-        if rows == 1 or rows * length <= cap
-    }
-    assert sorted(got) == sorted(expected) and len(got) == len(expected)
-    assert got[0] == max(expected, key=lambda s: (s[0] * s[1], s[1]))  # the arena grows once
-    padded = [rows * length for rows, length in got]
-    assert padded == sorted(padded, reverse=True)
-    assert (1, 300) in got and (1, 16) in got  # a lone max-length pair, the shortest class

@@ -118,3 +118,24 @@ def test_the_removed_cost_policies_are_refused_by_name(
 def test_an_unknown_batch_policy_is_refused() -> None:
     with pytest.raises(SystemExit, match="batch_policy must be 'caps', got 'fastest'"):
         serve_settings(["--artifact", "/a", "--batch-policy", "fastest"])
+
+
+def test_truncation_is_cut_unless_set_to_refuse(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert core_config(ServerSettings(artifact=Path("/a"))).truncation == "cut"
+    assert serve_settings(["--artifact", "/a", "--truncation", "refuse"]).truncation == "refuse"
+    monkeypatch.setenv("RMSERVE_TRUNCATION", "refuse")
+    assert core_config(ServerSettings(artifact=Path("/a"))).truncation == "refuse"
+    with pytest.raises(SystemExit):
+        serve_settings(["--artifact", "/a", "--truncation", "drop"])
+    assert "--truncation: invalid choice: 'drop'" in capsys.readouterr().err
+
+
+def test_long_batch_workers_and_the_warm_up_budget_reach_the_core() -> None:
+    s = ServerSettings(artifact=Path("/a"))
+    assert (core_config(s).long_batch_workers, core_config(s).warmup_budget_s) == (0, 60.0)
+    s = serve_settings(
+        ["--artifact", "/a", "--long-batch-workers", "2", "--warmup-budget-seconds", "5"]
+    )
+    assert (core_config(s).long_batch_workers, core_config(s).warmup_budget_s) == (2, 5.0)

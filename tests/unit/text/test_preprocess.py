@@ -100,3 +100,33 @@ def test_template_long_response_drops_prompt_and_is_cut_right(templated: Preproc
     pair = templated.prepare("w1 w2", "x y z " * 4)
     assert tokens(templated, pair.input_ids) == "<s> <u> <a> x y z x y z x y </s>"
     assert pair.truncated and pair.response_truncated
+
+
+def test_a_cut_pair_keeps_its_whole_length(pre: Preprocessor) -> None:
+    """``untruncated_tokens``: what the pair had before it was cut (truncation=refuse names it)."""
+    prompt, response = " ".join(f"w{i}" for i in range(40)), "the answer is forty two"
+    whole = 3 + len(words(pre, prompt)) + len(words(pre, response))
+    for pair in (pre.prepare(prompt, response), pre.prepare("question", prompt)):
+        assert pair.truncated and pair.num_tokens == 16
+    assert pre.prepare(prompt, response).untruncated_tokens == whole
+    assert pre.prepare("question", prompt).untruncated_tokens == 3 + 1 + len(words(pre, prompt))
+    fits = pre.prepare("hello", "there")
+    assert fits.untruncated_tokens == fits.num_tokens and not fits.untruncated_at_least
+
+
+def test_a_windowed_text_counts_at_least_its_window(pre: Preprocessor) -> None:
+    """A text tokenised from a window: its count is a lower bound, and says so."""
+    huge = " ".join(f"w{i % 40}" for i in range(20_000))
+    pair = pre.prepare("q", huge)
+    assert pair.response_truncated and pair.untruncated_at_least
+    whole = Preprocessor(pre.tokenizer, pre.config, windows=False).prepare("q", huge)
+    assert not whole.untruncated_at_least
+    assert pre.config.max_length < pair.untruncated_tokens < whole.untruncated_tokens
+    assert pair == whole  # the same tokens either way
+
+
+def test_template_pairs_keep_their_whole_length(templated: Preprocessor) -> None:
+    cut = templated.prepare(" ".join(f"w{i}" for i in range(10)), "x y")
+    assert cut.untruncated_tokens == 16  # <s> <u> w0..w9 <a> x y </s>
+    group = templated.prepare_group(" ".join(f"w{i}" for i in range(10)), ["x y", "z"])
+    assert [p.untruncated_tokens for p in group] == [16, 15]
