@@ -33,7 +33,7 @@ from bench.bench_record import cpu_model
 from tests.support.qwen3_rm import QWEN3_0_6B, WORDS, write_qwen3_rm
 
 SHAPE = {**QWEN3_0_6B, "num_hidden_layers": 2, "vocab_size": 1000}
-LENGTHS = (512, 2048, 8192, 16384, 32768)
+LENGTHS = (512, 2048, 4096, 8192, 16384, 32768)
 UNFUSED_LENGTHS = (512, 2048, 4096)
 
 
@@ -152,7 +152,14 @@ def served(hf_dir: Path, artifact: Path, work: Path) -> dict[str, Any]:
         channel = grpc.insecure_channel(f"127.0.0.1:{ports['grpc']}")
         stub = reward_pb2_grpc.RewardServiceStub(channel)
         grpc.channel_ready_future(channel).result(timeout=1800)
-        stub.GetModelInfo(reward_pb2.GetModelInfoRequest(), timeout=1800, wait_for_ready=True)
+        while True:  # UNAVAILABLE while the model loads and warms up
+            try:
+                stub.GetModelInfo(reward_pb2.GetModelInfoRequest(), timeout=60)
+                break
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE or server.poll() is not None:
+                    raise
+                time.sleep(1.0)
         figures["ready_s"] = round(time.perf_counter() - started, 1)
         figures["startup_peak_rss_gib"] = round(rss_gib(server.pid, "VmHWM"), 3)
         idle = rss_gib(server.pid)
