@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from rmserve.batching.collect import BatchLimits
 from rmserve.text.preprocess import PreparedPair
 
@@ -54,6 +56,14 @@ def grid_lengths(max_length: int) -> tuple[int, ...]:
 def cut(pair: PreparedPair, length: int) -> PreparedPair:
     """``pair``'s first ``length`` tokens (a batch of a given shape, not a meaningful pair)."""
     return PreparedPair(pair.input_ids[:length], pair.token_type_ids[:length], False, False)
+
+
+def tiled(pair: PreparedPair, length: int) -> PreparedPair:
+    """``pair``'s tokens repeated to exactly ``length`` (a shape, not a meaningful pair): a
+    long model's max_length in text would pass the preprocessor's per-text character limit."""
+    ids = np.resize(pair.input_ids, length)
+    types = np.resize(pair.token_type_ids, length)
+    return PreparedPair(ids, types, False, False)
 
 
 def full_rows(limits: BatchLimits, length: int) -> int:

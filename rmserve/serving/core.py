@@ -24,7 +24,7 @@ from types import TracebackType
 from rmserve.batching.batcher import Batcher
 from rmserve.batching.collect import QueuedItem
 from rmserve.batching.pending import PairScore, PendingRequest, Preference
-from rmserve.batching.warmup import warm_up, warmup_batches
+from rmserve.batching.warmup import tiled, warm_up, warmup_batches
 from rmserve.engine.providers import CUDA
 from rmserve.engine.session import Engine, LoadedArtifact
 from rmserve.errors import DeadlineExpired, InvalidRequest, Unavailable
@@ -196,7 +196,7 @@ class RewardCore:
         preprocessor = self.artifact.preprocessor
         max_length = preprocessor.config.max_length
         short = preprocessor.prepare("warm-up prompt", "warm-up response")
-        long = preprocessor.prepare("", "warm up " * max_length)
+        long = tiled(preprocessor.prepare("", "warm up " * 64), max_length)
         limits = self.config.limits
         batches = warmup_batches(short, long, limits, every_shape=self.engine.provider == CUDA)
         budget = self.config.warmup_budget_s

@@ -126,3 +126,20 @@ async def test_served_long_pair_is_batch_invariant(long_import: LongImport) -> N
     single = np.array([reply.reward for reply in alone], dtype=np.float32)
     assert np.abs(batch - single).max() <= 1e-5
     assert np.abs(batch - long_import.reference).max() <= 1e-4
+
+
+@pytest.mark.asyncio
+async def test_a_40k_context_model_warms_up_and_serves(tmp_path: Path, rmserve_cli: Cli) -> None:
+    """Warm-up builds its max-length shape from token ids: a 40,960-token model's max_length in
+    text would pass the preprocessor's per-text character limit (the server refused to start)."""
+    hf_dir = build(FAMILIES["qwen3"], tmp_path / "hf", positions=40960)
+    artifact = tmp_path / "artifact"
+    code, lines = rmserve_cli(["import-hf", "--model", str(hf_dir), "--out", str(artifact)])
+    assert code == 0, lines
+    async with serving(make_settings(artifact, warmup_runs=1)) as harness:
+        info = await harness.stub.GetModelInfo(reward_pb2.GetModelInfoRequest(), timeout=60)
+        reply = await harness.stub.Score(
+            reward_pb2.ScoreRequest(prompt=PAIRS[1][0], response=PAIRS[1][1]), timeout=600
+        )
+    assert info.max_length == 40960
+    assert np.isfinite(reply.reward) and not reply.truncated
