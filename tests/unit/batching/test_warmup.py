@@ -13,11 +13,19 @@ import pytest
 
 from rmserve.artifact.manifest import Manifest, Normalization, ParityReport, Preprocessing
 from rmserve.batching.collect import BatchLimits
-from rmserve.batching.warmup import grid_lengths, grid_rows, shape_of, warm_up, warmup_batches
+from rmserve.batching.warmup import (
+    grid_lengths,
+    grid_rows,
+    shape_of,
+    tiled,
+    warm_up,
+    warmup_batches,
+)
 from rmserve.engine.session import LoadedArtifact
 from rmserve.observability.metrics import Metrics
 from rmserve.serving.config import CoreConfig
 from rmserve.serving.core import RewardCore
+from rmserve.text.prepared import int64
 from rmserve.text.preprocess import PreparedPair, Preprocessor, load_tokenizer
 
 
@@ -153,3 +161,11 @@ def test_the_core_warms_within_its_budget_and_logs_what_it_skipped(
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == 1 and "warmup_budget_seconds" in warned[0]
     assert warned[0].endswith("1x1024")  # the skipped shapes are listed, the longest last
+
+
+def test_tiled_repeats_the_ids_to_exactly_the_length() -> None:
+    pair = PreparedPair(int64([5, 6, 7]), int64([0, 0, 1]), False, False)
+    long = tiled(pair, 8)
+    assert long.input_ids.tolist() == [5, 6, 7, 5, 6, 7, 5, 6]
+    assert long.token_type_ids.tolist() == [0, 0, 1, 0, 0, 1, 0, 0]
+    assert tiled(pair, 2).num_tokens == 2 and not long.truncated
