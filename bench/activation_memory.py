@@ -1,5 +1,5 @@
 """The engine's activation memory per token, measured: the constant of the memory formula's
-activation term (rmserve/serving/memory_budget.py, docs/guides/operations.md#the-memory-formula).
+activation term (rmserve/serving/activations.py, docs/guides/operations.md#the-memory-formula).
 
 Builds small decoder-shaped ONNX graphs (token embedding; per layer: LayerNormalization, Q/K/V
 projections, attention, output projection, residual; LayerNormalization, SiLU-gated MLP,
@@ -12,10 +12,17 @@ runs; reported are its peak RSS over the RSS before it, and that per padded toke
 formula's activation width (``rmserve.serving.activations.activation_width``, with and without
 the attention's [heads, L, L] scores) x bytes per element.
 
-    .venv/bin/python bench/activation_memory.py --out bench/results/activation-memory-cpu.json
+``GroupQueryAttention`` is built as the fused export builds it, its present_key / present_value
+outputs declared: onnxruntime 1.31's CPU kernel given only its first output holds the [heads, L,
+L] scores (``gqa-no-present``, kept to show it), with them it does not.
 
-Materialised attention is measured only up to ``--eager-max-length`` (its scores grow with the
-square of the length).
+``--artifact`` also measures a real artifact's ``model.onnx`` the same way, with one row and with
+two (a Prefer's two pairs form one batch):
+
+    .venv/bin/python bench/activation_memory.py --artifact ARTIFACT --artifact-shape JSON \
+        --out bench/results/activation-memory-cpu.json
+
+Attentions whose memory is quadratic are measured only up to ``--quadratic-max-length``.
 """
 
 from __future__ import annotations
@@ -47,12 +54,14 @@ SHAPES = {
         num_key_value_heads=4, head_dim=64, attention="fused",
     ),
 }  # fmt: skip
-# gqa: GroupQueryAttention (causal); mha-causal: MultiHeadAttention unidirectional=1;
-# onnx-attention: the ONNX Attention op (opset 23) is_causal=1; mha-flash: MultiHeadAttention
-# without a mask, NOT causal (so not a decoder's attention): the one CPU path that runs flash
-# attention, for reference; eager: MatMul, Softmax, MatMul.
-KINDS = ("gqa", "mha-causal", "onnx-attention", "mha-flash", "eager")
-QUADRATIC_KINDS = ("gqa", "mha-causal", "onnx-attention", "eager")
+# gqa: GroupQueryAttention (causal) with its present_key / present_value outputs declared, as
+# rmserve import-hf's fused export declares them; gqa-no-present: the same node with only its
+# first output, which onnxruntime 1.31's CPU kernel runs holding the [heads, L, L] scores;
+# mha-causal: MultiHeadAttention unidirectional=1; onnx-attention: the ONNX Attention op (opset
+# 23) is_causal=1; mha-flash: MultiHeadAttention without a mask, NOT causal (so not a decoder's
+# attention), for reference; eager: MatMul, Softmax, MatMul.
+KINDS = ("gqa", "gqa-no-present", "mha-causal", "onnx-attention", "mha-flash", "eager")
+QUADRATIC_KINDS = ("gqa-no-present", "mha-causal", "onnx-attention", "eager")
 VOCAB = 512
 
 
@@ -77,9 +86,11 @@ def build(shape: ModelShape, kind: str, path: Path) -> None:
         inits.append(numpy_helper.from_array(np.array(value, dtype=dtype), name))
         return name
 
-    def node(op: str, inputs: list[str], out: str, domain: str = "", **attrs: Any) -> str:
-        nodes.append(helper.make_node(op, inputs, [out], domain=domain, **attrs))
-        return out
+    def node(op: str, inputs: list[str], out: str | list[str], domain: str = "",
+             **attrs: Any) -> str:  # fmt: skip
+        outs = [out] if isinstance(out, str) else out
+        nodes.append(helper.make_node(op, inputs, outs, domain=domain, **attrs))
+        return outs[0]
 
     x = node("Gather", [weight("embed", VOCAB, h), "input_ids"], "x0")
     ones = const("ones", np.ones(h), np.float32)
@@ -127,7 +138,7 @@ def attention(kind: str, q: str, k: str, v: str, heads: int, kv: int, d: int, p:
     if kind == "onnx-attention":
         return node("Attention", [q, k, v], p + "attn", q_num_heads=heads, kv_num_heads=kv,
                     is_causal=1)  # fmt: skip
-    if kind == "gqa":
+    if kind.startswith("gqa"):
         # one sequence of S tokens and no cache: seqlens_k = S - 1, total length S
         shape = node("Shape", [q], p + "qshape")
         length = node("Gather", [shape, const(p + "one", 1, np.int64)], p + "len")
@@ -135,9 +146,13 @@ def attention(kind: str, q: str, k: str, v: str, heads: int, kv: int, d: int, p:
         total1 = node("Unsqueeze", [total, const(p + "ax0", [0], np.int64)], p + "total1")
         seqlens = node("Sub", [total1, const(p + "i1", [1], np.int32)], p + "seqlens")
         inputs = [q, k, v, "", "", seqlens, total]
+        # The present outputs are never read, but whether they are declared decides whether the
+        # CPU kernel holds the scores (the bench's first version left them out and measured
+        # quadratic memory that the exported artifacts do not have).
+        outputs = [p + "attn"] + ([p + "present_k", p + "present_v"] if kind == "gqa" else [])
         return str(
             node(
-                "GroupQueryAttention", inputs, p + "attn", domain="com.microsoft",
+                "GroupQueryAttention", inputs, outputs, domain="com.microsoft",
                 num_heads=heads, kv_num_heads=kv,
             )
         )  # fmt: skip
@@ -174,14 +189,14 @@ def rss(field):
         if line.startswith(field):
             return int(line.split()[1]) * 1024
 
-def feed(length):
-    values = {"input_ids": np.ones((1, length), np.int64),
-              "attention_mask": np.ones((1, length), np.int64),
-              "token_type_ids": np.zeros((1, length), np.int64),
-              "position_ids": np.arange(length, dtype=np.int64)[None]}
+def feed(length, rows=1):
+    values = {"input_ids": np.ones((rows, length), np.int64),
+              "attention_mask": np.ones((rows, length), np.int64),
+              "token_type_ids": np.zeros((rows, length), np.int64),
+              "position_ids": np.tile(np.arange(length, dtype=np.int64), (rows, 1))}
     return {i.name: values[i.name] for i in session.get_inputs()}
 
-path, length = sys.argv[1], int(sys.argv[2])
+path, length, rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 options = ort.SessionOptions()
 options.intra_op_num_threads = 1
 options.inter_op_num_threads = 1
@@ -189,7 +204,7 @@ session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"]
 session.run(None, feed(16))
 open("/proc/self/clear_refs", "w").write("5")
 before = rss("VmRSS:")
-session.run(None, feed(length))
+session.run(None, feed(length, rows))
 print(json.dumps({"before": before, "peak": rss("VmHWM:"), "after": rss("VmRSS:")}))
 """
 # A random Qwen3 of the h256 graphs' shape, through the real export (``rmserve import-hf``).
@@ -214,27 +229,47 @@ def exported_qwen3(folder: Path, max_length: int) -> tuple[Path, ModelShape]:
     return artifact / "model.onnx", shape
 
 
-def measure_one(model: Path, length: int) -> dict[str, int]:
-    done = subprocess.run([sys.executable, "-c", CHILD, str(model), str(length)],
-                          capture_output=True, text=True, check=False, timeout=1800)  # fmt: skip
+def measure_one(model: Path, length: int, rows: int) -> dict[str, int]:
+    command = [sys.executable, "-c", CHILD, str(model), str(length), str(rows)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
     if done.returncode:
         raise SystemExit(f"{model.name} at {length} tokens failed:\n{done.stderr[-3000:]}")
     figures: dict[str, int] = json.loads(done.stdout.strip().splitlines()[-1])
     return figures
 
 
-def run_row(name: str, kind: str, shape: ModelShape, model: Path, length: int) -> dict[str, Any]:
-    got = measure_one(model, length)
-    delta = got["peak"] - got["before"]
+def run_row(name: str, kind: str, shape: ModelShape, model: Path, length: int,
+            rows: int = 1) -> dict[str, Any]:  # fmt: skip
+    """One batch of ``rows`` rows of ``length`` tokens (a Prefer's two pairs: rows=2)."""
+    got = measure_one(model, length, rows)
+    delta, tokens = got["peak"] - got["before"], rows * length
     linear = activation_width(shape, length, scores_held=False)
     quadratic = activation_width(shape, length, scores_held=True)
-    row = {"shape": name, "attention": kind, "tokens": length, **got,
-           "peak_over_before_bytes": delta, "bytes_per_token": delta / length,
+    row = {"shape": name, "attention": kind, "rows": rows, "length": length, "tokens": tokens,
+           **got, "peak_over_before_bytes": delta, "bytes_per_token": delta / tokens,
            "width_linear": linear, "width_with_scores": quadratic,
-           "constant_linear": delta / (length * linear * 4),
-           "constant_with_scores": delta / (length * quadratic * 4)}  # fmt: skip
+           "constant_linear": delta / (tokens * linear * 4),
+           "constant_with_scores": delta / (tokens * quadratic * 4)}  # fmt: skip
     print(json.dumps(row), flush=True)
     return row
+
+
+def artifact_rows(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The artifact's record and its rows: each length at each of ``--artifact-rows``."""
+    manifest = json.loads((args.artifact / "manifest.json").read_text())
+    shape = args.artifact_shape or ModelShape.model_validate(manifest["shape"])
+    name, kind = f"artifact:{manifest['name']}", manifest["optimization"]
+    rows = []
+    for n in (int(n) for n in args.artifact_rows.split(",")):
+        for length in (int(n) for n in args.artifact_lengths.split(",")):
+            rows.append(run_row(name, kind, shape, args.artifact / "model.onnx", length, n))
+    record = {
+        "path": str(args.artifact), "optimization": manifest["optimization"],
+        "max_length": manifest["preprocessing"]["max_length"],
+        "parameters": manifest["parameters"], "files": manifest["files"],
+        "shape": shape.model_dump(),
+    }  # fmt: skip
+    return record, rows
 
 
 def main() -> int:
@@ -251,6 +286,19 @@ def main() -> int:
         "max_length (0: not)",
     )  # fmt: skip
     parser.add_argument("--shapes", default=",".join(SHAPES))
+    parser.add_argument(
+        "--artifact", type=Path,
+        help="also measure this artifact's model.onnx (fp32), e.g. a fused import-hf export",
+    )  # fmt: skip
+    parser.add_argument(
+        "--artifact-shape", type=ModelShape.model_validate_json,
+        help="the artifact's ModelShape as JSON (else its manifest's shape)",
+    )  # fmt: skip
+    parser.add_argument("--artifact-lengths", default="2048,4096,8192,16384")
+    parser.add_argument(
+        "--artifact-rows", default="1,2",
+        help="rows per batch for the artifact (2: a Prefer's two pairs, one batch)",
+    )  # fmt: skip
     add_record_arguments(parser, duration=0.0)
     args = parser.parse_args()
     record = start_record(args)
@@ -273,7 +321,11 @@ def main() -> int:
                 continue
             rows.append(run_row("qwen3-h256-import-hf", "export", shape, model, length))
     shutil.rmtree(folder, ignore_errors=True)
-    figures = {"shapes": {k: v.model_dump() for k, v in SHAPES.items()}, "runs": rows}
+    figures: dict[str, Any] = {"shapes": {k: v.model_dump() for k, v in SHAPES.items()}}
+    if args.artifact:
+        figures["artifact"], measured = artifact_rows(args)
+        rows.extend(measured)
+    figures["runs"] = rows
     finish_record(record, args, figures)
     return 0
 
