@@ -10,6 +10,8 @@ still read.
 
 An optional ``training`` section (``TrainingRecord``) says how ``rmserve train`` fitted the
 weights (precision, gradient checkpointing, merged LoRA); manifests without it read as before.
+So does an optional ``shape`` (``ModelShape``: hidden size, layers, heads, MLP width, whether the
+attention is one fused kernel), which sizes the server's memory bound.
 """
 
 from __future__ import annotations
@@ -172,6 +174,44 @@ class TrainingRecord(_Strict):
     trainable_parameters: int | None = Field(default=None, ge=0)
 
 
+class ModelShape(_Strict):
+    """The network's shape, for the server's memory bound (its activations per token,
+    ``rmserve.serving.memory_budget``). Optional: artifacts without it get an estimate."""
+
+    hidden_size: int = Field(ge=1)
+    intermediate_size: int = Field(ge=1, description="The MLP's inner width.")
+    num_layers: int = Field(ge=1)
+    num_attention_heads: int = Field(ge=1)
+    num_key_value_heads: int | None = Field(
+        default=None, ge=1, description="Grouped-query attention's K/V heads (absent: as many "
+        "as the attention heads)."
+    )  # fmt: skip
+    head_dim: int | None = Field(
+        default=None, ge=1, description="Absent: hidden_size / num_attention_heads."
+    )
+    attention: Literal["fused", "materialized"] = Field(
+        description="'fused': one onnxruntime attention kernel (GroupQueryAttention / "
+        "MultiHeadAttention); 'materialized': the graph holds the [batch, heads, length, "
+        "length] scores (an eager export). On CUDA a fused kernel's memory is linear in "
+        "length; onnxruntime's CPU kernels for causal attention hold the scores too."
+    )
+    attention_query_chunk: int | None = Field(
+        default=None,
+        ge=1,
+        description="The export computes attention for at most this many queries at a time "
+        "(chunked prefill): the scores held are heads x chunk x length, linear in length. "
+        "Absent: every query at once.",
+    )
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_key_value_heads or self.num_attention_heads
+
+    @property
+    def head_dim_or_default(self) -> int:
+        return self.head_dim or max(1, self.hidden_size // self.num_attention_heads)
+
+
 class Manifest(_Strict):
     format_version: Literal[1, 2] = FORMAT_VERSION
     name: str = Field(min_length=1)
@@ -199,6 +239,12 @@ class Manifest(_Strict):
     )
     training: TrainingRecord | None = Field(
         default=None, description="How the weights were trained; absent when not trained here."
+    )
+    shape: ModelShape | None = Field(
+        default=None,
+        description="The network's shape, for the server's memory bound; absent in older "
+        "artifacts (the server then estimates it from the parameter count). Not written at all "
+        "when absent.",
     )
     ensemble: list[EnsembleMember] | None = Field(
         default=None,
@@ -283,7 +329,9 @@ def write_manifest(folder: Path, manifest: Manifest) -> Path:
     path = folder / MANIFEST_FILE
     # A single model's manifest is written exactly as before ensembles existed, and a full
     # members' ensemble exactly as before shared-backbone ones.
-    exclude = {name for name in ("ensemble", "ensemble_kind") if getattr(manifest, name) is None}
+    exclude = {
+        name for name in ("ensemble", "ensemble_kind", "shape") if getattr(manifest, name) is None
+    }
     path.write_text(manifest.model_dump_json(indent=2, exclude=exclude) + "\n", encoding="utf-8")
     return path
 

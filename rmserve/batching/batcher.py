@@ -25,6 +25,7 @@ all read it, so a test can drive the batcher with a loop whose clock it moves by
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -90,6 +91,8 @@ class Batcher:
         self._workers = workers
         self._long_slots = long_batch_slots(workers, long_batches)
         self._limits = limits
+        # Nothing can join a long item's batch: waiting for a fuller one would only delay it.
+        self._long_limits = dataclasses.replace(limits, max_queue_delay_s=0.0)
         self._max_queue_pairs = max_queue_pairs
         self._metrics = metrics
         self._loop = asyncio.get_running_loop()
@@ -216,7 +219,8 @@ class Batcher:
             wait_until: float | None = None
             for lane in self._lanes_in_turn():
                 window = list(islice(lane, self._limits.window))
-                got = collect_batch(window, now, self._limits)
+                limits = self._long_limits if lane is self._long else self._limits
+                got = collect_batch(window, now, limits)
                 batch = got.batch
                 full = lane is self._long or self._is_full(got, window)  # long: nothing joins
                 if batch and self._running >= self._workers and not full:

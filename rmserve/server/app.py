@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from rmserve.artifact.manifest import Manifest
 from rmserve.batching.collect import BatchLimits
+from rmserve.engine.providers import CUDA
 from rmserve.engine.session import Engine, LoadedArtifact, OrtEngine, load_artifact
 from rmserve.engine.threads import engine_workers, threads_per_batch
 from rmserve.grpc.service import RewardServicer, add_reward_service
@@ -29,6 +30,7 @@ from rmserve.observability.metrics_server import MetricsServer
 from rmserve.server.listeners import NO_REUSEPORT, bind_grpc, binding, write_port_file
 from rmserve.server.security import TokenAuthInterceptor, server_credentials
 from rmserve.server.settings import ServerSettings
+from rmserve.serving.activations import engine_activation_bytes, model_shape
 from rmserve.serving.allocator import map_big_allocations
 from rmserve.serving.config import CoreConfig
 from rmserve.serving.core import RewardCore
@@ -267,8 +269,8 @@ class RewardServer:
         self.metrics.model_info.labels(
             name=manifest.name, version=manifest.version, provider=engine.provider
         ).set(1)
-        inflight_bytes = self._inflight_budget(artifact)
         workers = engine_workers(engine.provider, s.intra_op_threads, s.engine_workers)
+        inflight_bytes = self._inflight_budget(artifact, engine.provider, workers)
         config = core_config(s, inflight_bytes, workers)
         self.core = RewardCore(engine, artifact, config, self.metrics)
         await self.core.astart()
@@ -281,13 +283,25 @@ class RewardServer:
             engine.provider, engine.device, workers, "" if workers == 1 else "es",
         )  # fmt: skip
 
-    def _inflight_budget(self, artifact: LoadedArtifact) -> int:
+    def _inflight_budget(self, artifact: LoadedArtifact, provider: str, workers: int) -> int:
         """``max_inflight_bytes`` as set or derived from the memory limit
         (docs/guides/operations.md#the-memory-formula)."""
         s = self.settings
         memory_limit = s.memory_limit_bytes or cgroup_memory_limit()
         model_bytes = folder_bytes(artifact.folder)
         max_length = artifact.manifest.preprocessing.max_length
+        on_cpu = provider != CUDA
+        manifest = artifact.manifest
+        activations = engine_activation_bytes(
+            model_shape(manifest, model_bytes),
+            manifest.dtype,
+            max_length,
+            s.max_batch_tokens,
+            workers,
+            s.long_batch_workers,
+            on_cpu,
+        )
+        host_activations = activations if on_cpu else 0
         budget = resolve_inflight_bytes(
             s.max_inflight_bytes,
             memory_limit,
@@ -295,14 +309,19 @@ class RewardServer:
             model_bytes,
             s.max_queue_pairs,
             max_length,
+            host_activations,
         )
-        bound = required_memory_bytes(model_bytes, budget, s.max_queue_pairs, max_length)
+        bound = required_memory_bytes(
+            model_bytes, budget, s.max_queue_pairs, max_length, host_activations
+        )
         log.info(
             "memory: %d MiB of requests in flight at most (max_inflight_bytes), bound %d MiB "
-            "for this model and settings (limit: %s)",
+            "for this model and settings, %d MiB of it the engine's activations (limit: %s)%s",
             budget >> 20,
             bound >> 20,
+            host_activations >> 20,
             f"{memory_limit >> 20} MiB" if memory_limit else "none known",
+            "" if on_cpu else f"; on the GPU, activations up to {activations >> 20} MiB",
         )
         return budget
 

@@ -13,10 +13,19 @@ overlays are checked against:
 
     base runtime + MODEL_LOAD_FACTOR x model files + REQUEST_BYTES_FACTOR x max_inflight_bytes
     + max_queue_pairs x (max_length x QUEUED_TOKEN_BYTES + QUEUED_PAIR_BYTES) + tokenizer workspace
+    + the engine's activations (on the CPU; on CUDA they live in device memory)
 
 The tokenizer workspace is what tokenising one text costs, at most WHOLE_TEXT_MAX_CHARS x
 TOKENIZER_BYTES_PER_CHAR (longer texts are windowed or refused, ``rmserve.text.windows``), on
 each of the TOKENIZE_WORKERS threads and the event loop.
+
+The activations (``activation_bytes``): every engine worker runs one batch at once. A batch of
+``tokens`` padded tokens, padded to ``length``, holds ACTIVATION_CONSTANT x tokens x
+``activation_width`` x bytes per element, the width being what one layer keeps alive at its peak
+(4 x hidden + the Q, K and V projections + 3 x the MLP width; with materialised attention also
+2 x heads x length, its scores and probabilities). The long batches (at most
+``long_batch_slots``) hold a Prefer's two max-length pairs, 2 x max_length tokens; the others
+max_batch_tokens. Artifacts whose manifest records no ``shape`` get ``assumed_shape``.
 """
 
 from __future__ import annotations
@@ -57,22 +66,29 @@ CGROUP_MEMORY_FILES = (
 NO_CGROUP_LIMIT = 1 << 60  # cgroup v1 reports "unlimited" as a huge number
 
 
-def fixed_memory_bytes(model_bytes: int, max_queue_pairs: int, max_length: int) -> int:
+def fixed_memory_bytes(
+    model_bytes: int, max_queue_pairs: int, max_length: int, activations: int = 0
+) -> int:
     """What the server holds apart from requests in flight: runtime, model, queued tokens,
-    tokenizer workspace."""
+    tokenizer workspace, and ``activations`` (``activation_bytes``)."""
     return int(
         BASE_RUNTIME_BYTES
         + MODEL_LOAD_FACTOR * model_bytes
         + max_queue_pairs * (max_length * QUEUED_TOKEN_BYTES + QUEUED_PAIR_BYTES)
         + TOKENIZER_WORKSPACE_BYTES
+        + activations
     )
 
 
 def required_memory_bytes(
-    model_bytes: int, max_inflight_bytes: int, max_queue_pairs: int, max_length: int
+    model_bytes: int,
+    max_inflight_bytes: int,
+    max_queue_pairs: int,
+    max_length: int,
+    activations: int = 0,
 ) -> int:
     """The documented bound on the server's memory for these settings and this model."""
-    return fixed_memory_bytes(model_bytes, max_queue_pairs, max_length) + int(
+    return fixed_memory_bytes(model_bytes, max_queue_pairs, max_length, activations) + int(
         REQUEST_BYTES_FACTOR * max_inflight_bytes
     )
 
@@ -83,10 +99,14 @@ def smallest_inflight_bytes(max_message_bytes: int) -> int:
 
 
 def inflight_bytes_for(
-    memory_limit: int, model_bytes: int, max_queue_pairs: int, max_length: int
+    memory_limit: int,
+    model_bytes: int,
+    max_queue_pairs: int,
+    max_length: int,
+    activations: int = 0,
 ) -> int:
     """The largest ``max_inflight_bytes`` whose ``required_memory_bytes`` fits the limit."""
-    spare = memory_limit - fixed_memory_bytes(model_bytes, max_queue_pairs, max_length)
+    spare = memory_limit - fixed_memory_bytes(model_bytes, max_queue_pairs, max_length, activations)
     return max(0, int(spare / REQUEST_BYTES_FACTOR))
 
 
@@ -203,22 +223,28 @@ def resolve_inflight_bytes(
     model_bytes: int,
     max_queue_pairs: int,
     max_length: int,
+    activations: int = 0,
 ) -> int:
     """``max_inflight_bytes`` as set, else derived from the memory limit, else the default."""
     if configured is not None:
         return configured
     if memory_limit is None:
         return default_inflight_bytes(max_message_bytes)
-    derived = inflight_bytes_for(memory_limit, model_bytes, max_queue_pairs, max_length)
+    derived = inflight_bytes_for(
+        memory_limit, model_bytes, max_queue_pairs, max_length, activations
+    )
     smallest = smallest_inflight_bytes(max_message_bytes)
     if derived < smallest:
-        needed = required_memory_bytes(model_bytes, smallest, max_queue_pairs, max_length)
+        needed = required_memory_bytes(
+            model_bytes, smallest, max_queue_pairs, max_length, activations
+        )
         raise MemoryTooSmall(
             f"memory limit {memory_limit} bytes is under the {needed} bytes this server needs "
             f"for its model ({model_bytes} bytes), max_queue_pairs={max_queue_pairs} of "
-            f"max_length={max_length} tokens and one request of max_message_bytes="
-            f"{max_message_bytes} (docs/guides/operations.md#the-memory-formula); raise the "
-            "limit or lower those settings"
+            f"max_length={max_length} tokens, the engine's activations ({activations} bytes) "
+            f"and one request of max_message_bytes={max_message_bytes} "
+            "(docs/guides/operations.md#the-memory-formula); raise the limit or lower those "
+            "settings"
         )
     return derived
 

@@ -28,6 +28,11 @@ def cpu_manifests() -> list[Manifest]:
 
 
 @pytest.fixture(scope="session")
+def long_context_manifests() -> list[Manifest]:
+    return render(VARIANTS["long-context"])
+
+
+@pytest.fixture(scope="session")
 def live_server(
     tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:

@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from rmserve.artifact.manifest import TOKENIZER_FILE, read_manifest
+from rmserve.client import AsyncRewardClient, InvalidRequestError
 from rmserve.testing import ScriptedEngine
 from rmserve.text.preprocess import Preprocessor, load_tokenizer
 from rmserve.v1 import reward_pb2
@@ -289,3 +290,24 @@ async def test_score_group_on_a_template_model_counts_the_whole_conversation(
         reward_pb2.ScoreGroupRequest(prompt=prompt, responses=responses[:1])
     )
     assert not fits.results[0].truncated
+
+
+async def test_the_client_names_the_refused_pair_in_the_callers_input(
+    pair_server: Refusing,
+) -> None:
+    """RewardClient chunks 150 pairs to the server's max_request_pairs (64): the refusal of the
+    third chunk's pair 2 is the caller's pair 130."""
+    s = pair_server
+    prompts = [f"q{i}" for i in range(150)]
+    responses = ["fine"] * 150
+    responses[130] = long_text(s)
+    target = f"127.0.0.1:{s.harness.server.port}"
+    async with AsyncRewardClient(target, max_attempts=1) as client:
+        with pytest.raises(InvalidRequestError) as caught:
+            await client.score(prompts, responses)
+    error = caught.value
+    assert error.index == 130 and error.field is None
+    assert str(error).startswith(
+        f"INVALID_ARGUMENT: pairs[130]: {s.tokens('q130', responses[130])}"
+    )
+    assert error.details.startswith("pairs[2]: ")  # the server's message, chunk-relative

@@ -24,6 +24,8 @@ import grpc
 import pytest
 
 from rmserve.engine.session import load_artifact
+from rmserve.server.settings import ServerSettings
+from rmserve.serving.activations import engine_activation_bytes, model_shape
 from rmserve.serving.memory_budget import (
     MIB,
     default_inflight_bytes,
@@ -100,11 +102,15 @@ def test_rss_stays_within_the_bound_and_returns_after_a_burst(
     server: ServerProcess, tiny_artifact: Path
 ) -> None:
     artifact = load_artifact(tiny_artifact)
+    max_length = artifact.manifest.preprocessing.max_length
+    model_bytes = folder_bytes(tiny_artifact)
+    activations = engine_activation_bytes(  # one engine worker: one intra-op thread
+        model_shape(artifact.manifest, model_bytes), artifact.manifest.dtype, max_length,
+        ServerSettings.model_fields["max_batch_tokens"].default, workers=1,
+        long_batch_workers=0, on_cpu=True,
+    )  # fmt: skip
     bound = required_memory_bytes(
-        folder_bytes(tiny_artifact),
-        default_inflight_bytes(LIMIT),
-        QUEUE_PAIRS,
-        artifact.manifest.preprocessing.max_length,
+        model_bytes, default_inflight_bytes(LIMIT), QUEUE_PAIRS, max_length, activations
     )
     oversized = batch_bytes(2 * LIMIT - 4096, 64)
     at_limit = batch_bytes(LIMIT, 64)

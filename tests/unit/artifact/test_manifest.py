@@ -19,6 +19,7 @@ from rmserve.artifact.manifest import (
     ArtifactError,
     EnsembleMember,
     Manifest,
+    ModelShape,
     Normalization,
     ParityReport,
     Preprocessing,
@@ -97,6 +98,28 @@ def test_a_single_model_manifest_has_no_ensemble_key(folder: Path) -> None:
     raw = json.loads((folder / MANIFEST_FILE).read_text())
     assert "ensemble" not in raw and "ensemble_kind" not in raw
     assert read_manifest(folder).ensemble is None and read_manifest(folder).members == 0
+
+
+def test_the_model_shape_is_optional_and_written_only_when_known(folder: Path) -> None:
+    """Older artifacts have no shape (the server estimates one); an export that knows it
+    records it, and it reads back with its defaults filled."""
+    plain = read_manifest(folder)
+    assert plain.shape is None and "shape" not in json.loads((folder / MANIFEST_FILE).read_text())
+    shape = ModelShape(
+        hidden_size=1024, intermediate_size=3072, num_layers=28, num_attention_heads=16,
+        num_key_value_heads=8, head_dim=128, attention="fused",
+    )  # fmt: skip
+    write_manifest(folder, plain.model_copy(update={"shape": shape}))
+    assert json.loads((folder / MANIFEST_FILE).read_text())["shape"]["attention"] == "fused"
+    assert read_manifest(folder).shape == shape
+    assert (shape.kv_heads, shape.head_dim_or_default) == (8, 128)
+    bert = ModelShape(
+        hidden_size=384, intermediate_size=1536, num_layers=6, num_attention_heads=12,
+        attention="materialized",
+    )  # fmt: skip
+    assert (bert.kv_heads, bert.head_dim_or_default) == (12, 32)
+    with pytest.raises(ValueError, match="attention"):
+        ModelShape.model_validate({**bert.model_dump(), "attention": "flash"})
 
 
 def test_ensemble_kind_is_written_only_for_shared_backbone_ensembles(folder: Path) -> None:

@@ -326,3 +326,20 @@ def test_a_long_prefer_item_runs_alone() -> None:
     assert_answered(prefer)
     assert_answered(other)
     rig.close()
+
+
+def test_a_long_pair_does_not_wait_for_a_fuller_batch() -> None:
+    """max_queue_delay waits for short pairs to join a batch; nothing can join a long one."""
+    rig = Rig(limits(max_batch_tokens=32, window=16, max_queue_delay_s=0.5), 1 << 10, 2)
+    (long,) = rig.submit(Spec((LONG,)))
+    (short,) = rig.submit(Spec((SHORT,)))
+    rig.settle()
+    assert rig.executor.batch_tags() == [tags(long)]  # at once; the short one waits its delay
+    rig.advance(0.6)
+    assert rig.executor.batch_tags() == [tags(long), tags(short)]
+    while rig.executor.jobs:
+        rig.executor.run_next()
+        rig.settle()
+    assert_answered(long)
+    assert_answered(short)
+    rig.close()

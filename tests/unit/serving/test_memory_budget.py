@@ -10,6 +10,7 @@ import pytest
 from rmserve.errors import Overloaded
 from rmserve.serving.memory_budget import (
     MIB,
+    REQUEST_BYTES_FACTOR,
     SMALL_REQUEST_BYTES,
     SMALL_REQUEST_RESERVE_BYTES,
     MemoryTooSmall,
@@ -75,6 +76,21 @@ def test_the_budget_derived_from_memory_fits_the_formula() -> None:
     assert required_memory_bytes(model, derived, queue, length) <= memory
     assert required_memory_bytes(model, derived + 1024, queue, length) > memory
     assert resolve_inflight_bytes(None, memory, 64 * MIB, model, queue, length) == derived
+
+
+def test_activations_come_out_of_the_request_budget() -> None:
+    model, queue, length, activations = 90 * MIB, 16384, 512, 300 * MIB
+    memory = 2048 * MIB
+    without = inflight_bytes_for(memory, model, queue, length)
+    derived = inflight_bytes_for(memory, model, queue, length, activations)
+    assert without - derived == pytest.approx(activations / REQUEST_BYTES_FACTOR, abs=1)
+    assert required_memory_bytes(model, derived, queue, length, activations) <= memory
+    assert required_memory_bytes(model, derived + 1024, queue, length, activations) > memory
+    assert resolve_inflight_bytes(None, memory, 64 * MIB, model, queue, length, activations) == (
+        derived
+    )
+    with pytest.raises(MemoryTooSmall, match=f"activations \\({2048 * MIB} bytes\\)"):
+        resolve_inflight_bytes(None, memory, 64 * MIB, model, queue, length, 2048 * MIB)
 
 
 def test_a_set_budget_wins_and_no_limit_means_the_default() -> None:
