@@ -59,6 +59,7 @@ from rmserve_training.export.fused_attention import (
     supports_fused_attention,
 )
 from rmserve_training.export.onnx_layout import Dtype, write_model
+from rmserve_training.export.shape import model_shape
 from rmserve_training.model.reward_model import RewardModel, Scorer
 
 log = logging.getLogger(__name__)
@@ -332,6 +333,7 @@ def export_artifact(request: ExportRequest, out: Path) -> Manifest:
             training=request.training,
             ensemble=list(request.ensemble) if request.ensemble else None,
             ensemble_kind=request.ensemble_kind,
+            shape=model_shape(request.scorer, fused),
         )
         write_manifest(staging, manifest)
         _move_into_place(staging, out, scratch)

@@ -77,6 +77,8 @@ def test_default_import_takes_the_models_context_with_fused_attention(
         n.op_type for n in onnx.load(long_import.artifact / MODEL_FILE).graph.node
     )
     assert ops["GroupQueryAttention"] == 2 and ops["Softmax"] == 0
+    assert manifest.shape is not None and manifest.shape.attention == "fused"
+    assert (manifest.shape.num_layers, manifest.shape.num_key_value_heads) == (2, 2)
     # The import checked one pair near the model's length against torch, and recorded it.
     assert manifest.metrics["export_long_parity_tokens"] >= POSITIONS - 128
     assert manifest.metrics["export_long_parity_max_abs_diff"] <= 1e-4
