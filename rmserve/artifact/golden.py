@@ -83,8 +83,14 @@ class GoldenSet(_Strict):
 
 
 def write_golden(folder: Path, golden: GoldenSet) -> Path:
+    """One pair a line (token ids included), the rest indented: readable and diffable."""
     path = Path(folder) / GOLDEN_FILE
-    path.write_text(golden.model_dump_json(indent=1) + "\n", encoding="utf-8")
+    head = golden.model_dump(mode="json", exclude={"pairs"})
+    lines = json.dumps(head, indent=1, ensure_ascii=False)[:-2]  # without the closing "\n}"
+    pairs = ",\n  ".join(
+        json.dumps(p.model_dump(mode="json"), ensure_ascii=False) for p in golden.pairs
+    )
+    path.write_text(f'{lines},\n "pairs": [\n  {pairs}\n ]\n}}\n', encoding="utf-8")
     return path
 
 
