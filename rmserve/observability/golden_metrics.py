@@ -1,10 +1,12 @@
-"""The golden canary's metrics (``rmserve.serving.golden_canary``), one series per model:
+"""The golden pairs' metrics, one series per model, set by the load check and then by each check
+of the golden canary (``rmserve.serving.golden_canary``):
 
 - ``rmserve_golden_max_abs_diff`` (gauge): max |reward − reference| over the golden pairs at the
   latest check, in raw reward units (+Inf when a reward was not a finite number);
 - ``rmserve_golden_drift_ratio`` (gauge): the largest |Δ| / allowed over the pairs at the latest
   check; above 1 the model drifted (the alert ``RmserveGoldenDrift`` and readiness follow it);
-- ``rmserve_golden_checks_total`` (counter): checks by ``result`` (ok, drift, error).
+- ``rmserve_golden_checks_total`` (counter): checks (the load check included) by ``result``
+  (ok, drift, error).
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 
-from rmserve.engine.session import LoadedArtifact, OrtEngine
+from rmserve.engine.session import Engine, LoadedArtifact, OrtEngine
 from rmserve.observability.golden_metrics import GoldenMetrics
 from rmserve.serving.core import RewardCore
 from rmserve.serving.golden import GoldenReport, golden_pairs, verify_golden
@@ -19,10 +20,17 @@ from rmserve.serving.golden_canary import GoldenCanary
 log = logging.getLogger(__name__)
 
 
+# The load check's figures of each checked engine, for the gauges at SERVING (an engine a test
+# wraps is looked up as the wrapper, not found, and its gauges wait for the first canary check).
+_load_reports: weakref.WeakKeyDictionary[Engine, GoldenReport] = weakref.WeakKeyDictionary()
+
+
 def checked_engine(engine: OrtEngine, artifact: LoadedArtifact) -> OrtEngine:
     """``engine`` once its golden pairs score within tolerance (else ``GoldenDrift``, and the
     server does not start). Run on the session itself, before anything wraps it."""
-    verify_golden(engine, artifact)
+    report = verify_golden(engine, artifact)
+    if report is not None:
+        _load_reports[engine] = report
     return engine
 
 
@@ -51,6 +59,9 @@ class GoldenWatch:
             )
         )
         self._task: asyncio.Task[None] | None = None
+        loaded = _load_reports.get(core.engine)
+        if loaded is not None:
+            metrics.record(self.model, loaded.max_abs_diff, loaded.drift_ratio, loaded.ok)
 
     def start(self) -> None:
         if self.canary is not None:
