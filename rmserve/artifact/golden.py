@@ -116,7 +116,8 @@ def read_golden(folder: Path, manifest: Manifest) -> GoldenSet | None:
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ArtifactError(f"{path}: invalid field '{where}': {first['msg']}") from e
+        field = f"field '{where}'" if where else "golden set"
+        raise ArtifactError(f"{path}: invalid {field}: {first['msg']}") from e
     if golden.members != manifest.members:
         raise ArtifactError(
             f"{path}: {golden.members or 1} reward(s) per pair, the model has "
