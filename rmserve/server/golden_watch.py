@@ -63,6 +63,11 @@ class GoldenWatch:
         if loaded is not None:
             metrics.record(self.model, loaded.max_abs_diff, loaded.drift_ratio, loaded.ok)
 
+    @property
+    def running(self) -> bool:
+        """Whether the canary still checks (it ends at the first drift)."""
+        return self._task is not None and not self._task.done()
+
     def start(self) -> None:
         if self.canary is not None:
             self._task = asyncio.create_task(self.canary.run(), name="rmserve-golden-canary")
