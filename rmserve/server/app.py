@@ -68,7 +68,7 @@ def ort_engine(artifact: LoadedArtifact, settings: ServerSettings) -> Engine:
     if settings.provider != "cuda" or workers:  # on CUDA one batch at a time keeps every thread
         threads = threads_per_batch(threads, workers)
     engine = OrtEngine(artifact, settings.provider, threads, settings.gpu_device_id)
-    return checked_engine(engine, artifact)  # its golden pairs: refused when they drift
+    return checked_engine(engine, artifact, settings.max_batch_tokens)  # refused on drift
 
 
 def core_config(

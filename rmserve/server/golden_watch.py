@@ -14,7 +14,12 @@ from collections.abc import Awaitable, Callable
 from rmserve.engine.session import Engine, LoadedArtifact, OrtEngine
 from rmserve.observability.golden_metrics import GoldenMetrics
 from rmserve.serving.core import RewardCore
-from rmserve.serving.golden import GoldenReport, golden_pairs, verify_golden
+from rmserve.serving.golden import (
+    GOLDEN_BATCH_TOKENS,
+    GoldenReport,
+    golden_pairs,
+    verify_golden,
+)
 from rmserve.serving.golden_canary import GoldenCanary
 
 log = logging.getLogger(__name__)
@@ -25,10 +30,10 @@ log = logging.getLogger(__name__)
 _load_reports: weakref.WeakKeyDictionary[Engine, GoldenReport] = weakref.WeakKeyDictionary()
 
 
-def checked_engine(engine: OrtEngine, artifact: LoadedArtifact) -> OrtEngine:
+def checked_engine(engine: OrtEngine, artifact: LoadedArtifact, max_batch_tokens: int) -> OrtEngine:
     """``engine`` once its golden pairs score within tolerance (else ``GoldenDrift``, and the
     server does not start). Run on the session itself, before anything wraps it."""
-    report = verify_golden(engine, artifact)
+    report = verify_golden(engine, artifact, max_batch_tokens)
     if report is not None:
         _load_reports[engine] = report
     return engine
@@ -50,7 +55,8 @@ class GoldenWatch:
         self._metrics = metrics
         self._not_serving = not_serving
         self.model = core.artifact.manifest.name
-        golden = golden_pairs(core.artifact)
+        budget = core.config.limits.max_batch_tokens or GOLDEN_BATCH_TOKENS
+        golden = golden_pairs(core.artifact, budget)
         self.canary = (
             None
             if golden is None or interval_s <= 0

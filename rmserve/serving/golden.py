@@ -141,9 +141,13 @@ def _first_difference(ours: PreparedPair, recorded: PreparedPair) -> str:
     return "no difference"  # unreachable: called only for pairs that differ
 
 
-def golden_pairs(artifact: LoadedArtifact) -> GoldenPairs | None:
-    """The artifact's golden pairs tokenised by its own preprocessor; None when it has none.
-    Raises ``GoldenDrift`` when a pair's tokens differ from those recorded at export."""
+def golden_pairs(
+    artifact: LoadedArtifact, max_batch_tokens: int = GOLDEN_BATCH_TOKENS
+) -> GoldenPairs | None:
+    """The artifact's golden pairs tokenised by its own preprocessor, in batches of at most
+    ``max_batch_tokens`` padded tokens (the server's own bound: golden batches are never bigger
+    than those it serves); None when it has none. Raises ``GoldenDrift`` when a pair's tokens
+    differ from those recorded at export."""
     golden = artifact.golden
     if golden is None:
         return None
@@ -165,7 +169,7 @@ def golden_pairs(artifact: LoadedArtifact) -> GoldenPairs | None:
     reference = np.array([p.reward for p in texts], dtype=np.float64)
     return GoldenPairs(
         artifact.manifest.name, golden.reference, prepared, reference, golden.tolerance,
-        golden_batches(prepared),
+        golden_batches(prepared, max_tokens=min(max_batch_tokens, GOLDEN_BATCH_TOKENS)),
     )  # fmt: skip
 
 
@@ -213,12 +217,15 @@ def score_golden(engine: Engine, golden: GoldenPairs) -> np.ndarray:
     return out
 
 
-def verify_golden(engine: Engine, artifact: LoadedArtifact) -> GoldenReport | None:
-    """Blocking: score ``artifact``'s golden pairs with ``engine`` (built over that artifact)
-    and return the figures; raise ``GoldenDrift`` (an ``ArtifactError``: a start-up refusal)
-    when a pair drifts beyond the tolerance or tokenises differently. None, logged, when the
-    artifact carries no golden pairs (exported before they existed)."""
-    golden = golden_pairs(artifact)
+def verify_golden(
+    engine: Engine, artifact: LoadedArtifact, max_batch_tokens: int = GOLDEN_BATCH_TOKENS
+) -> GoldenReport | None:
+    """Blocking: score ``artifact``'s golden pairs with ``engine`` (built over that artifact),
+    in batches of at most ``max_batch_tokens`` padded tokens, and return the figures; raise
+    ``GoldenDrift`` (an ``ArtifactError``: a start-up refusal) when a pair drifts beyond the
+    tolerance or tokenises differently. None, logged, when the artifact carries no golden pairs
+    (exported before they existed)."""
+    golden = golden_pairs(artifact, max_batch_tokens)
     if golden is None:
         log.info(
             "%s %s carries no golden pairs (exported before rmserve recorded them): no load "
