@@ -161,7 +161,7 @@ def golden_pairs(
     if differ:
         first = differ[0]
         raise GoldenDrift(
-            f"golden pair {first} tokenises differently than at export "
+            f"{artifact.folder}: golden pair {first} tokenises differently than at export "
             f"({_first_difference(prepared[first], _recorded(texts[first]))}; {len(differ)} of "
             f"{len(texts)} pairs differ): tokenizer.json, the preprocessing or the tokenizers "
             "library changed"
