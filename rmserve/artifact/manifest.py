@@ -8,6 +8,9 @@ Format 2 records each file's size and sha256, the weights' dtype, the parameter 
 export's parity report. Format 1 manifests (a bare sha256 per file, fp32, no parity report) are
 still read.
 
+Since golden pairs exist, ``golden.json`` (``rmserve.artifact.golden``) is one more hashed file;
+artifacts without it load as before.
+
 An optional ``training`` section (``TrainingRecord``) says how ``rmserve train`` fitted the
 weights (precision, gradient checkpointing, merged LoRA); manifests without it read as before.
 So does an optional ``shape`` (``ModelShape``: hidden size, layers, heads, MLP width, whether the
@@ -31,8 +34,9 @@ MODEL_FILE = "model.onnx"
 WEIGHTS_FILE = "model.onnx.data"
 TOKENIZER_FILE = "tokenizer.json"
 MANIFEST_FILE = "manifest.json"
+GOLDEN_FILE = "golden.json"  # golden pairs with reference rewards (rmserve.artifact.golden)
 SERVED_FILES = (MODEL_FILE, TOKENIZER_FILE)
-ARTIFACT_FILES = (MODEL_FILE, WEIGHTS_FILE, TOKENIZER_FILE, MANIFEST_FILE)
+ARTIFACT_FILES = (MODEL_FILE, WEIGHTS_FILE, TOKENIZER_FILE, GOLDEN_FILE, MANIFEST_FILE)
 
 
 class ArtifactError(Exception):
@@ -322,7 +326,8 @@ def file_entries(folder: Path, names: tuple[str, ...] | list[str]) -> dict[str, 
 
 def artifact_files(folder: Path) -> list[str]:
     """The artifact's files in ``folder`` (the manifest aside): what the manifest must list."""
-    return [name for name in (MODEL_FILE, WEIGHTS_FILE, TOKENIZER_FILE) if (folder / name).exists()]
+    names = (MODEL_FILE, WEIGHTS_FILE, TOKENIZER_FILE, GOLDEN_FILE)
+    return [name for name in names if (folder / name).exists()]
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> Path:

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 import onnxruntime as ort
 
+from rmserve.artifact.golden import GoldenSet, read_golden
 from rmserve.artifact.manifest import (
     MODEL_FILE,
     TOKENIZER_FILE,
@@ -56,13 +57,15 @@ class LoadedArtifact:
     folder: Path
     manifest: Manifest
     preprocessor: Preprocessor
+    golden: GoldenSet | None = None  # its golden pairs (rmserve.serving.golden checks them)
 
 
 def load_artifact(folder: Path | str) -> LoadedArtifact:
     folder = Path(folder)
     manifest = read_manifest(folder)
     tokenizer = load_tokenizer(folder / TOKENIZER_FILE)
-    return LoadedArtifact(folder, manifest, Preprocessor(tokenizer, manifest.preprocessing))
+    preprocessor = Preprocessor(tokenizer, manifest.preprocessing)
+    return LoadedArtifact(folder, manifest, preprocessor, read_golden(folder, manifest))
 
 
 SessionFactory = Callable[..., Any]  # onnxruntime.InferenceSession, or a test double

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from rmserve.observability.golden_metrics import GoldenMetrics
 from rmserve.observability.reward_watch import DEFAULT_LENGTH_WINDOW, RewardWatch
 
 LATENCY_BUCKETS = (
@@ -141,3 +142,5 @@ class Metrics:
             self.truncated.labels(part=part)
         # rmserve_reward_length_correlation and rmserve_ensemble_std (reward hacking signs)
         self.reward_watch = RewardWatch(r, length_correlation_window)
+        # rmserve_golden_* (the golden canary: rmserve.observability.golden_metrics)
+        self.golden = GoldenMetrics(r)

@@ -27,6 +27,7 @@ from rmserve.http.body import BodyLimits
 from rmserve.http.front import HttpFront, HttpLimits
 from rmserve.observability.metrics import Metrics
 from rmserve.observability.metrics_server import MetricsServer
+from rmserve.server.golden_watch import GoldenWatch, checked_engine
 from rmserve.server.listeners import NO_REUSEPORT, bind_grpc, binding, write_port_file
 from rmserve.server.security import TokenAuthInterceptor, server_credentials
 from rmserve.server.settings import ServerSettings
@@ -68,7 +69,8 @@ def ort_engine(artifact: LoadedArtifact, settings: ServerSettings) -> Engine:
     threads, workers = settings.intra_op_threads, settings.engine_workers
     if settings.provider != "cuda" or workers:  # on CUDA one batch at a time keeps every thread
         threads = threads_per_batch(threads, workers)
-    return OrtEngine(artifact, settings.provider, threads, settings.gpu_device_id)
+    engine = OrtEngine(artifact, settings.provider, threads, settings.gpu_device_id)
+    return checked_engine(engine, artifact, settings.max_batch_tokens)  # refused on drift
 
 
 def core_config(
@@ -161,6 +163,7 @@ class RewardServer:
         self._health_grpc: grpc.aio.Server | None = None
         self._metrics_server: MetricsServer | None = None
         self._http: HttpFront | None = None
+        self.golden: GoldenWatch | None = None  # the golden canary, once loaded
         self._stop = asyncio.Event()
         self._started = False  # every listener bound and the gRPC server started
         self._stopped = False
@@ -276,12 +279,20 @@ class RewardServer:
         await self.core.astart()
         if self._stop.is_set():
             return
+        self.golden = GoldenWatch(
+            self.core, self.metrics.golden, s.golden_interval_seconds, self._not_serving
+        )
         for name in HEALTH_SERVICES:
             await self._health.set(name, SERVING)
+        self.golden.start()
         log.info(
             "SERVING %s %s on %s (%s), %d batch%s at once", manifest.name, manifest.version,
             engine.provider, engine.device, workers, "" if workers == 1 else "es",
         )  # fmt: skip
+
+    async def _not_serving(self) -> None:
+        for name in HEALTH_SERVICES:
+            await self._health.set(name, NOT_SERVING)
 
     def _inflight_budget(self, artifact: LoadedArtifact, provider: str, workers: int) -> int:
         """``max_inflight_bytes`` as set or derived from the memory limit
@@ -343,6 +354,8 @@ class RewardServer:
         else:  # a listener failed to bind: close the others quietly, nothing was served
             self._stop.set()
         await self._health.enter_graceful_shutdown()
+        if self.golden is not None:
+            await self.golden.stop()
         if self.core is not None:
             await self.core.astop(self.settings.grace_seconds)
         # The stopped core refuses (UNAVAILABLE) whatever the fronts still dispatch while their

@@ -268,6 +268,15 @@ class ServerSettings(BaseSettings):
         description="Also serve grpc.health.v1, and nothing else, in plaintext on this port "
         "(Kubernetes gRPC probes cannot speak TLS; 0: any free port; unset: off).",
     )
+    golden_interval_seconds: float = Field(
+        default=300.0,
+        ge=0.0,
+        le=86_400.0,
+        description="Seconds between golden canary checks: the artifact's golden pairs "
+        "re-scored in idle engine time; a drift beyond the dtype's tolerance turns readiness "
+        "off for good (docs/guides/operations.md#golden-pairs). 0: no canary (the load check "
+        "always runs).",
+    )
     length_correlation_window: int = Field(
         default=DEFAULT_LENGTH_WINDOW,
         ge=2,

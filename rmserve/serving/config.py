@@ -20,6 +20,7 @@ class CoreState(Enum):
     SERVING = "serving"
     DRAINING = "draining"
     STOPPED = "stopped"
+    DRIFTED = "out of service (its golden pairs drifted)"  # for good: rmserve.serving.golden
 
 
 @dataclass(frozen=True)

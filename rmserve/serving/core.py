@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from types import TracebackType
 
+import numpy as np
+
 from rmserve.batching.batcher import Batcher
 from rmserve.batching.collect import QueuedItem
 from rmserve.batching.pending import PairScore, PendingRequest, Preference
@@ -211,6 +213,28 @@ class RewardCore:
                 "shapes, whose first request pays their first run: %s",
                 budget, len(report.skipped), ", ".join(f"{r}x{n}" for r, n in report.skipped),
             )  # fmt: skip
+
+    # low-priority work ---------------------------------------------------------------------
+
+    async def score_when_idle(self, pairs: Sequence[PreparedPair]) -> np.ndarray:
+        """Score ``pairs`` on an engine thread once no request is in flight (the golden canary,
+        ``rmserve.serving.golden_canary``): a request arriving meanwhile waits for this one run
+        at most. ``Unavailable`` once the core is not serving."""
+        while True:
+            if self.state is not CoreState.SERVING or self._idle is None:
+                raise Unavailable(f"server is {self.state.value}")
+            if self._inflight == 0:
+                break
+            await self._idle.wait()
+        loop = asyncio.get_running_loop()
+        rewards: np.ndarray = await loop.run_in_executor(self._executor, self.engine.score, pairs)
+        return rewards
+
+    def mark_drifted(self) -> None:
+        """Refuse every new request from now on (``Unavailable``): the model no longer scores
+        its golden pairs as it should. Accepted requests finish."""
+        if self.state is CoreState.SERVING:
+            self.state = CoreState.DRIFTED
 
     # requests ------------------------------------------------------------------------------
 

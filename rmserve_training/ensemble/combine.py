@@ -5,8 +5,9 @@ Members must share everything that turns (prompt, response) into the graph's inp
 tokenizer file, every preprocessing field (join, template, max_length, truncation, pad id), the
 input names and the dtype. Each member's graph is copied in whole with its names prefixed
 (``m0/``, ``m1/``, ...), all members read the same graph inputs, and their [B] rewards are
-stacked into one [B, K] output. The result is checked against the members' own graphs before
-it is moved into place, like an export.
+stacked into one [B, K] output. The result is checked against the members' own graphs, and
+against the golden pairs they share (``ensemble_golden``), before it is moved into place, like an
+export.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, compose, helper, numpy_helper
 
+from rmserve.artifact.golden import read_golden, write_golden
 from rmserve.artifact.manifest import (
     ARTIFACT_FILES,
+    GOLDEN_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
@@ -39,6 +42,8 @@ from rmserve.artifact.manifest import (
     write_manifest,
 )
 from rmserve.engine.session import OrtEngine, load_artifact
+from rmserve.serving.golden import GoldenDrift, verify_golden
+from rmserve_training.ensemble.golden import ensemble_golden
 from rmserve_training.export.onnx_layout import AUTO_EXTERNAL_BYTES, write_model
 
 PARITY_TOLERANCE = 1e-4  # the combined graph runs each member's own nodes: only fp noise
@@ -191,6 +196,15 @@ def _parity(staging: Path, members: Sequence[Path]) -> ParityReport:
     )
 
 
+def _check_golden(staging: Path) -> None:
+    """The combined graph against the members' golden pairs (their torch fp32 rewards)."""
+    loaded = load_artifact(staging)
+    try:
+        verify_golden(OrtEngine(loaded, provider="cpu"), loaded)
+    except GoldenDrift as e:
+        raise EnsembleError(f"combined graph: {e}") from e
+
+
 def _ensemble_manifest(
     manifests: Sequence[Manifest],
     entries: dict[str, FileEntry],
@@ -259,13 +273,20 @@ def combine(
         written = _write_graph(combined, staging, scratch, external)
         del combined
         shutil.copyfile(folders[0] / TOKENIZER_FILE, staging / TOKENIZER_FILE)
-        entries = file_entries(staging, [*written, TOKENIZER_FILE])
+        golden = ensemble_golden(
+            [read_golden(f, m) for f, m in zip(folders, manifests, strict=True)]
+        )
+        if golden is not None:
+            write_golden(staging, golden)
+        golden_files = [] if golden is None else [GOLDEN_FILE]
+        entries = file_entries(staging, [*written, TOKENIZER_FILE, *golden_files])
         # Written unchecked first so the check can load the folder, then with its report.
         unchecked = ParityReport(
             status="unchecked", reference="", provider=None, pairs=0, tolerance=""
         )
         write_manifest(staging, _ensemble_manifest(manifests, entries, name, unchecked, version))
         parity = _parity(staging, folders)
+        _check_golden(staging)
         manifest = _ensemble_manifest(manifests, entries, name, parity, version)
         write_manifest(staging, manifest)
         if out.exists():

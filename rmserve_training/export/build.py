@@ -5,7 +5,8 @@ encoders onnxruntime's transformer optimizer then fuses attention, layer norm an
 candidate graph is written into a staging folder next to ``out`` with the artifact's own file
 names (``model.onnx``, and ``model.onnx.data`` when the weights are external), checked there
 against torch (parity, batch invariance; see ``export_check``), hashed, and only then renamed
-into place. Nothing is written to ``out`` when the check fails.
+into place. Nothing is written to ``out`` when the check fails. The checked pairs and their torch
+rewards stay in the artifact as its golden pairs (``export_golden``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from rmserve.artifact.golden import write_golden
 from rmserve.artifact.manifest import (
     ARTIFACT_FILES,
+    GOLDEN_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
@@ -58,6 +61,7 @@ from rmserve_training.export.fused_attention import (
     fused_attention,
     supports_fused_attention,
 )
+from rmserve_training.export.golden import GoldenExample, export_golden
 from rmserve_training.export.onnx_layout import Dtype, write_model
 from rmserve_training.export.shape import model_shape
 from rmserve_training.model.reward_model import RewardModel, Scorer
@@ -100,14 +104,15 @@ class ExportRequest:
 
 def validation_pairs(
     preprocessor: Preprocessor, texts: Sequence[tuple[str, str]]
-) -> list[PreparedPair]:
-    """At least 16 pairs, interleaving short and long ones so every batch is padded."""
+) -> list[GoldenExample]:
+    """At least 16 pairs, interleaving short and long ones so every batch is padded; each with
+    its texts (they become the artifact's golden pairs)."""
     chosen = list(texts) + list(EDGE_CASE_TEXTS)
     while len(chosen) < INVARIANCE_BATCH:
         chosen.append((f"prompt number {len(chosen)}", "reply " * (len(chosen) % 7)))
     prepared = preprocessor.prepare_many([p for p, _ in chosen], [r for _, r in chosen])
-    by_length = sorted(prepared, key=lambda p: p.num_tokens)
-    mixed: list[PreparedPair] = []
+    by_length = sorted(zip(chosen, prepared, strict=True), key=lambda e: e[1].num_tokens)
+    mixed: list[GoldenExample] = []
     while by_length:
         mixed.append(by_length.pop(0))
         if by_length:
@@ -225,12 +230,12 @@ def _stage_candidates(
     staging: Path,
     preprocessor: Preprocessor,
     pairs: Sequence[PreparedPair],
+    reference: np.ndarray,
 ) -> tuple[str, list[str], ParityReport]:
-    """Write each candidate into ``staging`` and check it there; the first that passes stays.
-    An fp16 graph onnxruntime cannot run here is kept, as 'unchecked', only when no candidate
-    was checked and passed."""
+    """Write each candidate into ``staging`` and check it there against ``reference`` (torch
+    fp32); the first that passes stays. An fp16 graph onnxruntime cannot run here is kept, as
+    'unchecked', only when no candidate was checked and passed."""
     pad_id = request.preprocessing.pad_token_id
-    reference = reference_scores(request.scorer, pairs, pad_id)
     tolerance = TOLERANCES[request.dtype].describe()
 
     def stage(label: str, path: Path) -> tuple[list[str], CheckResult]:
@@ -277,7 +282,8 @@ def export_artifact(request: ExportRequest, out: Path) -> Manifest:
     tokenizer = Tokenizer.from_str(request.tokenizer_json)
     preprocessor = Preprocessor(tokenizer, request.preprocessing)
     pad_id = request.preprocessing.pad_token_id
-    pairs = validation_pairs(preprocessor, request.validation_texts)
+    examples = validation_pairs(preprocessor, request.validation_texts)
+    pairs = [pair for _, pair in examples]
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
     try:
@@ -295,21 +301,23 @@ def export_artifact(request: ExportRequest, out: Path) -> Manifest:
             candidates.append((label, optimized))
         candidates.append((FUSED_LABEL if fused else "none", raw))
         staging = scratch / "artifact"
+        reference = reference_scores(request.scorer, pairs, pad_id)
         label, written, report = _stage_candidates(
-            request, candidates, staging, preprocessor, pairs
+            request, candidates, staging, preprocessor, pairs, reference
         )
         shutil.rmtree(trace_dir)
+        write_golden(staging, export_golden(examples, reference, request.dtype))
         metrics = dict(request.metrics)
         if request.long_texts:
             long_pairs = preprocessor.prepare_many(*zip(*request.long_texts, strict=True))
-            reference = long_reference_scores(request.scorer, long_pairs, pad_id, fused)
+            long_reference = long_reference_scores(request.scorer, long_pairs, pad_id, fused)
             long = check_long_pairs(
-                staging / MODEL_FILE, request.dtype, reference, long_pairs, pad_id
+                staging / MODEL_FILE, request.dtype, long_reference, long_pairs, pad_id
             )
             log.info("export check at %d tokens: max|Δ| %.2e", long.tokens, long.max_abs_diff)
             metrics["export_long_parity_tokens"] = float(long.tokens)
             metrics["export_long_parity_max_abs_diff"] = long.max_abs_diff
-        entries = file_entries(staging, [*written, TOKENIZER_FILE])
+        entries = file_entries(staging, [*written, TOKENIZER_FILE, GOLDEN_FILE])
         if report.max_abs_diff is not None:
             metrics["export_parity_max_abs_diff"] = report.max_abs_diff
         if report.batch_invariance_max_abs_diff is not None:

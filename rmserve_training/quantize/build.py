@@ -29,6 +29,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from rmserve.artifact.golden import write_golden
 from rmserve.artifact.manifest import (
     FORMAT_VERSION,
     MODEL_FILE,
@@ -47,6 +48,7 @@ from rmserve.text.preference_data import load_preferences
 from rmserve.text.preprocess import PreparedPair
 from rmserve_training.export.build import _check_out_folder, _move_into_place, default_version
 from rmserve_training.quantize.gates import Figures, Gates, QuantizeError, QuantizeRefused
+from rmserve_training.quantize.golden import int8_golden
 from rmserve_training.quantize.graph import rewire_file, unfuse_attention
 from rmserve_training.quantize.measure import cpu_session, measure
 
@@ -229,6 +231,16 @@ def quantize_artifact(
         if figures.failed:
             raise QuantizeRefused(figures, gates)
         shutil.copyfile(artifact_dir / TOKENIZER_FILE, staging / TOKENIZER_FILE)
+        golden = int8_golden(
+            artifact,
+            cpu_session(artifact_dir / MODEL_FILE, options.threads),
+            cpu_session(staging / MODEL_FILE, options.threads),
+        )
+        if golden is None:
+            log.info("quantize: the source carries no golden pairs; the int8 artifact has none")
+        else:
+            write_golden(staging, golden.golden)
+            log.info("quantize: %s", golden.report.describe())
         entries = file_entries(staging, artifact_files(staging))
         written = manifest.model_copy(
             update={

@@ -170,3 +170,25 @@ def test_rejects_multi_label_model(tmp_path: Path) -> None:
     BertForSequenceClassification(config).save_pretrained(tmp_path / "two")
     with pytest.raises(HfImportError, match="num_labels is 2"):
         import_hf(tmp_path / "two", tmp_path / "out")
+
+
+def test_import_records_golden_pairs_with_the_hf_models_rewards(
+    decoder_dir: Path, tmp_path: Path, rmserve_cli: Cli
+) -> None:
+    """The golden pairs' references are the source model's own rewards (HF's forward, one
+    unpadded pair at a time), on the token ids the chat template gave; the artifact scores them
+    within the fp32 bound."""
+    from rmserve.serving.golden import verify_golden
+
+    _import(rmserve_cli, decoder_dir, tmp_path / "dec")
+    loaded = load_artifact(tmp_path / "dec")
+    golden = loaded.golden
+    assert golden is not None and golden.reference == "torch fp32" and golden.dtype == "fp32"
+    assert len(golden.pairs) >= 16 and golden.tolerance.atol == 1e-4
+    ids = [p.input_ids for p in golden.pairs]
+    assert min(map(len, ids)) < 8 and any(p.truncated for p in golden.pairs)  # short and long
+    reference = _hf_rewards(decoder_dir, ids, [p.token_type_ids for p in golden.pairs])
+    rewards = np.array([p.reward for p in golden.pairs])
+    assert np.abs(rewards - reference).max() <= 1e-4
+    report = verify_golden(OrtEngine(loaded, provider="cpu"), loaded)
+    assert report is not None and report.ok and report.pairs == len(golden.pairs)

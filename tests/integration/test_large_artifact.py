@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from rmserve.artifact.manifest import (
+    GOLDEN_FILE,
     MANIFEST_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
@@ -47,10 +48,10 @@ def test_external_artifact_is_model_plus_one_weights_file(
 ) -> None:
     folder = tiny_external_artifact
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [MODEL_FILE, WEIGHTS_FILE, TOKENIZER_FILE, MANIFEST_FILE]
+        [MODEL_FILE, WEIGHTS_FILE, TOKENIZER_FILE, GOLDEN_FILE, MANIFEST_FILE]
     )
     manifest = read_manifest(folder)
-    assert sorted(manifest.files) == sorted([MODEL_FILE, WEIGHTS_FILE, TOKENIZER_FILE])
+    assert sorted(manifest.files) == sorted([MODEL_FILE, WEIGHTS_FILE, TOKENIZER_FILE, GOLDEN_FILE])
     for name, entry in manifest.files.items():
         assert entry.bytes == (folder / name).stat().st_size
         assert entry.sha256 == hashlib.sha256((folder / name).read_bytes()).hexdigest()

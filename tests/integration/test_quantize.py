@@ -222,3 +222,32 @@ def test_histogram_calibration_on_pairs_of_different_lengths(
     )
     assert f"{method}" in result.manifest.optimization and result.manifest.dtype == "int8"
     assert result.figures.failed == () and read_manifest(out).parity is not None
+
+
+def test_int8_artifact_carries_the_sources_golden_pairs(
+    int8_artifact: Path, tiny_artifact: Path
+) -> None:
+    """Same pairs, same torch fp32 references, at a tolerance the int8 graph measured on them;
+    the int8 engine passes its load check, and a shift past that tolerance would not."""
+    from rmserve.serving.golden import GoldenDrift, verify_golden
+
+    source, int8 = load_artifact(tiny_artifact), load_artifact(int8_artifact)
+    assert source.golden is not None and int8.golden is not None
+    assert "golden.json" in int8.manifest.files
+    assert int8.golden.pairs == source.golden.pairs and int8.golden.reference == "torch fp32"
+    assert int8.golden.dtype == "int8" and int8.golden.tolerance.basis.startswith("int8: 2×")
+    engine = OrtEngine(int8, provider="cpu", intra_op_threads=1)
+    report = verify_golden(engine, int8)
+    assert report is not None and report.ok
+    # The int8 graph's rounding is fixed at calibration: here it repeats what quantize measured.
+    assert report.max_abs_diff == pytest.approx(int8.golden.tolerance.atol / 2, rel=1e-3)
+    assert report.max_abs_diff > source.golden.tolerance.atol  # int8 earns a wider bound
+
+    class Shifted:
+        provider, device = engine.provider, engine.device
+
+        def score(self, pairs: Any) -> np.ndarray:
+            return engine.score(pairs) + 2 * int8.golden.tolerance.atol  # type: ignore[union-attr]
+
+    with pytest.raises(GoldenDrift, match="golden pairs drifted"):
+        verify_golden(Shifted(), int8)

@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rmserve.artifact.manifest import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, read_manifest
+from rmserve.artifact.manifest import (
+    GOLDEN_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    read_manifest,
+)
 from rmserve.engine.session import OrtEngine, load_artifact
 from rmserve.text.preference_data import load_preferences
 
@@ -26,7 +32,7 @@ def test_train_reports_and_writes_only_the_artifact(tiny_run: Any) -> None:
     assert Path(summary["artifact"]).is_absolute()
     assert Path(summary["artifact"]) == tiny_run.artifact.resolve()
     assert sorted(p.name for p in tiny_run.artifact.iterdir()) == sorted(
-        [MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE]
+        [MODEL_FILE, TOKENIZER_FILE, GOLDEN_FILE, MANIFEST_FILE]
     )
     assert (tiny_run.work_dir / "checkpoint.pt").is_file()
     events = [json.loads(line) for line in (tiny_run.work_dir / "metrics.jsonl").open()]

@@ -25,6 +25,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from rmserve.artifact.manifest import (
+    GOLDEN_FILE,
     MANIFEST_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
@@ -93,7 +94,7 @@ def test_qwen3_0_6b_shape_import_serve_score(tmp_path: Path) -> None:
     assert imported.returncode == 0, imported.stderr[-4000:]
 
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [MODEL_FILE, WEIGHTS_FILE, TOKENIZER_FILE, MANIFEST_FILE]
+        [MODEL_FILE, WEIGHTS_FILE, TOKENIZER_FILE, GOLDEN_FILE, MANIFEST_FILE]
     )
     manifest = read_manifest(out)
     weights = manifest.files[WEIGHTS_FILE].bytes

@@ -15,6 +15,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from rmserve.artifact.manifest import (
+    GOLDEN_FILE,
     MANIFEST_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
@@ -76,7 +77,7 @@ def test_external_data_fp32(model_dir: Path, tmp_path: Path) -> None:
     result = import_hf(model_dir, out, "--external-data")
     assert result["dtype"] == "fp32" and result["join"] == "template"
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [MODEL_FILE, WEIGHTS_FILE, TOKENIZER_FILE, MANIFEST_FILE]
+        [MODEL_FILE, WEIGHTS_FILE, TOKENIZER_FILE, GOLDEN_FILE, MANIFEST_FILE]
     )
     hf, onnx = hf_and_onnx(model_dir, out)
     assert np.abs(onnx - hf).max() <= 1e-4
