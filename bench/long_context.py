@@ -134,6 +134,7 @@ def served(hf_dir: Path, artifact: Path, work: Path) -> dict[str, Any]:
     from rmserve.v1 import reward_pb2, reward_pb2_grpc
 
     port_file = work / "ports.json"
+    port_file.unlink(missing_ok=True)  # a stale one would name a dead server's ports
     log = (work / "serve.log").open("w")
     argv = [sys.executable, "-m", "rmserve.cli", "serve", "--artifact", str(artifact)]
     started = time.perf_counter()
