@@ -310,7 +310,6 @@ class RewardServer:
             s.max_batch_tokens,
             workers,
             s.long_batch_workers,
-            on_cpu,
         )
         host_activations = activations if on_cpu else 0
         budget = resolve_inflight_bytes(
