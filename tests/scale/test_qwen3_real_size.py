@@ -46,7 +46,7 @@ PAIRS = [
     ("write a haiku about the sea " * 6, "waves fold into foam"),
 ]
 LONG_TOKENS = 8192
-LONG_PAIR = ("check the reasoning below .", " ".join(["one two three four five six"] * 1300))
+LONG_PAIR = ("check the reasoning below .", " ".join(["one two three four five six"] * 1360))
 THROUGHPUT_PAIRS = [
     (f"explain how {' '.join(['one two three'] * (1 + i % 5))} ?", "waves fold into foam . " * 4)
     for i in range(32)
