@@ -1,7 +1,8 @@
 """Wiring: gRPC server, health, reflection, metrics endpoint, model loading and shutdown.
 
 Order of life: bind ports with health NOT_SERVING (a port that cannot be bound: ListenError)
-→ write the port file, if asked for → load the artifact and engine → warm up → SERVING. On
+→ write the port file, if asked for → load the artifacts and engines (one per served model)
+→ warm up → SERVING. On
 SIGTERM/SIGINT: health NOT_SERVING (it keeps answering), new reward RPCs get UNAVAILABLE,
 accepted work finishes within ``grace_seconds``, then the process exits 0.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from rmserve.artifact.manifest import Manifest
 from rmserve.batching.collect import BatchLimits
-from rmserve.engine.session import Engine, LoadedArtifact, OrtEngine, load_artifact
+from rmserve.engine.session import Engine, LoadedArtifact, OrtEngine
 from rmserve.engine.threads import engine_workers, threads_per_batch
 from rmserve.grpc.service import RewardServicer, add_reward_service
 from rmserve.http.body import BodyLimits
@@ -27,18 +28,17 @@ from rmserve.http.front import HttpFront, HttpLimits
 from rmserve.observability.metrics import Metrics
 from rmserve.observability.metrics_server import MetricsServer
 from rmserve.server.listeners import NO_REUSEPORT, bind_grpc, binding, write_port_file
+from rmserve.server.model_loading import ModelCheck, NamedArtifact, checked_engine, load_named
+from rmserve.server.model_set import model_set
 from rmserve.server.security import TokenAuthInterceptor, server_credentials
 from rmserve.server.settings import ServerSettings
+from rmserve.serving.admission import SharedAdmission
 from rmserve.serving.allocator import map_big_allocations
 from rmserve.serving.config import CoreConfig
 from rmserve.serving.core import RewardCore
-from rmserve.serving.memory_budget import (
-    cgroup_memory_limit,
-    default_inflight_bytes,
-    folder_bytes,
-    required_memory_bytes,
-    resolve_inflight_bytes,
-)
+from rmserve.serving.memory_budget import cgroup_memory_limit, default_inflight_bytes
+from rmserve.serving.models import ModelRegistry
+from rmserve.serving.models_memory import required_bytes, resolve_inflight
 from rmserve.v1 import reward_pb2
 
 log = logging.getLogger(__name__)
@@ -143,11 +143,17 @@ class RewardServer:
     """One server instance; several may live in one process (each has its own registry)."""
 
     def __init__(
-        self, settings: ServerSettings, engine_factory: EngineFactory = ort_engine
+        self,
+        settings: ServerSettings,
+        engine_factory: EngineFactory = ort_engine,
+        model_checks: Sequence[ModelCheck] = (),
     ) -> None:
+        """``model_checks``: what every model must pass before it serves, at start-up and
+        before a swap (``rmserve.server.model_loading.ModelCheck``)."""
         self.settings = settings
         self.metrics = Metrics(length_correlation_window=settings.length_correlation_window)
-        self.core: RewardCore | None = None
+        self.models: ModelRegistry | None = None
+        self.model_checks = tuple(model_checks)
         self.port = 0
         self.health_port = 0  # the plaintext health-only port (0 when it is off)
         self._engine_factory = engine_factory
@@ -159,6 +165,11 @@ class RewardServer:
         self._stop = asyncio.Event()
         self._started = False  # every listener bound and the gRPC server started
         self._stopped = False
+
+    @property
+    def core(self) -> RewardCore | None:
+        """The default model's current version (None while loading)."""
+        return self.models.default_core if self.models is not None else None
 
     @property
     def metrics_port(self) -> int:
@@ -182,7 +193,7 @@ class RewardServer:
             interceptors.append(TokenAuthInterceptor(s.auth_token.get_secret_value(), self.metrics))
         self._grpc = server = grpc.aio.server(options=grpc_options(s), interceptors=interceptors)
         servicer = RewardServicer(
-            lambda: self.core, self.metrics, s.max_message_bytes, s.log_request_content
+            lambda: self.models, self.metrics, s.max_message_bytes, s.log_request_content
         )
         add_reward_service(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -202,7 +213,7 @@ class RewardServer:
             )
         if s.http_port is not None:
             self._http = HttpFront(
-                lambda: self.core,
+                lambda: self.models,
                 self.metrics,
                 s.max_message_bytes,
                 s.log_request_content,
@@ -255,50 +266,72 @@ class RewardServer:
         await server.start()
 
     async def load(self) -> None:
-        """Load the artifact and engine off the loop, warm up, then report SERVING."""
+        """Load every model's artifact and engine off the loop, warm them up, then report
+        SERVING."""
         s = self.settings
-        artifact = await asyncio.to_thread(load_artifact, s.artifact)
-        log_parity(artifact.manifest)
-        engine = await asyncio.to_thread(self._engine_factory, artifact, s)
-        manifest = artifact.manifest
-        self.metrics.model_info.labels(
-            name=manifest.name, version=manifest.version, provider=engine.provider
-        ).set(1)
-        inflight_bytes = self._inflight_budget(artifact)
-        workers = engine_workers(engine.provider, s.intra_op_threads, s.engine_workers)
-        config = core_config(s, inflight_bytes, workers)
-        self.core = RewardCore(engine, artifact, config, self.metrics)
-        await self.core.astart()
-        if self._stop.is_set():
-            return
-        for name in HEALTH_SERVICES:
-            await self._health.set(name, SERVING)
-        log.info(
-            "SERVING %s %s on %s (%s), %d batch%s at once", manifest.name, manifest.version,
-            engine.provider, engine.device, workers, "" if workers == 1 else "es",
-        )  # fmt: skip
+        chosen = model_set(s)
+        named, default = await load_named(chosen.sources, chosen.default)
+        inflight_bytes = self._inflight_budget(named)
+        models = ModelRegistry(SharedAdmission(inflight_bytes, self.metrics), default)
+        for model in named:
+            models.add(await self.build_core(model, models.shared, model.name == default))
+        self.models = models
+        self.metrics.watch_models(
+            lambda: models.names,
+            lambda name: sum(core.pending_rows for core in models.cores(name)),
+            lambda name: sum(core.inflight for core in models.cores(name)),
+        )
+        models.shared.start()
+        for name in models.names:
+            await models.core(name).astart()
+            if self._stop.is_set():
+                return
+        for service in HEALTH_SERVICES:
+            await self._health.set(service, SERVING)
+        for name in models.names:
+            core = models.core(name)
+            log.info(
+                "SERVING %s%s %s on %s (%s), %d batch%s at once",
+                name, " (default)" if name == default and len(models.names) > 1 else "",
+                core.model_version, core.engine.provider, core.engine.device,
+                core.config.engine_workers, "" if core.config.engine_workers == 1 else "es",
+            )  # fmt: skip
 
-    def _inflight_budget(self, artifact: LoadedArtifact) -> int:
-        """``max_inflight_bytes`` as set or derived from the memory limit
+    async def build_core(
+        self, model: NamedArtifact, shared: SharedAdmission, watch_rewards: bool
+    ) -> RewardCore:
+        """One model's core over ``shared``, its engine built and checked (not started)."""
+        s = self.settings
+        log_parity(model.artifact.manifest)
+        engine = await checked_engine(
+            model, lambda artifact: self._engine_factory(artifact, s), self.model_checks
+        )
+        manifest = model.artifact.manifest
+        self.metrics.model_info.labels(
+            name=model.name, version=manifest.version, provider=engine.provider
+        ).set(1)
+        workers = engine_workers(engine.provider, s.intra_op_threads, s.engine_workers)
+        config = core_config(s, shared.max_inflight_bytes, workers)
+        return RewardCore(
+            engine, model.artifact, config, self.metrics, shared, model.name, watch_rewards
+        )
+
+    def _inflight_budget(self, models: Sequence[NamedArtifact]) -> int:
+        """``max_inflight_bytes`` as set or derived from the memory limit and every model
         (docs/guides/operations.md#the-memory-formula)."""
         s = self.settings
         memory_limit = s.memory_limit_bytes or cgroup_memory_limit()
-        model_bytes = folder_bytes(artifact.folder)
-        max_length = artifact.manifest.preprocessing.max_length
-        budget = resolve_inflight_bytes(
-            s.max_inflight_bytes,
-            memory_limit,
-            s.max_message_bytes,
-            model_bytes,
-            s.max_queue_pairs,
-            max_length,
+        footprints = [m.footprint for m in models]
+        budget = resolve_inflight(
+            s.max_inflight_bytes, memory_limit, s.max_message_bytes, footprints, s.max_queue_pairs
         )
-        bound = required_memory_bytes(model_bytes, budget, s.max_queue_pairs, max_length)
+        bound = required_bytes(footprints, budget, s.max_queue_pairs)
         log.info(
             "memory: %d MiB of requests in flight at most (max_inflight_bytes), bound %d MiB "
-            "for this model and settings (limit: %s)",
+            "for %s and these settings (limit: %s)",
             budget >> 20,
             bound >> 20,
+            "this model" if len(models) == 1 else f"these {len(models)} models",
             f"{memory_limit >> 20} MiB" if memory_limit else "none known",
         )
         return budget
@@ -308,8 +341,8 @@ class RewardServer:
         if not self._stop.is_set():
             log.info("stop requested: draining for up to %.1fs", self.settings.grace_seconds)
             self._stop.set()
-            if self.core is not None:
-                self.core.begin_drain()
+            if self.models is not None:
+                self.models.begin_drain()
 
     async def stop(self) -> None:
         """Drain: health NOT_SERVING, refuse new reward RPCs, finish accepted work, close."""
@@ -321,8 +354,8 @@ class RewardServer:
         else:  # a listener failed to bind: close the others quietly, nothing was served
             self._stop.set()
         await self._health.enter_graceful_shutdown()
-        if self.core is not None:
-            await self.core.astop(self.settings.grace_seconds)
+        if self.models is not None:
+            await self.models.astop(self.settings.grace_seconds)
         # The stopped core refuses (UNAVAILABLE) whatever the fronts still dispatch while their
         # graceful stops wait for the handlers in progress; gRPC resets streams it no longer
         # dispatches, which clients retry like UNAVAILABLE.

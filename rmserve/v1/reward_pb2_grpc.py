@@ -98,7 +98,7 @@ class RewardServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetModelInfo(self, request, context):
-        """The served model and the server's limits.
+        """A served model and the server's limits; `models` lists every model the server serves.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -8,6 +8,12 @@ Regenerate the Python code with `python scripts/gen_protos.py` (never edit it by
 Text fields are `optional` so that an unset field can be told apart from an empty string:
 empty prompts and responses are valid and scored, an unset one is INVALID_ARGUMENT.
 
+Several models: a server may serve several named models (GetModelInfo lists them). Every
+scoring request may name one in `model` (unset: the server's default model), or ask for a
+weighted combination in `reward_weights` (not both); a name the server does not serve is
+INVALID_ARGUMENT listing the served names. Every reply's `model_version` says which version
+produced it.
+
 Status codes: INVALID_ARGUMENT for a malformed request (names the field and index);
 RESOURCE_EXHAUSTED with a `grpc-retry-pushback-ms` trailer when the queue is full (retry
 later); UNAVAILABLE while loading, warming up or draining; DEADLINE_EXCEEDED when the deadline
@@ -51,7 +57,7 @@ class RewardServiceStub:
     PreferBatch: _grpc.UnaryUnaryMultiCallable[_reward_pb2.PreferBatchRequest, _reward_pb2.PreferBatchResponse]
     """Many preferences, returned in request order."""
     GetModelInfo: _grpc.UnaryUnaryMultiCallable[_reward_pb2.GetModelInfoRequest, _reward_pb2.ModelInfo]
-    """The served model and the server's limits."""
+    """A served model and the server's limits; `models` lists every model the server serves."""
     ScoreGroup: _grpc.UnaryUnaryMultiCallable[_reward_pb2.ScoreGroupRequest, _reward_pb2.ScoreGroupResponse]
     """Rewards of N responses to one prompt (a GRPO group), with the group's mean, std and
     advantages. The prompt is tokenised once; every reward equals Score(prompt, response_i).
@@ -69,7 +75,7 @@ class RewardServiceAsyncStub(RewardServiceStub):
     PreferBatch: _aio.UnaryUnaryMultiCallable[_reward_pb2.PreferBatchRequest, _reward_pb2.PreferBatchResponse]  # type: ignore[assignment]
     """Many preferences, returned in request order."""
     GetModelInfo: _aio.UnaryUnaryMultiCallable[_reward_pb2.GetModelInfoRequest, _reward_pb2.ModelInfo]  # type: ignore[assignment]
-    """The served model and the server's limits."""
+    """A served model and the server's limits; `models` lists every model the server serves."""
     ScoreGroup: _aio.UnaryUnaryMultiCallable[_reward_pb2.ScoreGroupRequest, _reward_pb2.ScoreGroupResponse]  # type: ignore[assignment]
     """Rewards of N responses to one prompt (a GRPO group), with the group's mean, std and
     advantages. The prompt is tokenised once; every reward equals Score(prompt, response_i).
@@ -114,7 +120,7 @@ class RewardServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _reward_pb2.GetModelInfoRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_reward_pb2.ModelInfo, _abc.Awaitable[_reward_pb2.ModelInfo]]:
-        """The served model and the server's limits."""
+        """A served model and the server's limits; `models` lists every model the server serves."""
 
     @_abc_1.abstractmethod
     def ScoreGroup(
