@@ -104,8 +104,8 @@ class Composite:
 
     @property
     def model_version(self) -> str:
-        """``name=version`` of each component, comma-separated: what produced the rewards."""
-        return ",".join(f"{c.name}={c.core.model_version}" for c in self.components)
+        """``name=version`` of each component joined by ``+``: what produced the rewards."""
+        return "+".join(f"{c.name}={c.core.model_version}" for c in self.components)
 
     def options(
         self,

@@ -261,7 +261,7 @@ class ScoreResponse(_message.Message):
     def components(self) -> _containers.RepeatedCompositeFieldContainer[Global___RewardComponent]:
         """With `reward_weights`: each model's part, sorted by model name; `reward` is their weighted
         sum, `truncated` / `response_truncated` say whether any model cut the pair and
-        `num_tokens` is the most any model saw. `model_version` is then "name=version,..." .
+        `num_tokens` is the most any model saw. `model_version` is then "name=version+..." .
         """
 
     def __init__(
