@@ -24,6 +24,7 @@ from rmserve.errors import (
     EngineFailure,
     InvalidRequest,
     Overloaded,
+    Refused,
     RewardError,
     Unavailable,
 )
@@ -58,6 +59,7 @@ STATUS_OF: dict[type[RewardError], grpc.StatusCode] = {
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
     EngineFailure: grpc.StatusCode.INTERNAL,
+    Refused: grpc.StatusCode.FAILED_PRECONDITION,
 }
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 

@@ -22,16 +22,24 @@ from rmserve.artifact.manifest import Manifest
 from rmserve.batching.collect import BatchLimits
 from rmserve.engine.session import Engine, LoadedArtifact, OrtEngine
 from rmserve.engine.threads import engine_workers, threads_per_batch
+from rmserve.grpc.admin import ModelAdminServicer, add_admin_service
 from rmserve.grpc.service import RewardServicer, add_reward_service
 from rmserve.http.body import BodyLimits
 from rmserve.http.front import HttpFront, HttpLimits
 from rmserve.observability.metrics import Metrics
 from rmserve.observability.metrics_server import MetricsServer
 from rmserve.server.listeners import NO_REUSEPORT, bind_grpc, binding, write_port_file
-from rmserve.server.model_loading import ModelCheck, NamedArtifact, checked_engine, load_named
+from rmserve.server.model_loading import (
+    DEFAULT_MODEL_CHECKS,
+    ModelCheck,
+    NamedArtifact,
+    checked_engine,
+    load_named,
+)
 from rmserve.server.model_set import model_set
 from rmserve.server.security import TokenAuthInterceptor, server_credentials
 from rmserve.server.settings import ServerSettings
+from rmserve.server.swap import ModelSwapper
 from rmserve.serving.admission import SharedAdmission
 from rmserve.serving.allocator import map_big_allocations
 from rmserve.serving.config import CoreConfig
@@ -44,6 +52,7 @@ from rmserve.v1 import reward_pb2
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name
+ADMIN_SERVICE_NAME = reward_pb2.DESCRIPTOR.services_by_name["ModelAdmin"].full_name
 HEALTH_SERVICES = ("", SERVICE_NAME)  # "" is the whole server
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -146,14 +155,15 @@ class RewardServer:
         self,
         settings: ServerSettings,
         engine_factory: EngineFactory = ort_engine,
-        model_checks: Sequence[ModelCheck] = (),
+        model_checks: Sequence[ModelCheck] | None = None,
     ) -> None:
         """``model_checks``: what every model must pass before it serves, at start-up and
-        before a swap (``rmserve.server.model_loading.ModelCheck``)."""
+        before a swap (``rmserve.server.model_loading.ModelCheck``; None: the defaults)."""
         self.settings = settings
         self.metrics = Metrics(length_correlation_window=settings.length_correlation_window)
         self.models: ModelRegistry | None = None
-        self.model_checks = tuple(model_checks)
+        self.model_checks = tuple(DEFAULT_MODEL_CHECKS if model_checks is None else model_checks)
+        self.swapper = ModelSwapper(settings, lambda: self.models, self.build_core, self.metrics)
         self.port = 0
         self.health_port = 0  # the plaintext health-only port (0 when it is off)
         self._engine_factory = engine_factory
@@ -196,9 +206,12 @@ class RewardServer:
             lambda: self.models, self.metrics, s.max_message_bytes, s.log_request_content
         )
         add_reward_service(servicer, server)
+        swap = self.swapper.swap if s.auth_token is not None else None
+        add_admin_service(ModelAdminServicer(lambda: self.models, swap, self.metrics), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (SERVICE_NAME, ADMIN_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            server,
         )
         for name in HEALTH_SERVICES:
             await self._health.set(name, NOT_SERVING)

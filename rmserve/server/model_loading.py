@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 # before warm-up, at start-up and before a swap (``rmserve.server.swap``). Golden pairs
 # (re-scoring the artifact's recorded pairs) are such a check.
 ModelCheck = Callable[[str, LoadedArtifact, Engine], None]
+# What every server runs unless given its own list (``RewardServer(model_checks=...)``): the place
+# to add a check every model must pass, such as golden pairs.
+DEFAULT_MODEL_CHECKS: tuple[ModelCheck, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ Never instantiated at import time: ``rmserve serve`` (or a test) builds one expl
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -323,6 +324,17 @@ class ServerSettings(BaseSettings):
                 "limit could never run beside small calls"
             )
         return self
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models_from_json(cls, value: object) -> object:
+        """A JSON object given as text (a ConfigMap value), as the environment variable is."""
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError as e:
+                raise ValueError(f'models: not a JSON object of NAME: "PATH" ({e})') from None
+        return value
 
     @field_validator("models")
     @classmethod

@@ -68,6 +68,63 @@ AGGREGATE_MEAN_MINUS_STD: Aggregate.ValueType  # 3
 Global___Aggregate: _TypeAlias = Aggregate  # noqa: Y015
 
 @_typing.final
+class SwapModelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    ARTIFACT_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """A served model's name (GetModelInfo's `models`)."""
+    artifact: _builtins.str
+    """The new version's artifact folder, as the server sees its file system."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        artifact: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SwapModelRequest: _TypeAlias = SwapModelRequest  # noqa: Y015
+
+@_typing.final
+class SwapModelResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    OLD_VERSION_FIELD_NUMBER: _builtins.int
+    NEW_VERSION_FIELD_NUMBER: _builtins.int
+    LOAD_SECONDS_FIELD_NUMBER: _builtins.int
+    DRAIN_SECONDS_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    old_version: _builtins.str
+    new_version: _builtins.str
+    load_seconds: _builtins.float
+    """From the call to the switch: reading, checking and warming up the new version."""
+    drain_seconds: _builtins.float
+    """From the switch until the old version was freed (its requests in flight finished)."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        old_version: _builtins.str = ...,
+        new_version: _builtins.str = ...,
+        load_seconds: _builtins.float = ...,
+        drain_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drain_seconds", b"drain_seconds", "load_seconds", b"load_seconds", "model", b"model", "new_version", b"new_version", "old_version", b"old_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SwapModelResponse: _TypeAlias = SwapModelResponse  # noqa: Y015
+
+@_typing.final
 class EnsembleStats(_message.Message):
     """What an ensemble's members said about one pair, in normalised units (z_k above)."""
 

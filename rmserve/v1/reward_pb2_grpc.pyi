@@ -133,3 +133,58 @@ class RewardServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
 def add_RewardServiceServicer_to_server(servicer: RewardServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class ModelAdminStub:
+    """Operator calls. The server refuses them (PERMISSION_DENIED) unless it has an `auth_token`:
+    they change what it serves, so only a caller with its bearer token may.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> ModelAdminAsyncStub: ...
+    SwapModel: _grpc.UnaryUnaryMultiCallable[_reward_pb2.SwapModelRequest, _reward_pb2.SwapModelResponse]
+    """Serve a new version of a named model without downtime: the artifact folder (on the server's
+    disk) is read and its hashes verified, its session built, checked and warmed up, then the
+    name switches to it at once; requests already holding the old version finish on it, and it
+    is freed. Every reply says the version that produced it. Refused, with the figures
+    (FAILED_PRECONDITION), when the memory limit cannot hold both versions while they overlap;
+    FAILED_PRECONDITION also for an artifact that fails its checks and while another swap runs.
+    """
+
+@_typing.type_check_only
+class ModelAdminAsyncStub(ModelAdminStub):
+    """Operator calls. The server refuses them (PERMISSION_DENIED) unless it has an `auth_token`:
+    they change what it serves, so only a caller with its bearer token may.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    SwapModel: _aio.UnaryUnaryMultiCallable[_reward_pb2.SwapModelRequest, _reward_pb2.SwapModelResponse]  # type: ignore[assignment]
+    """Serve a new version of a named model without downtime: the artifact folder (on the server's
+    disk) is read and its hashes verified, its session built, checked and warmed up, then the
+    name switches to it at once; requests already holding the old version finish on it, and it
+    is freed. Every reply says the version that produced it. Refused, with the figures
+    (FAILED_PRECONDITION), when the memory limit cannot hold both versions while they overlap;
+    FAILED_PRECONDITION also for an artifact that fails its checks and while another swap runs.
+    """
+
+class ModelAdminServicer(metaclass=_abc_1.ABCMeta):
+    """Operator calls. The server refuses them (PERMISSION_DENIED) unless it has an `auth_token`:
+    they change what it serves, so only a caller with its bearer token may.
+    """
+
+    @_abc_1.abstractmethod
+    def SwapModel(
+        self,
+        request: _reward_pb2.SwapModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reward_pb2.SwapModelResponse, _abc.Awaitable[_reward_pb2.SwapModelResponse]]:
+        """Serve a new version of a named model without downtime: the artifact folder (on the server's
+        disk) is read and its hashes verified, its session built, checked and warmed up, then the
+        name switches to it at once; requests already holding the old version finish on it, and it
+        is freed. Every reply says the version that produced it. Refused, with the figures
+        (FAILED_PRECONDITION), when the memory limit cannot hold both versions while they overlap;
+        FAILED_PRECONDITION also for an artifact that fails its checks and while another swap runs.
+        """
+
+def add_ModelAdminServicer_to_server(servicer: ModelAdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

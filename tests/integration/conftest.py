@@ -45,6 +45,15 @@ def qwen_artifact(
 
 
 @pytest.fixture(scope="session")
+def qwen_v2_artifact(
+    demo_data_dir: Path, tmp_path_factory: pytest.TempPathFactory, rmserve_cli: Cli
+) -> Path:
+    """A second version of ``qwen``: other random weights, version ``q2``."""
+    out = tmp_path_factory.mktemp("qwen-v2") / "artifact"
+    return import_qwen3(rmserve_cli, out, demo_data_dir / "eval.jsonl", "qwen", "q2", seed=1)
+
+
+@pytest.fixture(scope="session")
 async def two_models(tiny_artifact: Path, qwen_artifact: Path) -> AsyncIterator[Harness]:
     """One server of the tiny encoder (``--artifact``: named ``reward-model``, the default) and
     the tiny Qwen3 (``--model qwen=...``), with the HTTP front."""

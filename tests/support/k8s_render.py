@@ -23,6 +23,7 @@ ADAPTER_VALUES = K8S / "monitoring" / "prometheus-adapter-values.yaml"
 VARIANTS = {
     "gpu": K8S / "overlays" / "gpu",
     "cpu": K8S / "overlays" / "cpu",
+    "multi-model": K8S / "overlays" / "multi-model",
     "artifact-from-image": K8S / "examples" / "artifact-from-image",
     "tls": K8S / "examples" / "tls",
 }
