@@ -1,4 +1,5 @@
-"""``rmserve score`` / ``rmserve prefer``: one call through ``RewardClient``, printed as JSON.
+"""``rmserve score`` / ``rmserve prefer``: one call through ``RewardClient``, printed as JSON;
+``rmserve swap-model``: the operator call that serves a new version of a named model.
 
 Client flags are ``ClientSettings`` fields (``--target``, ``--timeout``, ``--tls*``); every other
 client setting, the bearer token included, comes from ``RMSERVE_CLIENT_*`` (a token belongs in
@@ -12,12 +13,15 @@ import json
 import sys
 from typing import Any
 
+import grpc
 from google.protobuf.json_format import MessageToDict
 
 from rmserve.cli_args import add_settings_arguments, settings_from_args
 from rmserve.client import RewardClient, RewardClientError
+from rmserve.client.channel import call_metadata
 from rmserve.client.settings import ClientSettings
-from rmserve.v1 import reward_pb2
+from rmserve.client.transport import open_channel
+from rmserve.v1 import reward_pb2, reward_pb2_grpc
 
 CLIENT_FLAGS = (
     "target", "timeout", "tls", "tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name",
@@ -66,6 +70,28 @@ def prefer(args: argparse.Namespace) -> int:
     return _call(args, "Prefer", request)
 
 
+def swap_model(args: argparse.Namespace) -> int:
+    """``ModelAdmin.SwapModel`` once (never retried: a swap is not idempotent in time)."""
+    try:
+        settings = client_settings(args)
+        if args.server is not None:
+            settings = settings.model_copy(update={"target": args.server})
+        request = reward_pb2.SwapModelRequest(model=args.model, artifact=args.artifact)
+        with open_channel(grpc, settings, None) as channel:
+            stub = reward_pb2_grpc.ModelAdminStub(channel)  # type: ignore[no-untyped-call]
+            reply = stub.SwapModel(
+                request, timeout=settings.timeout, metadata=call_metadata(settings)
+            )
+    except grpc.RpcError as e:
+        print(f"rmserve swap-model: {e.code().name}: {e.details()}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as e:
+        print(f"rmserve swap-model: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(_fields(reply)))
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     env = "TLS and the bearer token come from RMSERVE_CLIENT_* (e.g. RMSERVE_CLIENT_TOKEN)."
     p = subparsers.add_parser(
@@ -91,3 +117,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--response-a", required=True, help="first response (may be empty)")
     p.add_argument("--response-b", required=True, help="second response (may be empty)")
     p.set_defaults(handler=prefer)
+
+    p = subparsers.add_parser(
+        "swap-model",
+        help="serve a new version of a named model without downtime; prints JSON",
+        description="Ask a server (ModelAdmin.SwapModel) to load, check and warm up a new "
+        "artifact for a served model and switch to it; requests in flight finish on the old "
+        "version. The server must have an auth_token and the call its bearer token "
+        f"(docs/guides/serving.md#version-swap). {env}",
+    )
+    # The connection flags of score and prefer, but --target: the server is named here.
+    add_settings_arguments(p, ClientSettings, only=[f for f in CLIENT_FLAGS if f != "target"])
+    p.add_argument(
+        "--target",
+        dest="server",
+        metavar="TARGET",
+        default=None,
+        help="the server, host:port (default: RMSERVE_CLIENT_TARGET, else the client default)",
+    )
+    p.add_argument("--model", required=True, help="the served model's name")
+    p.add_argument(
+        "--artifact", required=True, help="the new version's folder, as the server sees it"
+    )
+    p.set_defaults(handler=swap_model)
