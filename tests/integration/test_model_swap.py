@@ -17,9 +17,12 @@ import grpc
 import pytest
 
 from rmserve.artifact.manifest import ArtifactError
-from rmserve.engine.session import Engine, LoadedArtifact, OrtEngine, load_artifact
-from rmserve.serving.models_memory import ModelFootprint, required_bytes
+from rmserve.engine.session import CPU, Engine, LoadedArtifact, OrtEngine, load_artifact
+from rmserve.engine.threads import engine_workers
+from rmserve.server.settings import ServerSettings
+from rmserve.serving.models_memory import engine_footprint, required_bytes
 from rmserve.v1 import reward_pb2, reward_pb2_grpc
+from tests.reliability.test_golden_refusal import move_a_head_weight
 from tests.support.harness import Harness, eventually, make_settings, scripted_factory, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -129,16 +132,25 @@ async def test_a_swap_memory_cannot_hold_is_refused_with_the_figures(
     qwen_artifact: Path, qwen_v2_artifact: Path
 ) -> None:
     budget = 8 * MIB
+
+    def settings_with(limit: int | None) -> ServerSettings:
+        return make_settings(
+            qwen_artifact, auth_token=TOKEN, max_inflight_bytes=budget, memory_limit_bytes=limit,
+            max_queue_pairs=64, max_request_pairs=64, max_message_bytes=4 * MIB,
+        )  # fmt: skip
+
+    s = settings_with(None)
+    workers = engine_workers(CPU, s.intra_op_threads, s.engine_workers)
     v1, v2 = (
-        ModelFootprint("qwen", sum(f.stat().st_size for f in folder.iterdir()), 128)
+        engine_footprint(
+            "qwen", load_artifact(folder), CPU, workers, s.max_batch_tokens, s.long_batch_workers
+        )
         for folder in (qwen_artifact, qwen_v2_artifact)
     )
+    assert v1.activations > 0  # each version's activations are in the figures
     one, two = required_bytes([v1], budget, 64), required_bytes([v1, v2], budget, 64)
     limit = (one + two) // 2  # room for one version, not for both at once
-    settings = make_settings(
-        qwen_artifact, auth_token=TOKEN, max_inflight_bytes=budget, memory_limit_bytes=limit,
-        max_queue_pairs=64, max_request_pairs=64, max_message_bytes=4 * MIB,
-    )  # fmt: skip
+    settings = settings_with(limit)
     async with serving(settings) as h:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await swap(h, "qwen", qwen_v2_artifact)
@@ -147,6 +159,7 @@ async def test_a_swap_memory_cannot_hold_is_refused_with_the_figures(
         assert (
             message.startswith("memory: serving qwen q2") and f"limit of {limit} bytes" in message
         )
+        assert f"{v2.activations} bytes of activations" in message
         assert (await score(h)).model_version == "q1"
 
 
@@ -201,3 +214,49 @@ async def test_rmserve_swap_model_calls_it_with_the_clients_token(
     reply = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert (reply["model"], reply["old_version"], reply["new_version"]) == ("qwen", "q1", "q2")
     assert (await score(guarded)).model_version == "q2"
+
+
+async def test_a_new_version_whose_golden_pairs_drift_is_refused_with_the_figures(
+    guarded: Harness, tiny_artifact: Path, tmp_path: Path
+) -> None:
+    """The new version's golden pairs are scored on its session before the switch: a copy with
+    one head weight moved (every other check passes) is refused, the old version serves on and
+    keeps its canary."""
+    altered = tmp_path / "altered"
+    shutil.copytree(tiny_artifact, altered)
+    move_a_head_weight(altered)
+    before = await score(guarded, "reward-model")
+    watch = guarded.server.goldens["reward-model"]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await swap(guarded, "reward-model", altered)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    details = info.value.details() or ""
+    assert details.startswith(f"artifact: {altered}: golden pairs drifted on CPUExecutionProvider")
+    assert "against the torch fp32 reference" in details and "where 1.0e-04 is allowed" in details
+    after = await score(guarded, "reward-model")
+    assert (after.model_version, after.reward) == (before.model_version, before.reward)
+    assert guarded.server.goldens["reward-model"] is watch
+    assert await guarded.health_status() == 1  # SERVING: a refused swap is no drift
+
+
+async def test_a_swap_moves_the_models_golden_canary_to_the_new_version(
+    qwen_artifact: Path, qwen_v2_artifact: Path
+) -> None:
+    settings = make_settings(qwen_artifact, auth_token=TOKEN, golden_interval_seconds=0.05)
+    async with serving(settings) as h:
+        assert h.server.models is not None
+        models = h.server.models
+
+        def checks() -> float:
+            return h.metric("rmserve_golden_checks_total", model="qwen", result="ok")
+
+        await eventually(lambda: checks() >= 2, "the load check and a canary check of q1")
+        old = h.server.goldens["qwen"]
+        await swap(h, "qwen", qwen_v2_artifact)
+        new = h.server.goldens["qwen"]
+        assert new is not old and not old.running and new.running
+        assert new._core is models.core("qwen") and new._core.model_version == "q2"
+        counted = checks()
+        await eventually(lambda: checks() > counted, "a canary check of q2")
+        assert h.metric("rmserve_golden_checks_total", model="qwen", result="drift") == 0
+        assert await h.health_status() == 1
