@@ -286,8 +286,12 @@ class RewardServer:
         named, default = await load_named(chosen.sources, chosen.default)
         inflight_bytes = self._inflight_budget(named)
         models = ModelRegistry(SharedAdmission(inflight_bytes, self.metrics), default)
-        for model in named:
-            models.add(await self.build_core(model, models.shared, model.name == default))
+        try:
+            for model in named:
+                models.add(await self.build_core(model, models.shared, model.name == default))
+        except BaseException:  # a later model failed: free the sessions already built
+            await models.astop(0.0)
+            raise
         self.models = models
         self.metrics.watch_models(
             lambda: models.names,
