@@ -302,12 +302,22 @@ class RewardServer:
         s = self.settings
         chosen = model_set(s)
         named, default = await load_named(chosen.sources, chosen.default)
-        engines = [await self.build_engine(model) for model in named]
-        footprints = [self.footprint(m, e) for m, e in zip(named, engines, strict=True)]
-        inflight_bytes = self._inflight_budget(footprints)
+        engines: list[Engine] = []
+        try:
+            for model in named:
+                engines.append(await self.build_engine(model))
+            footprints = [self.footprint(m, e) for m, e in zip(named, engines, strict=True)]
+            inflight_bytes = self._inflight_budget(footprints)
+        except BaseException:  # a later model or the memory limit failed: free what was built
+            engines.clear()
+            raise
         models = ModelRegistry(SharedAdmission(inflight_bytes, self.metrics), default)
-        for model, engine in zip(named, engines, strict=True):
-            models.add(self.make_core(model, engine, models.shared, model.name == default))
+        try:
+            for model, engine in zip(named, engines, strict=True):
+                models.add(self.make_core(model, engine, models.shared, model.name == default))
+        except BaseException:
+            await models.astop(0.0)
+            raise
         self.models = models
         self.metrics.watch_models(
             lambda: models.names,

@@ -14,6 +14,8 @@ import aiohttp
 import grpc
 import pytest
 
+from rmserve.artifact.manifest import ArtifactError
+from rmserve.server.app import RewardServer
 from rmserve.v1 import reward_pb2
 from tests.support.harness import Harness, make_settings, serving
 
@@ -196,3 +198,36 @@ async def test_metrics_carry_the_model_label(two_models: Harness) -> None:
     }
     assert models == {TINY, QWEN}
     assert two_models.metric("rmserve_model_queue_pairs", model=QWEN) == 0
+
+
+@pytest.mark.parametrize(
+    ("models", "default", "says"),
+    [
+        ({TINY: "qwen"}, None, "model 'reward-model' is named twice"),
+        ({QWEN: "missing"}, None, "missing"),
+        ({QWEN: "qwen"}, "gpt", "default_model 'gpt' is not one of the served models"),
+    ],
+)
+async def test_a_bad_set_of_models_stops_the_start_saying_why(
+    tiny_artifact: Path,
+    qwen_artifact: Path,
+    tmp_path: Path,
+    models: dict[str, str],
+    default: str | None,
+    says: str,
+) -> None:
+    folders = {"qwen": qwen_artifact, "missing": tmp_path / "missing"}
+    settings = make_settings(
+        tiny_artifact,
+        models={name: folders[key] for name, key in models.items()},
+        default_model=default,
+    )
+    server = RewardServer(settings)
+    await server.start()
+    try:
+        with pytest.raises(ArtifactError) as info:
+            await server.load()
+        assert says in str(info.value)
+        assert server.models is None and server.core is None
+    finally:
+        await server.stop()
