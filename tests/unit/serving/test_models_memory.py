@@ -57,3 +57,17 @@ def test_a_limit_too_small_for_the_models_names_them() -> None:
     assert f"memory limit {limit} bytes" in message
     assert "helpful 90000000 bytes, safe 400000000 bytes" in message
     assert resolve_inflight(None, limit, 64 * MIB, models[:1], 1024) >= 65 * MIB
+
+
+def test_each_model_adds_its_activations_where_they_live_in_host_memory() -> None:
+    on_cpu = ModelFootprint("helpful", 90_000_000, 512, activations=300 * MIB)
+    on_gpu = ModelFootprint("safe", 90_000_000, 512, activations=300 * MIB, on_cpu=False)
+    bare = ModelFootprint("bare", 90_000_000, 512)
+    assert model_bytes_needed(on_cpu, 1024) == model_bytes_needed(bare, 1024) + 300 * MIB
+    assert model_bytes_needed(on_gpu, 1024) == model_bytes_needed(bare, 1024)  # device memory
+    assert required_bytes([on_cpu], 64 * MIB, 1024) == required_memory_bytes(
+        90_000_000, 64 * MIB, 1024, 512, 300 * MIB
+    )
+    limit = required_bytes([on_cpu, bare], 64 * MIB, 1024)
+    with pytest.raises(MemoryTooSmall, match=r"activations \(helpful 314572800 bytes, bare 0"):
+        resolve_inflight(None, limit - 60 * MIB, 64 * MIB, [on_cpu, bare], 1024)
