@@ -58,16 +58,23 @@ def _call(args: argparse.Namespace, method: str, request: Any) -> int:
 
 def score(args: argparse.Namespace) -> int:
     request = reward_pb2.ScoreRequest(
-        prompt=args.prompt, response=args.response, normalize=args.normalize
+        prompt=args.prompt, response=args.response, normalize=args.normalize, model=args.model
     )
     return _call(args, "Score", request)
 
 
 def prefer(args: argparse.Namespace) -> int:
     request = reward_pb2.PreferRequest(
-        prompt=args.prompt, response_a=args.response_a, response_b=args.response_b
-    )
+        prompt=args.prompt, response_a=args.response_a, response_b=args.response_b,
+        model=args.model,
+    )  # fmt: skip
     return _call(args, "Prefer", request)
+
+
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default=None, help="a served model's name (default: the server's default)"
+    )
 
 
 def swap_model(args: argparse.Namespace) -> int:
@@ -105,6 +112,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--normalize", action="store_true", help="return (r - mean) / std from the manifest"
     )
+    add_model_argument(p)
     p.set_defaults(handler=score)
 
     p = subparsers.add_parser(
@@ -116,6 +124,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--prompt", required=True, help="the prompt (may be empty)")
     p.add_argument("--response-a", required=True, help="first response (may be empty)")
     p.add_argument("--response-b", required=True, help="second response (may be empty)")
+    add_model_argument(p)
     p.set_defaults(handler=prefer)
 
     p = subparsers.add_parser(

@@ -18,6 +18,7 @@ from rmserve.serving.memory_budget import (
     default_inflight_bytes,
     fixed_memory_bytes,
     folder_bytes,
+    resolve_inflight_bytes,
     smallest_inflight_bytes,
 )
 
@@ -96,6 +97,12 @@ def resolve_inflight(
 ) -> int:
     """``max_inflight_bytes`` as set, else the most the memory limit leaves beside the models,
     else the default; ``MemoryTooSmall`` with the figures when one request cannot fit."""
+    if len(models) == 1:  # the single-model formula and its message, exactly
+        (model,) = models
+        return resolve_inflight_bytes(
+            configured, memory_limit, max_message_bytes, model.model_bytes, max_queue_pairs,
+            model.max_length, model.host_activations,
+        )  # fmt: skip
     if configured is not None:
         return configured
     if memory_limit is None:

@@ -6,6 +6,8 @@ served ones."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -231,3 +233,21 @@ async def test_a_bad_set_of_models_stops_the_start_saying_why(
         assert server.models is None and server.core is None
     finally:
         await server.stop()
+
+
+async def test_rmserve_score_and_prefer_name_a_model(
+    two_models: Harness, alone: dict[str, Harness], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rmserve.cli import main
+
+    prompt, response = PAIRS[0]
+    target = ["--target", f"127.0.0.1:{two_models.server.port}", "--model", QWEN]
+    argv = ["score", *target, "--prompt", prompt, "--response", response]
+    assert await asyncio.to_thread(main, argv) == 0
+    out = json.loads(capsys.readouterr().out.splitlines()[-1])
+    theirs = await alone[QWEN].stub.Score(reward_pb2.ScoreRequest(prompt=prompt, response=response))
+    assert out["model"] == QWEN and close(out["reward"], theirs.reward)
+    argv = ["prefer", *target, "--prompt", prompt, "--response-a", response, "--response-b", ""]
+    assert await asyncio.to_thread(main, argv) == 0
+    out = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert out["model"] == QWEN and out["model_version"] == "q1"
