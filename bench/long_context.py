@@ -128,68 +128,50 @@ def hf_reward(hf_dir: Path, artifact: Path, prompt: str, response: str) -> tuple
 
 
 def served(hf_dir: Path, artifact: Path, work: Path) -> dict[str, Any]:
-    """A real server: startup RSS, then one ~16k and one ~32k Score."""
+    """A real server with the default settings: startup RSS, then one ~16k and one ~32k Score."""
     import grpc
 
+    from rmserve.testing import start_server
     from rmserve.v1 import reward_pb2, reward_pb2_grpc
 
-    port_file = work / "ports.json"
-    log = (work / "serve.log").open("w")
-    argv = [sys.executable, "-m", "rmserve.cli", "serve", "--artifact", str(artifact)]
     started = time.perf_counter()
-    server = subprocess.Popen(
-        [*argv, "--port", "0", "--http-port", "0", "--metrics-port", "0", "--health-port", "0",
-         "--port-file", str(port_file)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    # start_server pins one intra-op thread for tests; 0 is the server's default (every core).
+    server = start_server(artifact, work / "serve.log", "--intra-op-threads", "0")
     figures: dict[str, Any] = {}
     try:
-        while not port_file.exists():
-            if server.poll() is not None:
-                raise RuntimeError(f"server exited {server.returncode}: see {work / 'serve.log'}")
-            time.sleep(0.5)
-        ports = json.loads(port_file.read_text())
-        channel = grpc.insecure_channel(f"127.0.0.1:{ports['grpc']}")
-        stub = reward_pb2_grpc.RewardServiceStub(channel)
-        grpc.channel_ready_future(channel).result(timeout=1800)
-        while True:  # UNAVAILABLE while the model loads and warms up
-            try:
-                stub.GetModelInfo(reward_pb2.GetModelInfoRequest(), timeout=60)
-                break
-            except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.UNAVAILABLE or server.poll() is not None:
-                    raise
-                time.sleep(1.0)
+        server.wait_serving(timeout=3600)
+        pid = server.process.pid
         figures["ready_s"] = round(time.perf_counter() - started, 1)
-        figures["startup_peak_rss_gib"] = round(rss_gib(server.pid, "VmHWM"), 3)
-        idle = rss_gib(server.pid)
+        figures["startup_peak_rss_gib"] = round(rss_gib(pid, "VmHWM"), 3)
+        idle = rss_gib(pid)
         figures["idle_rss_gib"] = round(idle, 3)
-        for target in (16384, 32768):
-            prompt, response = "Check the reasoning below.", long_text(target - 40)
-            t0 = time.perf_counter()
-            reply = stub.Score(
-                reward_pb2.ScoreRequest(prompt=prompt, response=response), timeout=3600
-            )
-            seconds = time.perf_counter() - t0
-            row: dict[str, Any] = {
-                "reward": reply.reward,
-                "truncated": reply.truncated,
-                "seconds": round(seconds, 1),
-                "peak_rss_gib": round(rss_gib(server.pid, "VmHWM"), 3),
-                "peak_over_idle_gib": round(rss_gib(server.pid, "VmHWM") - idle, 3),
-            }
-            if target == 16384:
-                reference, tokens = hf_reward(hf_dir, artifact, prompt, response)
-                row.update(
-                    tokens=tokens,
-                    hf_sdpa_fp32=reference,
-                    relative_diff=abs(reply.reward - reference) / max(abs(reference), 1e-12),
+        with grpc.insecure_channel(server.target) as channel:
+            stub = reward_pb2_grpc.RewardServiceStub(channel)
+            for target in (16384, 32768):
+                prompt, response = "Check the reasoning below.", long_text(target - 40)
+                t0 = time.perf_counter()
+                reply = stub.Score(
+                    reward_pb2.ScoreRequest(prompt=prompt, response=response), timeout=3600
                 )
-            figures[f"score_{target}"] = row
+                peak = rss_gib(pid, "VmHWM")
+                row: dict[str, Any] = {
+                    "reward": reply.reward,
+                    "truncated": reply.truncated,
+                    "seconds": round(time.perf_counter() - t0, 1),
+                    "peak_rss_gib": round(peak, 3),
+                    "peak_over_idle_gib": round(peak - idle, 3),
+                }
+                if target == 16384:
+                    reference, tokens = hf_reward(hf_dir, artifact, prompt, response)
+                    row.update(
+                        tokens=tokens,
+                        hf_sdpa_fp32=reference,
+                        relative_diff=abs(reply.reward - reference) / max(abs(reference), 1e-12),
+                    )
+                figures[f"score_{target}"] = row
+                print(json.dumps({target: row}), flush=True)
     finally:
-        server.terminate()
-        server.wait(timeout=120)
-        log.close()
+        figures["exit_code"] = server.terminate()
     return figures
 
 

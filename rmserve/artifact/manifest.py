@@ -178,6 +178,10 @@ class TrainingRecord(_Strict):
     trainable_parameters: int | None = Field(default=None, ge=0)
 
 
+# How a graph computes attention, for the memory bound (``ModelShape.attention``).
+Attention = Literal["fused", "materialized"]
+
+
 class ModelShape(_Strict):
     """The network's shape, for the server's memory bound (its activations per token,
     ``rmserve.serving.memory_budget``). Optional: artifacts without it get an estimate."""
@@ -193,11 +197,11 @@ class ModelShape(_Strict):
     head_dim: int | None = Field(
         default=None, ge=1, description="Absent: hidden_size / num_attention_heads."
     )
-    attention: Literal["fused", "materialized"] = Field(
-        description="'fused': one onnxruntime attention kernel (GroupQueryAttention / "
-        "MultiHeadAttention); 'materialized': the graph holds the [batch, heads, length, "
-        "length] scores (an eager export). On CUDA a fused kernel's memory is linear in "
-        "length; onnxruntime's CPU kernels for causal attention hold the scores too."
+    attention: Attention = Field(
+        description="'fused': one onnxruntime GroupQueryAttention kernel per layer (the "
+        "'ort-gqa' export), which holds no [length, length] scores on the CPU or CUDA: memory "
+        "linear in length; 'materialized': the graph holds the [batch, heads, length, length] "
+        "scores and probabilities (an eager MatMul + Softmax export): quadratic in length."
     )
     attention_query_chunk: int | None = Field(
         default=None,

@@ -56,7 +56,7 @@ def engine_footprint(
     on_cpu = provider != CUDA
     activations = engine_activation_bytes(
         model_shape(manifest, model_bytes), manifest.dtype, max_length, max_batch_tokens,
-        workers, long_batch_workers, on_cpu,
+        workers, long_batch_workers,
     )  # fmt: skip
     return ModelFootprint(name, model_bytes, max_length, activations, on_cpu)
 

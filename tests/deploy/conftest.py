@@ -33,6 +33,11 @@ def long_context_manifests() -> list[Manifest]:
 
 
 @pytest.fixture(scope="session")
+def long_context_cpu_manifests() -> list[Manifest]:
+    return render(VARIANTS["long-context-cpu"])
+
+
+@pytest.fixture(scope="session")
 def live_server(
     tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:

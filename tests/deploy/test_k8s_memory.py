@@ -55,7 +55,7 @@ def host_activations(
         return 0
     workers = s.engine_workers or AUTO_CPU_WORKERS
     return engine_activation_bytes(
-        shape, "fp32", max_length, s.max_batch_tokens, workers, s.long_batch_workers, True
+        shape, "fp32", max_length, s.max_batch_tokens, workers, s.long_batch_workers
     )
 
 
@@ -105,17 +105,39 @@ def test_the_long_context_variant_is_sized_for_a_16k_decoder_on_its_gpu(
     # 2,048 queued pairs of 16k tokens (512 MiB); the default 16,384 would not fit this limit
     assert required_memory_bytes(model_bytes, smallest_inflight_bytes(s.max_message_bytes),
                                  16384, max_length) > limit  # fmt: skip
-    # On the GPU the activations are device memory; the same pod on a CPU would need their
-    # [heads, 16k, 16k] scores in host memory: far over any limit, refused at start-up.
-    cpu = host_activations(s, shape, max_length, provider="cpu")
-    assert cpu > 100 * GIB
+    on_gpu = engine_activation_bytes(
+        shape, "fp32", max_length, s.max_batch_tokens, 2, s.long_batch_workers
+    )
+    assert on_gpu < 8 * GIB  # linear in length with the fused kernel: fits any data-centre GPU
+
+
+def test_the_long_context_cpu_variant_holds_a_16k_fused_decoder_and_no_eager_one(
+    long_context_cpu_manifests: list[Manifest], long_context_manifests: list[Manifest]
+) -> None:
+    """The same model and serving settings on a CPU: fused attention's activations are linear in
+    length and fit the pod; an eager export of the model would hold [heads, 16k, 16k] scores,
+    far over any limit, and is refused at start-up."""
+    manifests = long_context_cpu_manifests
+    model_bytes, max_length, shape = sized_for(manifests)
+    s = _settings(manifests)
+    assert (max_length, shape) == sized_for(long_context_manifests)[1:]
+    assert s.provider == "cpu" and shape.attention == "fused"
+    gpu = _settings(long_context_manifests)
+    for field in ("engine_workers", "long_batch_workers", "max_batch_tokens", "max_queue_pairs",
+                  "max_request_pairs", "truncation", "warmup_budget_seconds"):  # fmt: skip
+        assert getattr(s, field) == getattr(gpu, field), field
+    activations = host_activations(s, shape, max_length)
+    assert 4 * GIB < activations < 8 * GIB  # a Prefer's two 16k pairs + 8,192 tokens
+    limit = quantity_bytes(_server(manifests)["resources"]["limits"]["memory"])
+    budget = resolve_inflight_bytes(None, limit, s.max_message_bytes, model_bytes,
+                                    s.max_queue_pairs, max_length, activations)  # fmt: skip
+    assert budget >= 4 * s.max_message_bytes  # several requests at the size limit in flight
+    eager = shape.model_copy(update={"attention": "materialized"})
+    held = host_activations(s, eager, max_length)
+    assert held > 100 * GIB
     with pytest.raises(MemoryTooSmall, match="activations"):
         resolve_inflight_bytes(None, limit, s.max_message_bytes, model_bytes,
-                               s.max_queue_pairs, max_length, cpu)  # fmt: skip
-    on_gpu = engine_activation_bytes(
-        shape, "fp32", max_length, s.max_batch_tokens, 2, s.long_batch_workers, on_cpu=False
-    )
-    assert on_gpu < 16 * GIB  # linear in length with the fused kernel: fits any data-centre GPU
+                               s.max_queue_pairs, max_length, held)  # fmt: skip
 
 
 def test_a_limit_too_small_for_the_weights_is_caught(

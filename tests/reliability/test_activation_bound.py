@@ -81,7 +81,7 @@ def test_a_max_length_prefer_stays_within_the_activation_term(
     model_bytes = folder_bytes(decoder)
     activations = engine_activation_bytes(
         model_shape(artifact.manifest, model_bytes), artifact.manifest.dtype, MAX_LENGTH,
-        MAX_BATCH_TOKENS, workers=1, long_batch_workers=0, on_cpu=True,
+        MAX_BATCH_TOKENS, workers=1, long_batch_workers=0,
     )  # fmt: skip
     long = " ".join(["paris"] * (MAX_LENGTH + 64))  # cut to max_length: the longest pair
     with grpc.insecure_channel(server.target) as channel:

@@ -107,7 +107,7 @@ def test_rss_stays_within_the_bound_and_returns_after_a_burst(
     activations = engine_activation_bytes(  # one engine worker: one intra-op thread
         model_shape(artifact.manifest, model_bytes), artifact.manifest.dtype, max_length,
         ServerSettings.model_fields["max_batch_tokens"].default, workers=1,
-        long_batch_workers=0, on_cpu=True,
+        long_batch_workers=0,
     )  # fmt: skip
     bound = required_memory_bytes(
         model_bytes, default_inflight_bytes(LIMIT), QUEUE_PAIRS, max_length, activations
