@@ -19,6 +19,12 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _field_flag(settings_cls: type[BaseSettings], name: str) -> str:
+    """The flag of a field: its name, or the ``cli_flag`` its ``json_schema_extra`` gives."""
+    extra = settings_cls.model_fields[name].json_schema_extra
+    return _flag(str(extra.get("cli_flag", name)) if isinstance(extra, dict) else name)
+
+
 def add_settings_arguments(
     parser: argparse.ArgumentParser,
     settings_cls: type[BaseSettings],
@@ -46,11 +52,37 @@ def add_settings_arguments(
             "default": argparse.SUPPRESS,
             "dest": name,
         }
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        flag = _field_flag(settings_cls, name)
         if annotation is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif origin is Literal:
             kwargs["choices"] = list(typing.get_args(annotation))
-        parser.add_argument(_flag(name), **kwargs)
+        elif origin is dict:  # repeated KEY=VALUE flags collected into one mapping
+            kwargs["action"] = KeyValueAction
+            kwargs["metavar"] = str(extra.get("cli_metavar", "KEY=VALUE"))
+        parser.add_argument(flag, **kwargs)
+
+
+class KeyValueAction(argparse.Action):
+    """``--model a=/x --model b=/y`` → ``{"a": "/x", "b": "/y"}``; a key given twice is an
+    error, not a silent overwrite."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        key, sep, value = str(values).partition("=")
+        if not sep or not key or not value:
+            parser.error(f"{option_string} takes {self.metavar}, got {values!r}")
+        collected = dict(getattr(namespace, self.dest, None) or {})
+        if key in collected:
+            parser.error(f"{option_string} {key}= given twice")
+        collected[key] = value
+        setattr(namespace, self.dest, collected)
 
 
 def settings_from_args(settings_cls: type[S], args: argparse.Namespace) -> S:
@@ -65,8 +97,9 @@ def settings_from_args(settings_cls: type[S], args: argparse.Namespace) -> S:
                 lines.append(f"invalid settings: {err['msg']}")
                 continue
             name = str(err["loc"][0])
+            flag = _field_flag(settings_cls, name)
             lines.append(
-                f"invalid setting {_flag(name)} / {prefix}{name.upper()}: {err['msg']} "
+                f"invalid setting {flag} / {prefix}{name.upper()}: {err['msg']} "
                 f"(got {err.get('input')!r})"
             )
         raise SystemExit("\n".join(lines)) from None

@@ -48,3 +48,8 @@ def log_unexpected(logger: logging.Logger, where: str, error: BaseException, con
         type(error).__name__,
         frames.rstrip(),
     )
+
+
+class Refused(RewardError):
+    """A valid operator request the server's state does not allow now (a model swap the memory
+    cannot hold, an artifact that fails its checks, another swap running)."""

@@ -274,9 +274,15 @@ def _comments(file: Any) -> dict[tuple[int, ...], str]:
     return found
 
 
-def _proto_type(field: Any, package: str) -> str:
+def _proto_type(field: Any, package: str, maps: dict[str, Any] | None = None) -> str:
+    """A field's type as the .proto spells it; ``maps``: its message's map entry types by
+    full name (``map<string, double>``)."""
     from google.protobuf import descriptor_pb2
 
+    entry = (maps or {}).get(field.type_name)
+    if entry is not None:
+        key, value = (_proto_type(f, package) for f in entry.field)
+        return f"`map<{key}, {value}>`"
     if field.type_name:
         name = field.type_name.removeprefix(f".{package}.")
         kind = f"[{name}](#{name.lower()})"
@@ -328,9 +334,14 @@ def proto_page(proto_root: Path) -> str:
                 lines += ["No fields.", ""]
                 continue
             lines += ["| field | number | type | meaning |", "| --- | ---: | --- | --- |"]
+            maps = {
+                f".{package}.{message.name}.{nested.name}": nested
+                for nested in message.nested_type
+                if nested.options.map_entry
+            }
             for f, field in enumerate(message.field):
                 lines.append(
-                    f"| `{field.name}` | {field.number} | {_proto_type(field, package)} "
+                    f"| `{field.name}` | {field.number} | {_proto_type(field, package, maps)} "
                     f"| {_md(notes.get((_MESSAGE, i, _FIELD, f), ''))} |"
                 )
             lines.append("")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 from rmserve.client.caller import Caller, build_settings
 from rmserve.client.settings import ClientSettings
+from rmserve.client.target import Target
 from rmserve.client.transport import AioTransport
 from rmserve.client.trl import TrlInput, consecutive_groups, has_repeats, to_pairs
 
@@ -48,10 +49,17 @@ class AsyncRewardClient(Caller):
         await self.close()
 
     def as_trl_reward_func(
-        self, normalize: bool = False, timeout: float | None = None
+        self,
+        normalize: bool = False,
+        timeout: float | None = None,
+        *,
+        model: str | None = None,
+        reward_weights: Mapping[str, float] | None = None,
     ) -> Callable[..., Awaitable[list[float]]]:
         """An async reward function with TRL's ``reward_funcs`` signature
-        ``(prompts, completions, **kwargs) -> list[float]``, for text or conversational data."""
+        ``(prompts, completions, **kwargs) -> list[float]``, for text or conversational data.
+        ``model`` / ``reward_weights``: which served model(s) score, as in ``score``."""
+        Target(model, reward_weights)  # a bad choice fails here, not at the first step
 
         async def rmserve_reward(
             prompts: Sequence[TrlInput], completions: Sequence[TrlInput], **kwargs: Any
@@ -59,9 +67,16 @@ class AsyncRewardClient(Caller):
             p, r = to_pairs(prompts, completions)
             runs = consecutive_groups(p)
             if not has_repeats(runs, len(p)):
-                return [float(x) for x in await self.score(p, r, normalize, timeout)]
+                return [
+                    float(x)
+                    for x in await self.score(
+                        p, r, normalize, timeout, model=model, reward_weights=reward_weights
+                    )
+                ]
             groups = [(p[start], r[start:end]) for start, end in runs]
-            results = await self.score_groups(groups, normalize, timeout)
+            results = await self.score_groups(
+                groups, normalize, timeout, model=model, reward_weights=reward_weights
+            )
             return [float(x) for result in results for x in result.rewards]
 
         return rmserve_reward

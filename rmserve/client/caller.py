@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -22,6 +22,7 @@ from rmserve.client.channel import call_metadata
 from rmserve.client.errors import DeadlineExceededError, from_rpc_error
 from rmserve.client.plan import Chunk, GroupScores, ModelInfo, RetryPolicy, ScoreDetails
 from rmserve.client.settings import ClientSettings
+from rmserve.client.target import Target
 from rmserve.client.transport import Transport
 from rmserve.v1 import reward_pb2
 
@@ -62,8 +63,11 @@ class Caller:
 
     # calls ----------------------------------------------------------------------------------
 
-    async def model_info(self, timeout: float | None = None) -> ModelInfo:
-        request = reward_pb2.GetModelInfoRequest()
+    async def model_info(
+        self, timeout: float | None = None, *, model: str | None = None
+    ) -> ModelInfo:
+        """The named model (None: the server's default) and, in ``models``, every served one."""
+        request = Target(model).apply(reward_pb2.GetModelInfoRequest())
         return ModelInfo.from_pb(
             await self._unary("GetModelInfo", request, self._deadline(timeout), 0, 0)
         )
@@ -74,9 +78,17 @@ class Caller:
         responses: Sequence[str],
         normalize: bool = False,
         timeout: float | None = None,
+        *,
+        model: str | None = None,
+        reward_weights: Mapping[str, float] | None = None,
     ) -> np.ndarray:
-        """Rewards (float32) of ``(prompts[i], responses[i])``, in input order."""
-        return (await self.score_detailed(prompts, responses, normalize, timeout)).rewards
+        """Rewards (float32) of ``(prompts[i], responses[i])``, in input order. ``model``: a
+        served model's name (None: the server's default); ``reward_weights``: a weighted
+        combination of served models instead, each normalised by its own stats."""
+        details = await self.score_detailed(
+            prompts, responses, normalize, timeout, model=model, reward_weights=reward_weights
+        )
+        return details.rewards
 
     async def score_detailed(
         self,
@@ -84,19 +96,35 @@ class Caller:
         responses: Sequence[str],
         normalize: bool = False,
         timeout: float | None = None,
+        *,
+        model: str | None = None,
+        reward_weights: Mapping[str, float] | None = None,
     ) -> ScoreDetails:
-        """Rewards plus truncation flags, token counts and the model version."""
+        """Rewards plus truncation flags, token counts, the model version and, with
+        ``reward_weights``, each model's normalised rewards (``components``)."""
+        target = Target(model, reward_weights)
         p, r = plan.check_texts(prompts=prompts, responses=responses)
         deadline = self._deadline(timeout)
         items = await self._items(deadline) if p else 1
-        chunks = plan.score_chunks(p, r, normalize, items, self.settings.max_chunk_bytes)
+        max_bytes = self.settings.max_chunk_bytes
+        chunks = plan.score_chunks(p, r, normalize, items, max_bytes, target)
         return plan.assemble_scores(chunks, await self._run_chunks("ScoreBatch", chunks, deadline))
 
     async def score_one(
-        self, prompt: str, response: str, normalize: bool = False, timeout: float | None = None
+        self,
+        prompt: str,
+        response: str,
+        normalize: bool = False,
+        timeout: float | None = None,
+        *,
+        model: str | None = None,
+        reward_weights: Mapping[str, float] | None = None,
     ) -> float:
+        target = Target(model, reward_weights)
         plan.check_texts(prompts=[prompt], responses=[response])
-        request = reward_pb2.ScoreRequest(prompt=prompt, response=response, normalize=normalize)
+        request = target.apply(
+            reward_pb2.ScoreRequest(prompt=prompt, response=response, normalize=normalize)
+        )
         return float((await self._unary("Score", request, self._deadline(timeout), 0, 1)).reward)
 
     async def score_group(
@@ -105,10 +133,14 @@ class Caller:
         responses: Sequence[str],
         normalize: bool = False,
         timeout: float | None = None,
+        *,
+        model: str | None = None,
+        reward_weights: Mapping[str, float] | None = None,
     ) -> GroupScores:
         """One GRPO group in one ``ScoreGroup`` call (never chunked: the statistics span the
         group, so it must fit the server's ``max_request_pairs``)."""
-        request = plan.group_request(prompt, responses, normalize)
+        target = Target(model, reward_weights)
+        request = plan.group_request(prompt, responses, normalize, target)
         count = len(request.responses)
         reply = await self._unary("ScoreGroup", request, self._deadline(timeout), 0, count)
         return GroupScores.from_pb(reply, count)
@@ -118,10 +150,14 @@ class Caller:
         groups: Sequence[tuple[str, Sequence[str]]],
         normalize: bool = False,
         timeout: float | None = None,
+        *,
+        model: str | None = None,
+        reward_weights: Mapping[str, float] | None = None,
     ) -> list[GroupScores]:
         """``score_group`` of every ``(prompt, responses)``, at most ``max_concurrent_chunks``
         at once, within one deadline; results in input order."""
-        requests = [plan.group_request(p, r, normalize) for p, r in groups]
+        target = Target(model, reward_weights)
+        requests = [plan.group_request(p, r, normalize, target) for p, r in groups]
         deadline = self._deadline(timeout)
         gate = asyncio.Semaphore(self.settings.max_concurrent_chunks)
         offsets = [0]
@@ -142,23 +178,36 @@ class Caller:
         responses_a: Sequence[str],
         responses_b: Sequence[str],
         timeout: float | None = None,
+        *,
+        model: str | None = None,
+        reward_weights: Mapping[str, float] | None = None,
     ) -> np.ndarray:
-        """P(a preferred to b) = sigmoid(r_a - r_b) per item (float64), in input order."""
+        """P(a preferred to b) = sigmoid(r_a - r_b) per item (float64), in input order (with
+        ``reward_weights``: of the composite rewards)."""
+        target = Target(model, reward_weights)
         p, a, b = plan.check_texts(
             prompts=prompts, responses_a=responses_a, responses_b=responses_b
         )
         deadline = self._deadline(timeout)
         items = await self._items(deadline) if p else 1
-        chunks = plan.prefer_chunks(p, a, b, items, self.settings.max_chunk_bytes)
+        chunks = plan.prefer_chunks(p, a, b, items, self.settings.max_chunk_bytes, target)
         replies = await self._run_chunks("PreferBatch", chunks, deadline)
         return plan.assemble_preferences(chunks, replies)
 
     async def prefer_one(
-        self, prompt: str, response_a: str, response_b: str, timeout: float | None = None
+        self,
+        prompt: str,
+        response_a: str,
+        response_b: str,
+        timeout: float | None = None,
+        *,
+        model: str | None = None,
+        reward_weights: Mapping[str, float] | None = None,
     ) -> float:
+        target = Target(model, reward_weights)
         plan.check_texts(prompts=[prompt], responses_a=[response_a], responses_b=[response_b])
-        request = reward_pb2.PreferRequest(
-            prompt=prompt, response_a=response_a, response_b=response_b
+        request = target.apply(
+            reward_pb2.PreferRequest(prompt=prompt, response_a=response_a, response_b=response_b)
         )
         reply = await self._unary("Prefer", request, self._deadline(timeout), 0, 1)
         return float(reply.result.probability_a)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import grpc
 import numpy as np
 
+from rmserve.client.target import DEFAULT, Target, components
 from rmserve.v1 import reward_pb2
 
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
@@ -27,6 +28,8 @@ class ScoreDetails:
     response_truncated: np.ndarray  # bool: even the response alone did not fit
     num_tokens: np.ndarray  # int32: tokens the model saw, after truncation
     model_version: str  # "" for an empty input; "a,b" if the model changed between chunks
+    # With reward_weights: each model's normalised rewards (float64), by model name.
+    components: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class GroupScores:
     truncated: np.ndarray  # bool
     num_tokens: np.ndarray  # int32
     model_version: str
+    # With reward_weights: each model's normalised rewards (float64), by model name.
+    components: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def from_pb(cls, reply: Any, count: int) -> GroupScores:
@@ -56,16 +61,21 @@ class GroupScores:
             truncated=np.fromiter((r.truncated for r in results), np.bool_, count),
             num_tokens=np.fromiter((r.num_tokens for r in results), np.int32, count),
             model_version=reply.model_version,
+            components=components(results),
         )
 
 
-def group_request(prompt: str, responses: Sequence[str], normalize: bool) -> Any:
+def group_request(
+    prompt: str, responses: Sequence[str], normalize: bool, target: Target = DEFAULT
+) -> Any:
     """A checked ``ScoreGroupRequest`` (types checked before anything is sent)."""
     (checked,) = check_texts(responses=responses)
     check_texts(prompt=[prompt])
     if not checked:
         raise ValueError("a group needs at least one response")
-    return reward_pb2.ScoreGroupRequest(prompt=prompt, responses=checked, normalize=normalize)
+    return target.apply(
+        reward_pb2.ScoreGroupRequest(prompt=prompt, responses=checked, normalize=normalize)
+    )
 
 
 @dataclass(frozen=True)
@@ -92,13 +102,18 @@ class ModelInfo:
     # empty when the artifact records none.
     parity: dict[str, Any]
     engine_workers: int = 0  # batches the server's engine runs at once (0: an older server)
+    model: str = ""  # the name requests use for it ("": an older server)
+    is_default: bool = False  # requests that name no model are scored with it
+    models: tuple[ModelInfo, ...] = ()  # every model the server serves, the default first
 
     @classmethod
     def from_pb(cls, message: Any) -> ModelInfo:
-        values = {f.name: getattr(message, f.name) for f in fields(cls) if f.name != "parity"}
+        own = {"parity", "models"}
+        values = {f.name: getattr(message, f.name) for f in fields(cls) if f.name not in own}
         parity = message.parity
         report = {f.name: v for f, v in parity.ListFields()} if message.HasField("parity") else {}
-        return cls(**values, parity=report)
+        models = tuple(cls.from_pb(m) for m in message.models)
+        return cls(**values, parity=report, models=models)
 
 
 @dataclass(frozen=True)
@@ -147,22 +162,29 @@ def _sizes(*columns: list[str]) -> list[int]:
 
 
 def score_chunks(
-    prompts: list[str], responses: list[str], normalize: bool, max_items: int, max_bytes: int
+    prompts: list[str],
+    responses: list[str],
+    normalize: bool,
+    max_items: int,
+    max_bytes: int,
+    target: Target = DEFAULT,
 ) -> list[Chunk]:
     return [
         Chunk(
             offset,
             count,
-            reward_pb2.ScoreBatchRequest(
-                pairs=[
-                    reward_pb2.Pair(prompt=p, response=r)
-                    for p, r in zip(
-                        prompts[offset : offset + count],
-                        responses[offset : offset + count],
-                        strict=True,
-                    )
-                ],
-                normalize=normalize,
+            target.apply(
+                reward_pb2.ScoreBatchRequest(
+                    pairs=[
+                        reward_pb2.Pair(prompt=p, response=r)
+                        for p, r in zip(
+                            prompts[offset : offset + count],
+                            responses[offset : offset + count],
+                            strict=True,
+                        )
+                    ],
+                    normalize=normalize,
+                )
             ),
         )
         for offset, count in chunk_spans(_sizes(prompts, responses), max_items, max_bytes)
@@ -170,22 +192,29 @@ def score_chunks(
 
 
 def prefer_chunks(
-    prompts: list[str], a: list[str], b: list[str], max_items: int, max_bytes: int
+    prompts: list[str],
+    a: list[str],
+    b: list[str],
+    max_items: int,
+    max_bytes: int,
+    target: Target = DEFAULT,
 ) -> list[Chunk]:
     return [
         Chunk(
             offset,
             count,
-            reward_pb2.PreferBatchRequest(
-                items=[
-                    reward_pb2.PreferItem(prompt=p, response_a=x, response_b=y)
-                    for p, x, y in zip(
-                        prompts[offset : offset + count],
-                        a[offset : offset + count],
-                        b[offset : offset + count],
-                        strict=True,
-                    )
-                ]
+            target.apply(
+                reward_pb2.PreferBatchRequest(
+                    items=[
+                        reward_pb2.PreferItem(prompt=p, response_a=x, response_b=y)
+                        for p, x, y in zip(
+                            prompts[offset : offset + count],
+                            a[offset : offset + count],
+                            b[offset : offset + count],
+                            strict=True,
+                        )
+                    ]
+                )
             ),
         )
         for offset, count in chunk_spans(_sizes(prompts, a, b), max_items, max_bytes)
@@ -213,6 +242,7 @@ def assemble_scores(chunks: Sequence[Chunk], replies: Sequence[Any]) -> ScoreDet
         ),
         num_tokens=np.fromiter((r.num_tokens for r in results), np.int32, len(results)),
         model_version=",".join(versions),
+        components=components(results),
     )
 
 

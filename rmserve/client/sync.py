@@ -7,7 +7,7 @@ retries, deadlines and errors behave exactly as in ``AsyncRewardClient``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -17,6 +17,7 @@ from rmserve.client.caller import Caller, build_settings
 from rmserve.client.loop_thread import LoopThread
 from rmserve.client.plan import GroupScores, ModelInfo, ScoreDetails
 from rmserve.client.settings import ClientSettings
+from rmserve.client.target import Target
 from rmserve.client.transport import FutureTransport
 from rmserve.client.trl import TrlInput, consecutive_groups, has_repeats, to_pairs
 
@@ -67,8 +68,8 @@ class RewardClient:
     ) -> None:
         self.close()
 
-    def model_info(self, timeout: float | None = None) -> ModelInfo:
-        return self._loop.run(self._caller.model_info(timeout))
+    def model_info(self, timeout: float | None = None, *, model: str | None = None) -> ModelInfo:
+        return self._loop.run(self._caller.model_info(timeout, model=model))
 
     def score(
         self,
@@ -76,9 +77,14 @@ class RewardClient:
         responses: Sequence[str],
         normalize: bool = False,
         timeout: float | None = None,
+        *,
+        model: str | None = None,
+        reward_weights: Mapping[str, float] | None = None,
     ) -> np.ndarray:
         """Rewards (float32) of ``(prompts[i], responses[i])``, in input order."""
-        return self.score_detailed(prompts, responses, normalize, timeout).rewards
+        return self.score_detailed(
+            prompts, responses, normalize, timeout, model=model, reward_weights=reward_weights
+        ).rewards
 
     def score_detailed(
         self,
@@ -86,14 +92,32 @@ class RewardClient:
         responses: Sequence[str],
         normalize: bool = False,
         timeout: float | None = None,
+        *,
+        model: str | None = None,
+        reward_weights: Mapping[str, float] | None = None,
     ) -> ScoreDetails:
         """Rewards plus truncation flags, token counts and the model version."""
-        return self._loop.run(self._caller.score_detailed(prompts, responses, normalize, timeout))
+        return self._loop.run(
+            self._caller.score_detailed(
+                prompts, responses, normalize, timeout, model=model, reward_weights=reward_weights
+            )
+        )
 
     def score_one(
-        self, prompt: str, response: str, normalize: bool = False, timeout: float | None = None
+        self,
+        prompt: str,
+        response: str,
+        normalize: bool = False,
+        timeout: float | None = None,
+        *,
+        model: str | None = None,
+        reward_weights: Mapping[str, float] | None = None,
     ) -> float:
-        return self._loop.run(self._caller.score_one(prompt, response, normalize, timeout))
+        return self._loop.run(
+            self._caller.score_one(
+                prompt, response, normalize, timeout, model=model, reward_weights=reward_weights
+            )
+        )
 
     def score_group(
         self,
@@ -101,18 +125,32 @@ class RewardClient:
         responses: Sequence[str],
         normalize: bool = False,
         timeout: float | None = None,
+        *,
+        model: str | None = None,
+        reward_weights: Mapping[str, float] | None = None,
     ) -> GroupScores:
         """One GRPO group: rewards, mean, std (ddof 1) and advantages, in one ``ScoreGroup``."""
-        return self._loop.run(self._caller.score_group(prompt, responses, normalize, timeout))
+        return self._loop.run(
+            self._caller.score_group(
+                prompt, responses, normalize, timeout, model=model, reward_weights=reward_weights
+            )
+        )
 
     def score_groups(
         self,
         groups: Sequence[tuple[str, Sequence[str]]],
         normalize: bool = False,
         timeout: float | None = None,
+        *,
+        model: str | None = None,
+        reward_weights: Mapping[str, float] | None = None,
     ) -> list[GroupScores]:
         """``score_group`` of every ``(prompt, responses)``, concurrently; in input order."""
-        return self._loop.run(self._caller.score_groups(groups, normalize, timeout))
+        return self._loop.run(
+            self._caller.score_groups(
+                groups, normalize, timeout, model=model, reward_weights=reward_weights
+            )
+        )
 
     def prefer(
         self,
@@ -120,24 +158,54 @@ class RewardClient:
         responses_a: Sequence[str],
         responses_b: Sequence[str],
         timeout: float | None = None,
+        *,
+        model: str | None = None,
+        reward_weights: Mapping[str, float] | None = None,
     ) -> np.ndarray:
         """P(a preferred to b) = sigmoid(r_a - r_b) per item (float64), in input order."""
-        return self._loop.run(self._caller.prefer(prompts, responses_a, responses_b, timeout))
+        return self._loop.run(
+            self._caller.prefer(
+                prompts,
+                responses_a,
+                responses_b,
+                timeout,
+                model=model,
+                reward_weights=reward_weights,
+            )
+        )
 
     def prefer_one(
-        self, prompt: str, response_a: str, response_b: str, timeout: float | None = None
+        self,
+        prompt: str,
+        response_a: str,
+        response_b: str,
+        timeout: float | None = None,
+        *,
+        model: str | None = None,
+        reward_weights: Mapping[str, float] | None = None,
     ) -> float:
-        return self._loop.run(self._caller.prefer_one(prompt, response_a, response_b, timeout))
+        return self._loop.run(
+            self._caller.prefer_one(
+                prompt, response_a, response_b, timeout, model=model, reward_weights=reward_weights
+            )
+        )
 
     def call(self, method: str, request: Any, timeout: float | None = None) -> Any:
         """One raw ``RewardService`` RPC; see ``AsyncRewardClient.call``."""
         return self._loop.run(self._caller.call(method, request, timeout))
 
     def as_trl_reward_func(
-        self, normalize: bool = False, timeout: float | None = None
+        self,
+        normalize: bool = False,
+        timeout: float | None = None,
+        *,
+        model: str | None = None,
+        reward_weights: Mapping[str, float] | None = None,
     ) -> Callable[..., list[float]]:
         """A reward function with TRL's ``reward_funcs`` signature
-        ``(prompts, completions, **kwargs) -> list[float]``, for text or conversational data."""
+        ``(prompts, completions, **kwargs) -> list[float]``, for text or conversational data.
+        ``model`` / ``reward_weights``: which served model(s) score, as in ``score``."""
+        Target(model, reward_weights)  # a bad choice fails here, not at the first step
 
         def rmserve_reward(
             prompts: Sequence[TrlInput], completions: Sequence[TrlInput], **kwargs: Any
@@ -145,9 +213,16 @@ class RewardClient:
             p, r = to_pairs(prompts, completions)
             runs = consecutive_groups(p)
             if not has_repeats(runs, len(p)):
-                return [float(x) for x in self.score(p, r, normalize, timeout)]
+                return [
+                    float(x)
+                    for x in self.score(
+                        p, r, normalize, timeout, model=model, reward_weights=reward_weights
+                    )
+                ]
             groups = [(p[start], r[start:end]) for start, end in runs]
-            results = self.score_groups(groups, normalize, timeout)
+            results = self.score_groups(
+                groups, normalize, timeout, model=model, reward_weights=reward_weights
+            )
             return [float(x) for result in results for x in result.rewards]
 
         return rmserve_reward

@@ -10,6 +10,7 @@ from rmserve.artifact.manifest import Manifest, ParityReport
 from rmserve.batching.pending import Preference
 from rmserve.errors import InvalidRequest
 from rmserve.rewards.ensemble import AggregateName
+from rmserve.serving.composite import Composite, CompositePreference, CompositeScore
 from rmserve.serving.core import RewardCore
 from rmserve.serving.replies import EnsembleSpread, RewardOptions, ServedScore
 from rmserve.v1 import reward_pb2
@@ -53,6 +54,56 @@ def reward_options(core: RewardCore, request: ScoreOptionsMessage) -> RewardOpti
     penalty = request.uncertainty_penalty if request.HasField("uncertainty_penalty") else None
     return core.reward_options(
         request.normalize, AGGREGATE_OF[request.aggregate], penalty, request.return_members
+    )
+
+
+def composite_options(target: Composite, request: ScoreOptionsMessage) -> list[RewardOptions]:
+    """Each component's options for a request with ``reward_weights`` (always normalised)."""
+    if request.aggregate not in AGGREGATE_OF:
+        raise InvalidRequest(f"aggregate: unknown value {request.aggregate}")
+    penalty = request.uncertainty_penalty if request.HasField("uncertainty_penalty") else None
+    return target.options(AGGREGATE_OF[request.aggregate], penalty)
+
+
+def composite_fields(score: CompositeScore) -> dict[str, Any]:
+    """The fields ScoreResult and ScoreResponse share, from one composite score."""
+    return {
+        "reward": score.reward,
+        "truncated": score.truncated,
+        "response_truncated": score.response_truncated,
+        "num_tokens": score.num_tokens,
+        "components": [
+            reward_pb2.RewardComponent(
+                model=c.name,
+                model_version=c.version,
+                weight=c.weight,
+                reward=c.reward,
+                truncated=c.score.truncated,
+                response_truncated=c.score.response_truncated,
+                num_tokens=c.score.num_tokens,
+            )
+            for c in score.components
+        ],
+    }
+
+
+def composite_prefer_result(p: CompositePreference) -> reward_pb2.PreferResult:
+    return reward_pb2.PreferResult(
+        probability_a=p.probability_a,
+        reward_a=p.reward_a,
+        reward_b=p.reward_b,
+        truncated_a=p.truncated_a,
+        truncated_b=p.truncated_b,
+        components=[
+            reward_pb2.PreferComponent(
+                model=c.name,
+                model_version=c.version,
+                weight=c.weight,
+                reward_a=c.reward_a,
+                reward_b=c.reward_b,
+            )
+            for c in p.components
+        ],
     )
 
 
@@ -125,3 +176,36 @@ def ensemble_kind(manifest: Manifest) -> str:
     if manifest.ensemble is None:
         return ""
     return manifest.ensemble_kind or "full"
+
+
+def model_info(core: RewardCore, is_default: bool) -> reward_pb2.ModelInfo:
+    """What GetModelInfo says of one served model."""
+    manifest, limits, config = core.artifact.manifest, core.config.limits, core.config
+    return reward_pb2.ModelInfo(
+        name=manifest.name,
+        version=manifest.version,
+        max_length=manifest.preprocessing.max_length,
+        normalization_mean=manifest.normalization.mean,
+        normalization_std=manifest.normalization.std,
+        provider=core.engine.provider,
+        device=core.engine.device,
+        max_batch_size=limits.max_batch_size,
+        max_batch_tokens=limits.max_batch_tokens or 0,  # 0: no cap
+        max_request_pairs=config.max_request_pairs,
+        max_queue_pairs=config.max_queue_pairs,
+        max_queue_delay_ms=limits.max_queue_delay_s * 1000.0,
+        backbone=manifest.backbone,
+        pooling=manifest.pooling,
+        dtype=manifest.dtype,
+        parameters=manifest.parameters or 0,
+        parity=parity_pb(manifest.parity),
+        members=members_pb(manifest),
+        ensemble_kind=ensemble_kind(manifest),
+        engine_workers=config.engine_workers,
+        default_aggregate=config.ensemble_aggregate if manifest.ensemble else "",
+        default_uncertainty_penalty=config.ensemble_uncertainty_penalty
+        if manifest.ensemble
+        else 0.0,
+        model=core.name,
+        is_default=is_default,
+    )

@@ -24,13 +24,15 @@ from rmserve.errors import (
     EngineFailure,
     InvalidRequest,
     Overloaded,
+    Refused,
     RewardError,
     Unavailable,
 )
 from rmserve.grpc.messages import (
-    ensemble_kind,
-    members_pb,
-    parity_pb,
+    composite_fields,
+    composite_options,
+    composite_prefer_result,
+    model_info,
     prefer_result,
     require_text,
     reward_options,
@@ -39,8 +41,10 @@ from rmserve.grpc.messages import (
 )
 from rmserve.observability.metrics import Metrics
 from rmserve.rewards.group_stats import group_stats
+from rmserve.serving.composite import Composite
 from rmserve.serving.core import RewardCore
-from rmserve.serving.request_scope import RequestScopes
+from rmserve.serving.models import ModelRegistry
+from rmserve.serving.request_scope import RequestScope, RequestScopes
 from rmserve.v1 import reward_pb2
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,7 @@ STATUS_OF: dict[type[RewardError], grpc.StatusCode] = {
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
     EngineFailure: grpc.StatusCode.INTERNAL,
+    Refused: grpc.StatusCode.FAILED_PRECONDITION,
 }
 RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
@@ -116,8 +121,10 @@ def add_reward_service(servicer: RewardServicer, server: Any) -> None:
     server.add_registered_method_handlers(REWARD_SERVICE.full_name, handlers)
 
 
-# A RewardService method's own part: the servicer, the core, the parsed request, the time left.
-Work = Callable[["RewardServicer", RewardCore, M, "float | None"], Awaitable[R]]
+# What a request is scored with: one model's current version, or a weighted combination.
+Target = RewardCore | Composite
+# A RewardService method's own part: the servicer, its target, the parsed request, the time left.
+Work = Callable[["RewardServicer", Target, M, "float | None"], Awaitable[R]]
 # What gRPC calls: the servicer, the request's bytes, the call.
 Method = Callable[["RewardServicer", RequestBytes, ServicerContext], Awaitable[R]]
 
@@ -132,8 +139,8 @@ def rpc(request_type: type[M]) -> Callable[[Work[M, R]], Method[R]]:
         async def handle(
             self: RewardServicer, received: RequestBytes, context: ServicerContext
         ) -> R:
-            async def bound(core: RewardCore, request: M, timeout: float | None) -> R:
-                return await work(self, core, request, timeout)
+            async def bound(target: Target, request: M, timeout: float | None) -> R:
+                return await work(self, target, request, timeout)
 
             return await self._handle(name, received, context, request_type, bound)
 
@@ -149,12 +156,13 @@ class RewardServicer:
 
     def __init__(
         self,
-        core: Callable[[], RewardCore | None],
+        models: Callable[[], ModelRegistry | None],
         metrics: Metrics,
         max_message_bytes: int,
         log_content: bool = False,
     ) -> None:
-        self._requests = RequestScopes(core, metrics, code_label, log_content)
+        self._requests = RequestScopes(models, metrics, code_label, log_content)
+        self._models = models
         self._max_message_bytes = max_message_bytes
 
     async def _handle(
@@ -163,21 +171,21 @@ class RewardServicer:
         received: RequestBytes,
         context: ServicerContext,
         request_type: type[M],
-        work: Callable[[RewardCore, M, float | None], Awaitable[R]],
+        work: Callable[[Target, M, float | None], Awaitable[R]],
     ) -> R:
         """Run one RPC: size check, memory admission, parse, core call (``RequestScope``: the
         metrics, and a bug answered as INTERNAL), then the single error-to-status mapping."""
         try:
             with self._requests.open(method) as scope:
-                core = scope.core()
+                models = scope.core()
                 size = received.size
                 if size > self._max_message_bytes:  # refused before a Python object is built
                     raise InvalidRequest(
                         f"request: {size} bytes is over max_message_bytes={self._max_message_bytes}"
                     )
-                with core.admit_bytes(size):
+                with models.admit_bytes(size):
                     return await self._parse_and_run(
-                        core, method, received, context, request_type, work
+                        models, scope, method, received, context, request_type, work
                     )
         finally:
             received.take()  # the bytes go now, not when gRPC drops the call
@@ -195,14 +203,16 @@ class RewardServicer:
 
     async def _parse_and_run(
         self,
-        core: RewardCore,
+        models: ModelRegistry,
+        scope: RequestScope,
         method: str,
         received: RequestBytes,
         context: ServicerContext,
         request_type: type[M],
-        work: Callable[[RewardCore, M, float | None], Awaitable[R]],
+        work: Callable[[Target, M, float | None], Awaitable[R]],
     ) -> R:
-        """The only frame that holds the parsed request (the scope drops it with the error)."""
+        """The only frame that holds the parsed request (the scope drops it with the error).
+        The request's model (or models) is held from here until it is answered."""
         try:
             request = parse_request(request_type, received.take())
         except InvalidRequest:
@@ -215,105 +225,137 @@ class RewardServicer:
             raise
         if self._requests.log_content:
             log.debug("%s request: %s", method, str(request)[:4096])
-        return await work(core, request, context.time_remaining())
+        name = getattr(request, "model", None) if request.HasField("model") else None
+        weights = getattr(request, "reward_weights", None)
+        with models.select(name, dict(weights) if weights else None) as target:
+            if isinstance(target, Composite):
+                scope.served_by(tuple(c.name for c in target.components))
+            else:
+                scope.served_by((target.name,))
+            return await work(target, request, context.time_remaining())
 
     @rpc(reward_pb2.ScoreRequest)
     async def Score(
-        self, core: RewardCore, request: reward_pb2.ScoreRequest, timeout: float | None
+        self, target: Target, request: reward_pb2.ScoreRequest, timeout: float | None
     ) -> reward_pb2.ScoreResponse:
         pair = (require_text(request, "prompt", ""), require_text(request, "response", ""))
-        options = reward_options(core, request)
+        if isinstance(target, Composite):
+            parts = composite_options(target, request)
+            (combined,) = await target.score([pair], parts, timeout, field="")
+            return reward_pb2.ScoreResponse(
+                **composite_fields(combined), model_version=target.model_version
+            )
+        core = target
         scores = await core.score([pair], timeout, field="")
-        (served,) = core.served(scores, options)
-        return reward_pb2.ScoreResponse(**score_fields(served), model_version=core.model_version)
+        (served,) = core.served(scores, reward_options(core, request))
+        return reward_pb2.ScoreResponse(
+            **score_fields(served), model_version=core.model_version, model=core.name
+        )
 
     @rpc(reward_pb2.ScoreBatchRequest)
     async def ScoreBatch(
-        self, core: RewardCore, request: reward_pb2.ScoreBatchRequest, timeout: float | None
+        self, target: Target, request: reward_pb2.ScoreBatchRequest, timeout: float | None
     ) -> reward_pb2.ScoreBatchResponse:
         pairs = [
             (require_text(p, "prompt", f"pairs[{i}]."), require_text(p, "response", f"pairs[{i}]."))
             for i, p in enumerate(request.pairs)
         ]
+        if isinstance(target, Composite):
+            combined = await target.score(
+                pairs, composite_options(target, request), timeout, field="pairs"
+            )
+            return reward_pb2.ScoreBatchResponse(
+                results=[reward_pb2.ScoreResult(**composite_fields(c)) for c in combined],
+                model_version=target.model_version,
+            )
+        core = target
         options = reward_options(core, request)
         scores = await core.score(pairs, timeout, field="pairs")
         served = core.served(scores, options)
         return reward_pb2.ScoreBatchResponse(
-            results=[score_result(s) for s in served], model_version=core.model_version
+            results=[score_result(s) for s in served],
+            model_version=core.model_version,
+            model=core.name,
         )
 
     @rpc(reward_pb2.ScoreGroupRequest)
     async def ScoreGroup(
-        self, core: RewardCore, request: reward_pb2.ScoreGroupRequest, timeout: float | None
+        self, target: Target, request: reward_pb2.ScoreGroupRequest, timeout: float | None
     ) -> reward_pb2.ScoreGroupResponse:
         prompt = require_text(request, "prompt", "")
         if not request.responses:
             raise InvalidRequest("responses: a group needs at least one response")
-        options = reward_options(core, request)
-        scores = await core.score_group(prompt, request.responses, timeout)
-        served = core.served(scores, options)
-        stats = group_stats([s.reward for s in served])
+        if isinstance(target, Composite):
+            parts = composite_options(target, request)
+            combined = await target.score_group(prompt, request.responses, parts, timeout)
+            results = [reward_pb2.ScoreResult(**composite_fields(c)) for c in combined]
+            rewards = [c.reward for c in combined]
+            version, name = target.model_version, ""
+        else:
+            core = target
+            options = reward_options(core, request)
+            scores = await core.score_group(prompt, request.responses, timeout)
+            served = core.served(scores, options)
+            results = [score_result(s) for s in served]
+            rewards = [s.reward for s in served]
+            version, name = core.model_version, core.name
+        stats = group_stats(rewards)
         return reward_pb2.ScoreGroupResponse(
-            results=[score_result(s) for s in served],
+            results=results,
             mean=stats.mean,
             std=stats.std,
             advantages=stats.advantages,
             advantage_epsilon=stats.epsilon,
-            model_version=core.model_version,
+            model_version=version,
+            model=name,
         )
 
     @rpc(reward_pb2.PreferRequest)
     async def Prefer(
-        self, core: RewardCore, request: reward_pb2.PreferRequest, timeout: float | None
+        self, target: Target, request: reward_pb2.PreferRequest, timeout: float | None
     ) -> reward_pb2.PreferResponse:
         item = tuple(require_text(request, f, "") for f in ("prompt", "response_a", "response_b"))
-        (preference,) = await core.prefer([(item[0], item[1], item[2])], timeout)
+        items = [(item[0], item[1], item[2])]
+        if isinstance(target, Composite):
+            (combined,) = await target.prefer(items, target.options(), timeout)
+            return reward_pb2.PreferResponse(
+                result=composite_prefer_result(combined), model_version=target.model_version
+            )
+        (preference,) = await target.prefer(items, timeout)
         return reward_pb2.PreferResponse(
-            result=prefer_result(preference), model_version=core.model_version
+            result=prefer_result(preference), model_version=target.model_version, model=target.name
         )
 
     @rpc(reward_pb2.PreferBatchRequest)
     async def PreferBatch(
-        self, core: RewardCore, request: reward_pb2.PreferBatchRequest, timeout: float | None
+        self, target: Target, request: reward_pb2.PreferBatchRequest, timeout: float | None
     ) -> reward_pb2.PreferBatchResponse:
         items = []
         for i, it in enumerate(request.items):
             where = f"items[{i}]."
             texts = [require_text(it, f, where) for f in ("prompt", "response_a", "response_b")]
             items.append((texts[0], texts[1], texts[2]))
-        preferences = await core.prefer(items, timeout, field="items")
+        if isinstance(target, Composite):
+            combined = await target.prefer(items, target.options(), timeout, field="items")
+            return reward_pb2.PreferBatchResponse(
+                results=[composite_prefer_result(p) for p in combined],
+                model_version=target.model_version,
+            )
+        preferences = await target.prefer(items, timeout, field="items")
         return reward_pb2.PreferBatchResponse(
-            results=[prefer_result(p) for p in preferences], model_version=core.model_version
+            results=[prefer_result(p) for p in preferences],
+            model_version=target.model_version,
+            model=target.name,
         )
 
     @rpc(reward_pb2.GetModelInfoRequest)
     async def GetModelInfo(
-        self, core: RewardCore, request: reward_pb2.GetModelInfoRequest, timeout: float | None
+        self, target: Target, request: reward_pb2.GetModelInfoRequest, timeout: float | None
     ) -> reward_pb2.ModelInfo:
-        manifest, limits = core.artifact.manifest, core.config.limits
-        return reward_pb2.ModelInfo(
-            name=manifest.name,
-            version=manifest.version,
-            max_length=manifest.preprocessing.max_length,
-            normalization_mean=manifest.normalization.mean,
-            normalization_std=manifest.normalization.std,
-            provider=core.engine.provider,
-            device=core.engine.device,
-            max_batch_size=limits.max_batch_size,
-            max_batch_tokens=limits.max_batch_tokens or 0,  # 0: no cap
-            max_request_pairs=core.config.max_request_pairs,
-            max_queue_pairs=core.config.max_queue_pairs,
-            max_queue_delay_ms=limits.max_queue_delay_s * 1000.0,
-            backbone=manifest.backbone,
-            pooling=manifest.pooling,
-            dtype=manifest.dtype,
-            parameters=manifest.parameters or 0,
-            parity=parity_pb(manifest.parity),
-            members=members_pb(manifest),
-            ensemble_kind=ensemble_kind(manifest),
-            engine_workers=core.config.engine_workers,
-            default_aggregate=core.config.ensemble_aggregate if manifest.ensemble else "",
-            default_uncertainty_penalty=core.config.ensemble_uncertainty_penalty
-            if manifest.ensemble
-            else 0.0,
-        )
+        assert isinstance(target, RewardCore)  # the request has no reward_weights
+        models = self._models()
+        assert models is not None  # the target came from it
+        info = model_info(target, target.name == models.default)
+        names = [models.default, *(n for n in models.names if n != models.default)]
+        info.models.extend(model_info(models.core(n), n == models.default) for n in names)
+        return info

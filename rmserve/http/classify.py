@@ -19,7 +19,11 @@ request and reply follow vLLM's ``ClassificationCompletionRequest`` / ``Classifi
   ``Score(render_prompt(messages[:-1]), response)`` (the HH text its training data used).
 - ``use_activation`` (vLLM >= 0.11.2; ``activation`` before it, as verl still sends): false →
   ``probs[0]`` is the raw reward; true (vLLM's default for a one-label model) → σ(reward).
-- ``model`` is echoed back (verl sends the RM's path; the manifest name when absent);
+- ``model`` names the served model to score with and is echoed back (the default model's
+  name when absent). verl sends its RM path here: a server of one model scores any name that
+  is not its own with that model, as before; a server of several answers 400 listing the served
+  names. ``reward_weights`` asks for a weighted combination (``rmserve.http.served``): ``probs``
+  then carry the composite reward and ``components`` each model's normalised rewards.
   ``add_special_tokens`` is accepted (the artifact's own rule always applies).
 
 Reply: ``{"id", "object": "list", "created", "model", "data": [{"index", "label": "LABEL_0",
@@ -39,7 +43,9 @@ from aiohttp import web
 from rmserve.artifact.manifest import ChatTemplate
 from rmserve.errors import InvalidRequest
 from rmserve.http.json_body import json_object, optional_bool
+from rmserve.http.served import Served
 from rmserve.rewards.ensemble import sigmoid
+from rmserve.serving.composite import Composite
 from rmserve.serving.core import RewardCore
 from rmserve.text.conversation import MessageError, render_prompt, validate_messages
 from rmserve.text.rendered_input import split_rendered
@@ -54,6 +60,7 @@ class ClassifyRequest:
     texts: list[str] | None  # "input"
     messages: list[Any] | None
     activation: bool
+    body: dict[str, Any]
 
 
 def parse_classify(raw: bytes) -> ClassifyRequest:
@@ -73,7 +80,7 @@ def parse_classify(raw: bytes) -> ClassifyRequest:
         messages = body["messages"]
         if not isinstance(messages, list):
             raise InvalidRequest("messages must be a list of messages")
-        return ClassifyRequest(model, None, messages, activation)
+        return ClassifyRequest(model, None, messages, activation, body)
     texts = body["input"]
     if isinstance(texts, str):
         texts = [texts]
@@ -82,7 +89,7 @@ def parse_classify(raw: bytes) -> ClassifyRequest:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise InvalidRequest(f"input[{i}] must be a string, got {type(text).__name__}")
-    return ClassifyRequest(model, texts, None, activation)
+    return ClassifyRequest(model, texts, None, activation, body)
 
 
 def _bos_text(core: RewardCore) -> str:
@@ -130,27 +137,57 @@ def pair_from_messages(template: ChatTemplate | None, messages: list[Any]) -> tu
     return checked[0].content, response
 
 
-async def classify(core: RewardCore, raw: bytes) -> web.Response:
-    request = parse_classify(raw)
+def pairs_of(core: RewardCore, request: ClassifyRequest) -> tuple[list[tuple[str, str]], str]:
+    """The (prompt, response) pairs of the request as ``core``'s template reads them, and the
+    field they came from."""
     preprocessing = core.artifact.manifest.preprocessing
     template = preprocessing.template if preprocessing.join == "template" else None
     if request.texts is not None:
-        pairs = pairs_from_texts(template, request.texts, _bos_text(core))
-        field = "input"
-    else:
-        assert request.messages is not None
-        pairs = [pair_from_messages(template, request.messages)]
-        field = "messages"
-    options = core.reward_options(False)  # an ensemble: the server's default aggregate
-    scores = await core.score(pairs, None, field=field)
-    rewards = [s.reward for s in core.served(scores, options)]
-    tokens = sum(s.num_tokens for s in scores)
+        return pairs_from_texts(template, request.texts, _bos_text(core)), "input"
+    assert request.messages is not None
+    return [pair_from_messages(template, request.messages)], "messages"
+
+
+def served_name(served: Served, request: ClassifyRequest) -> str | None:
+    """The model the request names; in a server of one model, a name that is not its own (verl
+    sends the RM's path) means that model, as it always did."""
+    name = served.model_name(request.body)
+    if name is not None and name not in served.models.names and len(served.models.names) == 1:
+        return None
+    return name
+
+
+async def classify(served: Served, raw: bytes) -> web.Response:
+    request = parse_classify(raw)
+    with served.select(request.body, served_name(served, request)) as target:
+        if isinstance(target, Composite):
+            # Rendered text is read with the first model's template; messages suit every model.
+            pairs, field = pairs_of(target.components[0].core, request)
+            combined = await target.score(pairs, target.options(), None, field=field)
+            rewards = [c.reward for c in combined]
+            tokens = sum(c.num_tokens for c in combined)
+            name = request.model or target.model_version
+            extra: dict[str, Any] = {
+                "components": {
+                    c.name: [s.components[k].reward for s in combined]
+                    for k, c in enumerate(target.components)
+                }
+            }
+        else:
+            core = target
+            pairs, field = pairs_of(core, request)
+            options = core.reward_options(False)  # an ensemble: the server's default aggregate
+            scores = await core.score(pairs, None, field=field)
+            rewards = [s.reward for s in core.served(scores, options)]
+            tokens = sum(s.num_tokens for s in scores)
+            name = request.model or core.name
+            extra = {}
     return web.json_response(
         {
             "id": f"classify-{uuid.uuid4().hex}",
             "object": "list",
             "created": int(time.time()),
-            "model": request.model or core.artifact.manifest.name,
+            "model": name,
             "data": [
                 {
                     "index": i,
@@ -161,5 +198,6 @@ async def classify(core: RewardCore, raw: bytes) -> web.Response:
                 for i, reward in enumerate(rewards)
             ],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0},
+            **extra,
         }
     )

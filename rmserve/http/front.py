@@ -37,15 +37,16 @@ from rmserve.errors import (
 from rmserve.http import classify, get_reward, slime
 from rmserve.http.body import BodyLimits, ClientShares, read_body, too_large
 from rmserve.http.quiet_log import QuietServerLog
+from rmserve.http.served import Served
 from rmserve.observability.metrics import Metrics
 from rmserve.serving.config import CoreState
-from rmserve.serving.core import RewardCore
+from rmserve.serving.models import ModelRegistry
 from rmserve.serving.request_scope import RequestScopes
 
 log = logging.getLogger(__name__)
 
-# A protocol adapter: the core and the admitted request body → the reply.
-Handler = Callable[[RewardCore, bytes], Awaitable[web.Response]]
+# A protocol adapter: the served models (with the query and scope) and the admitted body → reply.
+Handler = Callable[[Served, bytes], Awaitable[web.Response]]
 # HTTP status and the gRPC code name used as the metrics label, per domain error.
 STATUS_OF: dict[type[RewardError], tuple[int, str]] = {
     InvalidRequest: (400, "INVALID_ARGUMENT"),
@@ -87,7 +88,7 @@ class HttpFront:
 
     def __init__(
         self,
-        core: Callable[[], RewardCore | None],
+        core: Callable[[], ModelRegistry | None],
         metrics: Metrics,
         max_body_bytes: int,
         log_request_content: bool = False,
@@ -147,10 +148,10 @@ class HttpFront:
 
         self._app.router.add_post(path, serve)
 
-    def _client_limit(self, core: RewardCore) -> int:
+    def _client_limit(self, models: ModelRegistry) -> int:
         limit = self._limits.max_inflight_bytes_per_client
         if limit is None:
-            limit = core.config.max_inflight_bytes // 2
+            limit = models.max_inflight_bytes // 2
         return max(limit, self._max_body_bytes)
 
     async def _serve(self, request: web.Request, method: str, handler: Handler) -> web.Response:
@@ -175,7 +176,7 @@ class HttpFront:
                         reservation.grow(size)
 
                     body = await read_body(request, self._limits.body, charge)
-                    return await handler(core, body)
+                    return await handler(Served(core, scope, request.query), body)
             except web.HTTPException as e:  # e.g. 413 for a body over max_message_bytes
                 scope.let_through("INVALID_ARGUMENT" if e.status < 500 else "INTERNAL")
                 raise

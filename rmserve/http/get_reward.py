@@ -3,7 +3,9 @@
 ``{"query": [prompt + response, ...], "prompts": [prompt, ...]}`` → ``{"rewards": [...],
 "scores": [...]}`` (the same raw rewards; ``"normalize": true`` returns (r - mean) / std).
 Each response is its query with the prompt prefix removed, so every query must start with its
-prompt.
+prompt. ``"model"`` (or ``?model=``) names a served model; ``"reward_weights"`` asks for a
+weighted combination (``rmserve.http.served``): ``rewards`` are then the composite rewards and
+``components`` maps each model to its normalised rewards.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from aiohttp import web
 
 from rmserve.errors import InvalidRequest
 from rmserve.http.json_body import json_object
-from rmserve.serving.core import RewardCore
+from rmserve.http.served import Served
+from rmserve.serving.composite import Composite
 
 METHOD = "http_get_reward"
 
@@ -29,8 +32,8 @@ def _string_list(body: dict[str, Any], key: str) -> list[str]:
     return value
 
 
-def parse_get_reward(raw: bytes) -> tuple[list[tuple[str, str]], bool]:
-    """(prompt, response) pairs and the normalize flag of one request body."""
+def parse_get_reward(raw: bytes) -> tuple[list[tuple[str, str]], bool, dict[str, Any]]:
+    """(prompt, response) pairs, the normalize flag and the whole body of one request."""
     body = json_object(raw, '{"query": [...], "prompts": [...]}')
     queries = _string_list(body, "query")
     prompts = _string_list(body, "prompts")
@@ -44,14 +47,31 @@ def parse_get_reward(raw: bytes) -> tuple[list[tuple[str, str]], bool]:
         if not query.startswith(prompt):
             raise InvalidRequest(f"query[{i}] does not start with prompts[{i}]")
         pairs.append((prompt, query[len(prompt) :]))
-    return pairs, normalize
+    return pairs, normalize, body
 
 
-async def get_reward(core: RewardCore, raw: bytes) -> web.Response:
-    pairs, normalize = parse_get_reward(raw)
-    options = core.reward_options(normalize)  # an ensemble: the server's default aggregate
-    scores = await core.score(pairs, None, field="query")
-    rewards = [s.reward for s in core.served(scores, options)]
-    return web.json_response(
-        {"rewards": rewards, "scores": rewards, "model_version": core.model_version}
-    )
+async def get_reward(served: Served, raw: bytes) -> web.Response:
+    pairs, normalize, body = parse_get_reward(raw)
+    with served.select(body, served.model_name(body)) as target:
+        if isinstance(target, Composite):
+            combined = await target.score(pairs, target.options(), None, field="query")
+            rewards = [c.reward for c in combined]
+            components = {
+                c.name: [s.components[k].reward for s in combined]
+                for k, c in enumerate(target.components)
+            }
+            return web.json_response(
+                {
+                    "rewards": rewards,
+                    "scores": rewards,
+                    "components": components,
+                    "model_version": target.model_version,
+                }
+            )
+        core = target
+        options = core.reward_options(normalize)  # an ensemble: the server's default aggregate
+        scores = await core.score(pairs, None, field="query")
+        rewards = [s.reward for s in core.served(scores, options)]
+        return web.json_response(
+            {"rewards": rewards, "scores": rewards, "model_version": core.model_version}
+        )

@@ -1,12 +1,17 @@
 """Prometheus metrics. One registry per server instance, so several servers can share a process.
 
 Label cardinality is bounded: ``method`` is one of the RPC names, ``code`` one of the status
-code names, and ``rmserve_model_info`` has one series per loaded model. The /metrics endpoint
-that serves a registry is :mod:`rmserve.observability.metrics_server`.
+code names, ``model`` one of the served models' names (fixed at start-up), and
+``rmserve_model_info`` has one series per loaded model version. The unlabelled series cover the
+whole server, every model together; the ``rmserve_model_*`` series split the main ones by model.
+The /metrics endpoint that serves a registry is :mod:`rmserve.observability.metrics_server`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from rmserve.observability.golden_metrics import GoldenMetrics
@@ -140,7 +145,53 @@ class Metrics:
         )  # fmt: skip
         for part in ("prompt", "response"):
             self.truncated.labels(part=part)
+        self.model_requests = Counter(
+            "rmserve_model_requests", "Finished requests by model, method and status code (a "
+            "combination of models counts once for each).", ["model", "method", "code"],
+            registry=r,
+        )  # fmt: skip
+        self.model_pairs = Counter(
+            "rmserve_model_pairs", "Pairs scored by each model (a Prefer counts two).",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.model_reward = Histogram(
+            "rmserve_model_reward", "Raw rewards served by each model (an ensemble's: its "
+            "members' mean).", ["model"], buckets=REWARD_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.model_queue_pairs = Gauge(
+            "rmserve_model_queue_pairs", "Pairs waiting in each model's queue.", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.model_inflight_requests = Gauge(
+            "rmserve_model_inflight_requests", "Requests each model accepted and has not yet "
+            "answered.", ["model"], registry=r,
+        )  # fmt: skip
         # rmserve_reward_length_correlation and rmserve_ensemble_std (reward hacking signs)
         self.reward_watch = RewardWatch(r, length_correlation_window)
         # rmserve_golden_* (the golden canary: rmserve.observability.golden_metrics)
         self.golden = GoldenMetrics(r)
+
+    def observe_model(self, model: str, rewards: np.ndarray) -> None:
+        """One answered request of ``model``: its rows' raw rewards."""
+        self.model_pairs.labels(model=model).inc(len(rewards))
+        histogram = self.model_reward.labels(model=model)
+        for reward in rewards.tolist():
+            histogram.observe(reward)
+
+    def watch_models(
+        self,
+        models: Callable[[], list[str]],
+        queue_pairs: Callable[[str], int],
+        inflight: Callable[[str], int],
+    ) -> None:
+        """Read the queue and in-flight gauges, whole-server and per model, from the served
+        models when scraped (each model's core sets the unlabelled ones for itself alone)."""
+        self.queue_pairs.set_function(lambda: sum(queue_pairs(m) for m in models()))
+        self.inflight_requests.set_function(lambda: sum(inflight(m) for m in models()))
+        for model in models():
+            self.model_queue_pairs.labels(model=model).set_function(
+                lambda model=model: queue_pairs(model)  # type: ignore[misc]
+            )
+            self.model_inflight_requests.labels(model=model).set_function(
+                lambda model=model: inflight(model)  # type: ignore[misc]
+            )

@@ -1,7 +1,8 @@
 """Wiring: gRPC server, health, reflection, metrics endpoint, model loading and shutdown.
 
 Order of life: bind ports with health NOT_SERVING (a port that cannot be bound: ListenError)
-→ write the port file, if asked for → load the artifact and engine → warm up → SERVING. On
+→ write the port file, if asked for → load the artifacts and engines (one per served model)
+→ warm up → SERVING. On
 SIGTERM/SIGINT: health NOT_SERVING (it keeps answering), new reward RPCs get UNAVAILABLE,
 accepted work finishes within ``grace_seconds``, then the process exits 0.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,34 +20,45 @@ from grpc_reflection.v1alpha import reflection
 
 from rmserve.artifact.manifest import Manifest
 from rmserve.batching.collect import BatchLimits
-from rmserve.engine.providers import CUDA
-from rmserve.engine.session import Engine, LoadedArtifact, OrtEngine, load_artifact
+from rmserve.engine.session import Engine, LoadedArtifact, OrtEngine
 from rmserve.engine.threads import engine_workers, threads_per_batch
+from rmserve.grpc.admin import ModelAdminServicer, add_admin_service
 from rmserve.grpc.service import RewardServicer, add_reward_service
 from rmserve.http.body import BodyLimits
 from rmserve.http.front import HttpFront, HttpLimits
 from rmserve.observability.metrics import Metrics
 from rmserve.observability.metrics_server import MetricsServer
-from rmserve.server.golden_watch import GoldenWatch, checked_engine
+from rmserve.server.golden_watch import GoldenWatch, golden_checked
 from rmserve.server.listeners import NO_REUSEPORT, bind_grpc, binding, write_port_file
+from rmserve.server.model_loading import (
+    DEFAULT_MODEL_CHECKS,
+    ModelCheck,
+    NamedArtifact,
+    checked_engine,
+    load_named,
+)
+from rmserve.server.model_set import model_set
 from rmserve.server.security import TokenAuthInterceptor, server_credentials
 from rmserve.server.settings import ServerSettings
-from rmserve.serving.activations import engine_activation_bytes, model_shape
+from rmserve.server.swap import ModelSwapper
+from rmserve.serving.admission import SharedAdmission
 from rmserve.serving.allocator import map_big_allocations
 from rmserve.serving.config import CoreConfig
 from rmserve.serving.core import RewardCore
-from rmserve.serving.memory_budget import (
-    cgroup_memory_limit,
-    default_inflight_bytes,
-    folder_bytes,
-    required_memory_bytes,
-    resolve_inflight_bytes,
+from rmserve.serving.memory_budget import cgroup_memory_limit, default_inflight_bytes
+from rmserve.serving.models import ModelRegistry
+from rmserve.serving.models_memory import (
+    ModelFootprint,
+    engine_footprint,
+    required_bytes,
+    resolve_inflight,
 )
 from rmserve.v1 import reward_pb2
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name
+ADMIN_SERVICE_NAME = reward_pb2.DESCRIPTOR.services_by_name["ModelAdmin"].full_name
 HEALTH_SERVICES = ("", SERVICE_NAME)  # "" is the whole server
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -70,7 +82,7 @@ def ort_engine(artifact: LoadedArtifact, settings: ServerSettings) -> Engine:
     if settings.provider != "cuda" or workers:  # on CUDA one batch at a time keeps every thread
         threads = threads_per_batch(threads, workers)
     engine = OrtEngine(artifact, settings.provider, threads, settings.gpu_device_id)
-    return checked_engine(engine, artifact, settings.max_batch_tokens)  # refused on drift
+    return golden_checked(engine, artifact, settings.max_batch_tokens)  # refused on drift
 
 
 def core_config(
@@ -150,11 +162,20 @@ class RewardServer:
     """One server instance; several may live in one process (each has its own registry)."""
 
     def __init__(
-        self, settings: ServerSettings, engine_factory: EngineFactory = ort_engine
+        self,
+        settings: ServerSettings,
+        engine_factory: EngineFactory = ort_engine,
+        model_checks: Sequence[ModelCheck] | None = None,
     ) -> None:
+        """``model_checks``: what every model must pass before it serves, at start-up and
+        before a swap (``rmserve.server.model_loading.ModelCheck``; None: the defaults)."""
         self.settings = settings
         self.metrics = Metrics(length_correlation_window=settings.length_correlation_window)
-        self.core: RewardCore | None = None
+        self.models: ModelRegistry | None = None
+        self.model_checks = tuple(DEFAULT_MODEL_CHECKS if model_checks is None else model_checks)
+        self.swapper = ModelSwapper(
+            settings, lambda: self.models, self.build_core, self.metrics, self._watch_golden
+        )
         self.port = 0
         self.health_port = 0  # the plaintext health-only port (0 when it is off)
         self._engine_factory = engine_factory
@@ -163,10 +184,20 @@ class RewardServer:
         self._health_grpc: grpc.aio.Server | None = None
         self._metrics_server: MetricsServer | None = None
         self._http: HttpFront | None = None
-        self.golden: GoldenWatch | None = None  # the golden canary, once loaded
+        self.goldens: dict[str, GoldenWatch] = {}  # each model's golden canary, once loaded
         self._stop = asyncio.Event()
         self._started = False  # every listener bound and the gRPC server started
         self._stopped = False
+
+    @property
+    def core(self) -> RewardCore | None:
+        """The default model's current version (None while loading)."""
+        return self.models.default_core if self.models is not None else None
+
+    @property
+    def golden(self) -> GoldenWatch | None:
+        """The default model's golden canary (None while loading)."""
+        return self.goldens.get(self.models.default) if self.models is not None else None
 
     @property
     def metrics_port(self) -> int:
@@ -190,12 +221,15 @@ class RewardServer:
             interceptors.append(TokenAuthInterceptor(s.auth_token.get_secret_value(), self.metrics))
         self._grpc = server = grpc.aio.server(options=grpc_options(s), interceptors=interceptors)
         servicer = RewardServicer(
-            lambda: self.core, self.metrics, s.max_message_bytes, s.log_request_content
+            lambda: self.models, self.metrics, s.max_message_bytes, s.log_request_content
         )
         add_reward_service(servicer, server)
+        swap = self.swapper.swap if s.auth_token is not None else None
+        add_admin_service(ModelAdminServicer(lambda: self.models, swap, self.metrics), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (SERVICE_NAME, ADMIN_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            server,
         )
         for name in HEALTH_SERVICES:
             await self._health.set(name, NOT_SERVING)
@@ -210,7 +244,7 @@ class RewardServer:
             )
         if s.http_port is not None:
             self._http = HttpFront(
-                lambda: self.core,
+                lambda: self.models,
                 self.metrics,
                 s.max_message_bytes,
                 s.log_request_content,
@@ -263,75 +297,136 @@ class RewardServer:
         await server.start()
 
     async def load(self) -> None:
-        """Load the artifact and engine off the loop, warm up, then report SERVING."""
+        """Load every model's artifact and engine off the loop, warm them up, then report
+        SERVING."""
         s = self.settings
-        artifact = await asyncio.to_thread(load_artifact, s.artifact)
-        log_parity(artifact.manifest)
-        engine = await asyncio.to_thread(self._engine_factory, artifact, s)
-        manifest = artifact.manifest
-        self.metrics.model_info.labels(
-            name=manifest.name, version=manifest.version, provider=engine.provider
-        ).set(1)
-        workers = engine_workers(engine.provider, s.intra_op_threads, s.engine_workers)
-        inflight_bytes = self._inflight_budget(artifact, engine.provider, workers)
-        config = core_config(s, inflight_bytes, workers)
-        self.core = RewardCore(engine, artifact, config, self.metrics)
-        await self.core.astart()
-        if self._stop.is_set():
-            return
-        self.golden = GoldenWatch(
-            self.core, self.metrics.golden, s.golden_interval_seconds, self._not_serving
+        chosen = model_set(s)
+        named, default = await load_named(chosen.sources, chosen.default)
+        engines: list[Engine] = []
+        try:
+            for model in named:
+                engines.append(await self.build_engine(model))
+            footprints = [self.footprint(m, e) for m, e in zip(named, engines, strict=True)]
+            inflight_bytes = self._inflight_budget(footprints)
+        except BaseException:  # a later model or the memory limit failed: free what was built
+            engines.clear()
+            raise
+        models = ModelRegistry(SharedAdmission(inflight_bytes, self.metrics), default)
+        try:
+            for model, engine in zip(named, engines, strict=True):
+                models.add(self.make_core(model, engine, models.shared, model.name == default))
+        except BaseException:
+            await models.astop(0.0)
+            raise
+        self.models = models
+        self.metrics.watch_models(
+            lambda: models.names,
+            lambda name: sum(core.pending_rows for core in models.cores(name)),
+            lambda name: sum(core.inflight for core in models.cores(name)),
         )
-        for name in HEALTH_SERVICES:
-            await self._health.set(name, SERVING)
-        self.golden.start()
-        log.info(
-            "SERVING %s %s on %s (%s), %d batch%s at once", manifest.name, manifest.version,
-            engine.provider, engine.device, workers, "" if workers == 1 else "es",
-        )  # fmt: skip
+        models.shared.start()
+        for name in models.names:
+            await models.core(name).astart()
+            if self._stop.is_set():
+                return
+        watches = [self._golden_watch(models.core(name)) for name in models.names]
+        for service in HEALTH_SERVICES:
+            await self._health.set(service, SERVING)
+        for watch in watches:
+            self.goldens[watch.model] = watch
+            watch.start()
+        for name in models.names:
+            core = models.core(name)
+            log.info(
+                "SERVING %s%s %s on %s (%s), %d batch%s at once",
+                name, " (default)" if name == default and len(models.names) > 1 else "",
+                core.model_version, core.engine.provider, core.engine.device,
+                core.config.engine_workers, "" if core.config.engine_workers == 1 else "es",
+            )  # fmt: skip
+
+    def _golden_watch(self, core: RewardCore) -> GoldenWatch:
+        """``core``'s golden canary (not started); its drift turns the whole server's readiness
+        off."""
+        interval = self.settings.golden_interval_seconds
+        return GoldenWatch(core, self.metrics.golden, interval, self._not_serving)
+
+    async def _watch_golden(self, core: RewardCore) -> None:
+        """A swap's new version replaces its model's canary (called just before the switch)."""
+        old = self.goldens.pop(core.name, None)
+        if old is not None:
+            await old.stop()
+        watch = self.goldens[core.name] = self._golden_watch(core)
+        watch.start()
 
     async def _not_serving(self) -> None:
         for name in HEALTH_SERVICES:
             await self._health.set(name, NOT_SERVING)
 
-    def _inflight_budget(self, artifact: LoadedArtifact, provider: str, workers: int) -> int:
-        """``max_inflight_bytes`` as set or derived from the memory limit
-        (docs/guides/operations.md#the-memory-formula)."""
+    async def build_engine(self, model: NamedArtifact) -> Engine:
+        """The model's engine, built (golden pairs checked, in the production factory) and
+        through the model checks, off the event loop."""
+        log_parity(model.artifact.manifest)
+        return await checked_engine(
+            model, lambda artifact: self._engine_factory(artifact, self.settings),
+            self.model_checks,
+        )  # fmt: skip
+
+    def workers(self, engine: Engine) -> int:
+        s = self.settings
+        return engine_workers(engine.provider, s.intra_op_threads, s.engine_workers)
+
+    def footprint(self, model: NamedArtifact, engine: Engine) -> ModelFootprint:
+        """What ``model`` on ``engine`` adds to the memory formula, activations included."""
+        s = self.settings
+        return engine_footprint(
+            model.name, model.artifact, engine.provider, self.workers(engine),
+            s.max_batch_tokens, s.long_batch_workers,
+        )  # fmt: skip
+
+    def make_core(
+        self, model: NamedArtifact, engine: Engine, shared: SharedAdmission, watch_rewards: bool
+    ) -> RewardCore:
+        """One model's core over ``shared`` (not started)."""
+        manifest = model.artifact.manifest
+        self.metrics.model_info.labels(
+            name=model.name, version=manifest.version, provider=engine.provider
+        ).set(1)
+        config = core_config(self.settings, shared.max_inflight_bytes, self.workers(engine))
+        return RewardCore(
+            engine, model.artifact, config, self.metrics, shared, model.name, watch_rewards
+        )
+
+    async def build_core(
+        self, model: NamedArtifact, shared: SharedAdmission, watch_rewards: bool
+    ) -> RewardCore:
+        """One model's core over ``shared``, its engine built and checked (not started)."""
+        engine = await self.build_engine(model)
+        return self.make_core(model, engine, shared, watch_rewards)
+
+    def _inflight_budget(self, models: Sequence[ModelFootprint]) -> int:
+        """``max_inflight_bytes`` as set or derived from the memory limit and every model, each
+        with its engine's activations (docs/guides/operations.md#the-memory-formula)."""
         s = self.settings
         memory_limit = s.memory_limit_bytes or cgroup_memory_limit()
-        model_bytes = folder_bytes(artifact.folder)
-        max_length = artifact.manifest.preprocessing.max_length
-        on_cpu = provider != CUDA
-        manifest = artifact.manifest
-        activations = engine_activation_bytes(
-            model_shape(manifest, model_bytes),
-            manifest.dtype,
-            max_length,
-            s.max_batch_tokens,
-            workers,
-            s.long_batch_workers,
+        budget = resolve_inflight(
+            s.max_inflight_bytes, memory_limit, s.max_message_bytes, models, s.max_queue_pairs
         )
-        host_activations = activations if on_cpu else 0
-        budget = resolve_inflight_bytes(
-            s.max_inflight_bytes,
-            memory_limit,
-            s.max_message_bytes,
-            model_bytes,
-            s.max_queue_pairs,
-            max_length,
-            host_activations,
-        )
-        bound = required_memory_bytes(
-            model_bytes, budget, s.max_queue_pairs, max_length, host_activations
-        )
+        bound = required_bytes(models, budget, s.max_queue_pairs)
+        host_activations = sum(m.host_activations for m in models)
+        device_activations = sum(m.activations for m in models if not m.on_cpu)
+        one = len(models) == 1
         log.info(
             "memory: %d MiB of requests in flight at most (max_inflight_bytes), bound %d MiB "
-            "for this model and settings, %d MiB of it the engine's activations (limit: %s)%s",
+            "for %s and settings, %d MiB of it the engine%s activations (limit: %s)%s",
             budget >> 20,
             bound >> 20,
+            "this model" if one else f"these {len(models)} models",
             host_activations >> 20,
+            "'s" if one else "s'",
             f"{memory_limit >> 20} MiB" if memory_limit else "none known",
-            "" if on_cpu else f"; on the GPU, activations up to {activations >> 20} MiB",
+            f"; on the GPU, activations up to {device_activations >> 20} MiB"
+            if device_activations
+            else "",
         )
         return budget
 
@@ -340,8 +435,8 @@ class RewardServer:
         if not self._stop.is_set():
             log.info("stop requested: draining for up to %.1fs", self.settings.grace_seconds)
             self._stop.set()
-            if self.core is not None:
-                self.core.begin_drain()
+            if self.models is not None:
+                self.models.begin_drain()
 
     async def stop(self) -> None:
         """Drain: health NOT_SERVING, refuse new reward RPCs, finish accepted work, close."""
@@ -353,10 +448,10 @@ class RewardServer:
         else:  # a listener failed to bind: close the others quietly, nothing was served
             self._stop.set()
         await self._health.enter_graceful_shutdown()
-        if self.golden is not None:
-            await self.golden.stop()
-        if self.core is not None:
-            await self.core.astop(self.settings.grace_seconds)
+        for watch in self.goldens.values():
+            await watch.stop()
+        if self.models is not None:
+            await self.models.astop(self.settings.grace_seconds)
         # The stopped core refuses (UNAVAILABLE) whatever the fronts still dispatch while their
         # graceful stops wait for the handlers in progress; gRPC resets streams it no longer
         # dispatches, which clients retry like UNAVAILABLE.

@@ -1,5 +1,5 @@
 """The golden pairs in a running server: the load check on the real session
-(``checked_engine``) and the canary that turns readiness off on drift (``GoldenWatch``).
+(``golden_checked``) and the canary that turns readiness off on drift (``GoldenWatch``).
 
 See docs/guides/operations.md#golden-pairs.
 """
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 _load_reports: weakref.WeakKeyDictionary[Engine, GoldenReport] = weakref.WeakKeyDictionary()
 
 
-def checked_engine(engine: OrtEngine, artifact: LoadedArtifact, max_batch_tokens: int) -> OrtEngine:
+def golden_checked(engine: OrtEngine, artifact: LoadedArtifact, max_batch_tokens: int) -> OrtEngine:
     """``engine`` once its golden pairs score within tolerance (else ``GoldenDrift``, and the
     server does not start). Run on the session itself, before anything wraps it."""
     report = verify_golden(engine, artifact, max_batch_tokens)
@@ -40,9 +40,10 @@ def checked_engine(engine: OrtEngine, artifact: LoadedArtifact, max_batch_tokens
 
 
 class GoldenWatch:
-    """The canary of one served model, every ``interval_s`` seconds (0: no canary). On drift:
-    the figures on the log and the metrics, the core refuses rewards (UNAVAILABLE) and
-    ``not_serving`` turns the health service NOT_SERVING, for good."""
+    """The canary of one served model (its metrics labelled with the name it is served by),
+    every ``interval_s`` seconds (0: no canary). On drift: the figures on the log and the
+    metrics, the core refuses rewards (UNAVAILABLE) and ``not_serving`` turns the health service
+    NOT_SERVING, for good (a server of several models: any model's drift)."""
 
     def __init__(
         self,
@@ -54,7 +55,7 @@ class GoldenWatch:
         self._core = core
         self._metrics = metrics
         self._not_serving = not_serving
-        self.model = core.artifact.manifest.name
+        self.model = core.name  # the name it is served by: the metrics' model label
         budget = core.config.limits.max_batch_tokens or GOLDEN_BATCH_TOKENS
         golden = golden_pairs(core.artifact, budget)
         self.canary = (
@@ -76,7 +77,9 @@ class GoldenWatch:
 
     def start(self) -> None:
         if self.canary is not None:
-            self._task = asyncio.create_task(self.canary.run(), name="rmserve-golden-canary")
+            self._task = asyncio.create_task(
+                self.canary.run(), name=f"rmserve-golden-canary-{self.model}"
+            )
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -5,6 +5,7 @@ Never instantiated at import time: ``rmserve serve`` (or a test) builds one expl
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rmserve.observability.reward_watch import DEFAULT_LENGTH_WINDOW
 from rmserve.serving.memory_budget import smallest_inflight_bytes
+from rmserve.serving.names import check_model_name
 
 REMOVED_BATCH_POLICIES = ("measured", "analytic")  # the engine cost-model cuts
 
@@ -20,9 +22,30 @@ REMOVED_BATCH_POLICIES = ("measured", "analytic")  # the engine cost-model cuts
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RMSERVE_", extra="forbid", frozen=True)
 
-    artifact: Path = Field(
+    artifact: Path | None = Field(
+        default=None,
         description="Artifact folder to serve (model.onnx [+ model.onnx.data], tokenizer.json, "
-        "manifest.json)."
+        "manifest.json), named by its manifest's name and the default model. Required unless "
+        "models or models_file names the models.",
+    )
+    models: dict[str, Path] = Field(
+        default_factory=dict,
+        json_schema_extra={"cli_flag": "model", "cli_metavar": "NAME=PATH"},
+        description="More models to serve in this server, by name: repeat --model NAME=PATH "
+        '(env: a JSON object, {"helpful": "/models/helpful"}). Each has its own session, '
+        "tokenizer and batcher; requests name one (unnamed ones go to default_model). Names: "
+        "letters, digits, '.', '_', '-' (docs/guides/serving.md#several-models).",
+    )
+    models_file: Path | None = Field(
+        default=None,
+        description="A TOML file naming models to serve, as models does: a [models] table of "
+        'NAME = "PATH" (relative paths are read from the file\'s folder) and an optional '
+        "default = NAME.",
+    )
+    default_model: str | None = Field(
+        default=None,
+        description="The model a request that names none is scored with (unset: the artifact "
+        "model, else the first of models, else models_file's default or its first model).",
     )
     host: str = Field(default="0.0.0.0", min_length=1, description="Address gRPC listens on.")
     port: int = Field(default=50051, ge=0, le=65535, description="gRPC port (0: any free port).")
@@ -336,6 +359,35 @@ class ServerSettings(BaseSettings):
                 f"({smallest_inflight_bytes(self.max_message_bytes)}), or a request at the size "
                 "limit could never run beside small calls"
             )
+        return self
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models_from_json(cls, value: object) -> object:
+        """A JSON object given as text (a ConfigMap value), as the environment variable is."""
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError as e:
+                raise ValueError(f'models: not a JSON object of NAME: "PATH" ({e})') from None
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, value: dict[str, Path]) -> dict[str, Path]:
+        for name in value:
+            check_model_name(name)
+        return value
+
+    @model_validator(mode="after")
+    def _some_model(self) -> ServerSettings:
+        if self.artifact is None and not self.models and self.models_file is None:
+            raise ValueError(
+                "nothing to serve: set artifact (--artifact / RMSERVE_ARTIFACT), or name models "
+                "(--model NAME=PATH / RMSERVE_MODELS, or --models-file / RMSERVE_MODELS_FILE)"
+            )
+        if self.default_model is not None:
+            check_model_name(self.default_model)
         return self
 
     @model_validator(mode="after")

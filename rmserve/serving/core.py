@@ -34,13 +34,9 @@ from rmserve.observability.metrics import Metrics
 from rmserve.observability.reward_watch import response_lengths
 from rmserve.rewards.ensemble import AggregateName
 from rmserve.serving import tokenizing
-from rmserve.serving.allocator import FreedMemoryTrimmer
+from rmserve.serving.admission import SharedAdmission
 from rmserve.serving.config import CoreConfig, CoreState
-from rmserve.serving.memory_budget import (
-    TOKENIZE_WORKERS,
-    BytesReservation,
-    RequestBytesBudget,
-)
+from rmserve.serving.memory_budget import BytesReservation
 from rmserve.serving.replies import (
     RewardOptions,
     ServedScore,
@@ -56,12 +52,20 @@ log = logging.getLogger(__name__)
 
 
 class RewardCore:
+    """One model's core. ``shared``: what it shares with the server's other models (admission by
+    bytes, tokenizer threads; ``rmserve.serving.admission``), else its own, from ``config``.
+    ``name``: the name requests call it by (default: its manifest's name); ``watch_rewards``:
+    whether its rewards feed the server's reward watch (one model's, or the signals mix)."""
+
     def __init__(
         self,
         engine: Engine,
         artifact: LoadedArtifact,
         config: CoreConfig,
         metrics: Metrics,
+        shared: SharedAdmission | None = None,
+        name: str | None = None,
+        watch_rewards: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``clock``: what the warm-up budget is measured on (a test passes a fake one)."""
@@ -70,23 +74,18 @@ class RewardCore:
         self.artifact = artifact
         self.config = config
         self.metrics = metrics
+        self.name = name or artifact.manifest.name
         self.state = CoreState.NEW
         self._executor = ThreadPoolExecutor(
             max_workers=config.engine_workers, thread_name_prefix="rmserve-engine"
         )
-        # Few, so the tokenizer's working memory stays bounded (docs/guides/operations.md#memory).
-        self._tokenizers = ThreadPoolExecutor(
-            max_workers=TOKENIZE_WORKERS, thread_name_prefix="rmserve-tokenize"
-        )
+        self._owns_shared = shared is None
+        self.shared = shared or SharedAdmission(config.max_inflight_bytes, metrics)
+        self._watch_rewards = watch_rewards
         self._batcher: Batcher | None = None
         self._batcher_task: asyncio.Task[None] | None = None
         self._inflight = 0
         self._idle: asyncio.Event | None = None
-        self._trimmer = FreedMemoryTrimmer()
-        self._trim_watch: asyncio.Task[None] | None = None
-        self._request_bytes = RequestBytesBudget(
-            config.max_inflight_bytes, metrics.inflight_request_bytes.set
-        )
 
     @property
     def inflight(self) -> int:
@@ -97,28 +96,25 @@ class RewardCore:
     def admit_bytes(self, size: int) -> Iterator[None]:
         """Hold ``size`` request bytes of the memory budget for a block, or raise
         ``Overloaded``: protocol adapters wrap a request in it before parsing it."""
-        batcher = self._batcher
-        retry_after = batcher.retry_after_ms if batcher is not None else lambda: 1000
-        try:
-            with self._request_bytes.admit(size, retry_after):
-                yield
-        finally:
-            self._trimmer.freed(size, idle=self._request_bytes.in_use == 0)
+        with self.shared.admit_bytes(size, self.retry_after_ms):
+            yield
 
     @contextlib.contextmanager
     def reserve_bytes(self) -> Iterator[BytesReservation]:
         """``admit_bytes`` for a request whose bytes are charged as they arrive (an HTTP body
         read in chunks): ``grow`` the reservation per chunk; it is released when the block
         ends, however it ends."""
-        batcher = self._batcher
-        retry_after = batcher.retry_after_ms if batcher is not None else lambda: 1000
-        reservation = self._request_bytes.reservation(retry_after)
-        try:
+        with self.shared.reserve_bytes(self.retry_after_ms) as reservation:
             yield reservation
-        finally:
-            size = reservation.size
-            reservation.release()
-            self._trimmer.freed(size, idle=self._request_bytes.in_use == 0)
+
+    def retry_after_ms(self) -> int:
+        """The retry hint of an overloaded request: how long this model's queue takes to drain."""
+        return self._batcher.retry_after_ms() if self._batcher is not None else 1000
+
+    @property
+    def pending_rows(self) -> int:
+        """Pairs queued or being tokenised for the queue."""
+        return self._batcher.pending_rows if self._batcher is not None else 0
 
     @property
     def model_version(self) -> str:
@@ -145,7 +141,8 @@ class RewardCore:
             self.config.long_batch_workers,
         )
         self._batcher_task = asyncio.create_task(self._batcher.run(), name="rmserve-batcher")
-        self._trim_watch = asyncio.create_task(self._trimmer.watch(), name="rmserve-trim")
+        if self._owns_shared:
+            self.shared.start()
         self.state = CoreState.SERVING
         log.info("serving %s %s", self.artifact.manifest.name, self.model_version)
 
@@ -170,11 +167,8 @@ class RewardCore:
             self._batcher_task.cancel()
             await asyncio.gather(self._batcher_task, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
-        self._tokenizers.shutdown(wait=False, cancel_futures=True)
-        if self._trim_watch is not None:
-            self._trim_watch.cancel()
-            await asyncio.gather(self._trim_watch, return_exceptions=True)
-        await self._trimmer.aclose()
+        if self._owns_shared:
+            await self.shared.aclose()
         self.state = CoreState.STOPPED
 
     async def __aenter__(self) -> RewardCore:
@@ -367,7 +361,9 @@ class RewardCore:
             await request.future
             if request.rewards is not None:
                 raw, spread = watched_rewards(self.artifact.manifest, request.rewards)
-                self.metrics.reward_watch.observe(response_lengths(responses), raw, spread)
+                if self._watch_rewards:
+                    self.metrics.reward_watch.observe(response_lengths(responses), raw, spread)
+                self.metrics.observe_model(self.name, raw)
             return request
         except asyncio.CancelledError:
             # Counted here unless the batcher answered first (then the future is not the one
@@ -411,7 +407,7 @@ class RewardCore:
             work = partial(tokenizing.tokenize_chunks, prepare, stop, deadline, batcher.clock)
             loop = asyncio.get_running_loop()
             try:
-                prepared = await loop.run_in_executor(self._tokenizers, work)
+                prepared = await loop.run_in_executor(self.shared.tokenizers, work)
             except asyncio.CancelledError:
                 stop.set()
                 raise

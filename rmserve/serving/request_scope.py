@@ -6,8 +6,10 @@ An adapter (``rmserve.grpc.service``, ``rmserve.http.front``) keeps only what it
 decides: how a request is read and sized, and its one table from domain error to status code::
 
     with scopes.open("Score") as scope:
-        core = scope.core()
-        ...
+        models = scope.core()  # the served models (``rmserve.serving.models``)
+        with models.select(name, weights) as target:
+            scope.served_by(names)
+            ...
         return reply
     answer(scope.error)  # reached only when the request failed
 """
@@ -21,7 +23,7 @@ from types import TracebackType
 
 from rmserve.errors import RewardError, Unavailable, log_unexpected
 from rmserve.observability.metrics import Metrics
-from rmserve.serving.core import RewardCore
+from rmserve.serving.models import ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +44,13 @@ class RequestScope:
     def __init__(
         self,
         method: str,
-        core: Callable[[], RewardCore | None],
+        core: Callable[[], ModelRegistry | None],
         metrics: Metrics,
         code_of: CodeOf,
         log_content: bool,
     ) -> None:
         self.error: RewardError | None = None
+        self._models: tuple[str, ...] = ()  # the models that scored it, for their metrics
         self._method = method
         self._core = core
         self._metrics = metrics
@@ -57,12 +60,17 @@ class RequestScope:
         self._let_through = False
         self._start = time.perf_counter()
 
-    def core(self) -> RewardCore:
-        """The serving core; ``Unavailable`` while the server is still loading it."""
+    def core(self) -> ModelRegistry:
+        """The served models; ``Unavailable`` while the server is still loading them."""
         core = self._core()
         if core is None:
             raise Unavailable("server is loading the model; retry later")
         return core
+
+    def served_by(self, models: tuple[str, ...]) -> None:
+        """The request was given to these models: ``rmserve_model_requests_total`` counts it
+        once for each."""
+        self._models = models
 
     def let_through(self, code: str) -> None:
         """The exception being raised is answered by the adapter's framework (say aiohttp's
@@ -83,6 +91,10 @@ class RequestScope:
             return self._settle(raised)
         finally:
             self._metrics.requests.labels(method=self._method, code=self._code).inc()
+            for model in self._models:
+                self._metrics.model_requests.labels(
+                    model=model, method=self._method, code=self._code
+                ).inc()
             self._metrics.request_duration.labels(method=self._method).observe(
                 time.perf_counter() - self._start
             )
@@ -109,7 +121,7 @@ class RequestScopes:
 
     def __init__(
         self,
-        core: Callable[[], RewardCore | None],
+        core: Callable[[], ModelRegistry | None],
         metrics: Metrics,
         code_of: CodeOf,
         log_content: bool = False,

@@ -8,6 +8,12 @@ Regenerate the Python code with `python scripts/gen_protos.py` (never edit it by
 Text fields are `optional` so that an unset field can be told apart from an empty string:
 empty prompts and responses are valid and scored, an unset one is INVALID_ARGUMENT.
 
+Several models: a server may serve several named models (GetModelInfo lists them). Every
+scoring request may name one in `model` (unset: the server's default model), or ask for a
+weighted combination in `reward_weights` (not both); a name the server does not serve is
+INVALID_ARGUMENT listing the served names. Every reply's `model_version` says which version
+produced it.
+
 Status codes: INVALID_ARGUMENT for a malformed request (names the field and index);
 RESOURCE_EXHAUSTED with a `grpc-retry-pushback-ms` trailer when the queue is full (retry
 later); UNAVAILABLE while loading, warming up or draining; DEADLINE_EXCEEDED when the deadline
@@ -62,6 +68,63 @@ AGGREGATE_MEAN_MINUS_STD: Aggregate.ValueType  # 3
 Global___Aggregate: _TypeAlias = Aggregate  # noqa: Y015
 
 @_typing.final
+class SwapModelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    ARTIFACT_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """A served model's name (GetModelInfo's `models`)."""
+    artifact: _builtins.str
+    """The new version's artifact folder, as the server sees its file system."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        artifact: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact", b"artifact", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SwapModelRequest: _TypeAlias = SwapModelRequest  # noqa: Y015
+
+@_typing.final
+class SwapModelResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    OLD_VERSION_FIELD_NUMBER: _builtins.int
+    NEW_VERSION_FIELD_NUMBER: _builtins.int
+    LOAD_SECONDS_FIELD_NUMBER: _builtins.int
+    DRAIN_SECONDS_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    old_version: _builtins.str
+    new_version: _builtins.str
+    load_seconds: _builtins.float
+    """From the call to the switch: reading, checking and warming up the new version."""
+    drain_seconds: _builtins.float
+    """From the switch until the old version was freed (its requests in flight finished)."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        old_version: _builtins.str = ...,
+        new_version: _builtins.str = ...,
+        load_seconds: _builtins.float = ...,
+        drain_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drain_seconds", b"drain_seconds", "load_seconds", b"load_seconds", "model", b"model", "new_version", b"new_version", "old_version", b"old_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SwapModelResponse: _TypeAlias = SwapModelResponse  # noqa: Y015
+
+@_typing.final
 class EnsembleStats(_message.Message):
     """What an ensemble's members said about one pair, in normalised units (z_k above)."""
 
@@ -99,12 +162,34 @@ Global___EnsembleStats: _TypeAlias = EnsembleStats  # noqa: Y015
 class ScoreRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class RewardWeightsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     PROMPT_FIELD_NUMBER: _builtins.int
     RESPONSE_FIELD_NUMBER: _builtins.int
     NORMALIZE_FIELD_NUMBER: _builtins.int
     AGGREGATE_FIELD_NUMBER: _builtins.int
     UNCERTAINTY_PENALTY_FIELD_NUMBER: _builtins.int
     RETURN_MEMBERS_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    REWARD_WEIGHTS_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     response: _builtins.str
     normalize: _builtins.bool
@@ -115,6 +200,16 @@ class ScoreRequest(_message.Message):
     """
     uncertainty_penalty: _builtins.float
     return_members: _builtins.bool
+    model: _builtins.str
+    """The served model to score with; unset: the server's default model."""
+    @_builtins.property
+    def reward_weights(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """A weighted combination of served models instead of one model: the reward is
+        sum_m weight_m * z_m, with z_m model m's normalised reward ((r - mean) / std with its own
+        held-out stats; an ensemble's aggregate, in which `aggregate` and `uncertainty_penalty`
+        apply). `normalize` and `return_members` change nothing then. Each z_m is in `components`.
+        """
+
     def __init__(
         self,
         *,
@@ -124,17 +219,23 @@ class ScoreRequest(_message.Message):
         aggregate: Global___Aggregate.ValueType = ...,
         uncertainty_penalty: _builtins.float | None = ...,
         return_members: _builtins.bool = ...,
+        model: _builtins.str | None = ...,
+        reward_weights: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_prompt", b"_prompt", "_response", b"_response", "_uncertainty_penalty", b"_uncertainty_penalty", "prompt", b"prompt", "response", b"response", "uncertainty_penalty", b"uncertainty_penalty"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_model", b"_model", "_prompt", b"_prompt", "_response", b"_response", "_uncertainty_penalty", b"_uncertainty_penalty", "model", b"model", "prompt", b"prompt", "response", b"response", "uncertainty_penalty", b"uncertainty_penalty"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_prompt", b"_prompt", "_response", b"_response", "_uncertainty_penalty", b"_uncertainty_penalty", "aggregate", b"aggregate", "normalize", b"normalize", "prompt", b"prompt", "response", b"response", "return_members", b"return_members", "uncertainty_penalty", b"uncertainty_penalty"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_model", b"_model", "_prompt", b"_prompt", "_response", b"_response", "_uncertainty_penalty", b"_uncertainty_penalty", "aggregate", b"aggregate", "model", b"model", "normalize", b"normalize", "prompt", b"prompt", "response", b"response", "return_members", b"return_members", "reward_weights", b"reward_weights", "uncertainty_penalty", b"uncertainty_penalty"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__model: _TypeAlias = _typing.Literal["model"]  # noqa: Y015
+    _WhichOneofArgType__model: _TypeAlias = _typing.Literal["_model", b"_model"]  # noqa: Y015
     _WhichOneofReturnType__prompt: _TypeAlias = _typing.Literal["prompt"]  # noqa: Y015
     _WhichOneofArgType__prompt: _TypeAlias = _typing.Literal["_prompt", b"_prompt"]  # noqa: Y015
     _WhichOneofReturnType__response: _TypeAlias = _typing.Literal["response"]  # noqa: Y015
     _WhichOneofArgType__response: _TypeAlias = _typing.Literal["_response", b"_response"]  # noqa: Y015
     _WhichOneofReturnType__uncertainty_penalty: _TypeAlias = _typing.Literal["uncertainty_penalty"]  # noqa: Y015
     _WhichOneofArgType__uncertainty_penalty: _TypeAlias = _typing.Literal["_uncertainty_penalty", b"_uncertainty_penalty"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__model) -> _WhichOneofReturnType__model | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__prompt) -> _WhichOneofReturnType__prompt | None: ...
     @_typing.overload
@@ -143,6 +244,47 @@ class ScoreRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__uncertainty_penalty) -> _WhichOneofReturnType__uncertainty_penalty | None: ...
 
 Global___ScoreRequest: _TypeAlias = ScoreRequest  # noqa: Y015
+
+@_typing.final
+class RewardComponent(_message.Message):
+    """One model's part of a composite reward (a request with `reward_weights`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    REWARD_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    RESPONSE_TRUNCATED_FIELD_NUMBER: _builtins.int
+    NUM_TOKENS_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    model_version: _builtins.str
+    weight: _builtins.float
+    reward: _builtins.float
+    """z_m: this model's normalised reward."""
+    truncated: _builtins.bool
+    """This model's own tokenisation of the pair (models may use different tokenizers)."""
+    response_truncated: _builtins.bool
+    num_tokens: _builtins.int
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        weight: _builtins.float = ...,
+        reward: _builtins.float = ...,
+        truncated: _builtins.bool = ...,
+        response_truncated: _builtins.bool = ...,
+        num_tokens: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "model_version", b"model_version", "num_tokens", b"num_tokens", "response_truncated", b"response_truncated", "reward", b"reward", "truncated", b"truncated", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RewardComponent: _TypeAlias = RewardComponent  # noqa: Y015
 
 @_typing.final
 class ScoreResponse(_message.Message):
@@ -154,6 +296,8 @@ class ScoreResponse(_message.Message):
     NUM_TOKENS_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     ENSEMBLE_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    COMPONENTS_FIELD_NUMBER: _builtins.int
     reward: _builtins.float
     """The reward r(prompt, response): a unitless real number (normalised if requested)."""
     truncated: _builtins.bool
@@ -164,9 +308,18 @@ class ScoreResponse(_message.Message):
     """Tokens the model saw, special tokens included, after truncation."""
     model_version: _builtins.str
     """Version of the model that produced the reward (changes whenever the weights change)."""
+    model: _builtins.str
+    """The served model that answered; empty for a composite reward (see `components`)."""
     @_builtins.property
     def ensemble(self) -> Global___EnsembleStats:
         """Ensembles only: the members' spread (unset for a single-model artifact)."""
+
+    @_builtins.property
+    def components(self) -> _containers.RepeatedCompositeFieldContainer[Global___RewardComponent]:
+        """With `reward_weights`: each model's part, sorted by model name; `reward` is their weighted
+        sum, `truncated` / `response_truncated` say whether any model cut the pair and
+        `num_tokens` is the most any model saw. `model_version` is then "name=version+..." .
+        """
 
     def __init__(
         self,
@@ -177,10 +330,12 @@ class ScoreResponse(_message.Message):
         num_tokens: _builtins.int = ...,
         model_version: _builtins.str = ...,
         ensemble: Global___EnsembleStats | None = ...,
+        model: _builtins.str = ...,
+        components: _abc.Iterable[Global___RewardComponent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ensemble", b"ensemble"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ensemble", b"ensemble", "model_version", b"model_version", "num_tokens", b"num_tokens", "response_truncated", b"response_truncated", "reward", b"reward", "truncated", b"truncated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["components", b"components", "ensemble", b"ensemble", "model", b"model", "model_version", b"model_version", "num_tokens", b"num_tokens", "response_truncated", b"response_truncated", "reward", b"reward", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -219,21 +374,47 @@ Global___Pair: _TypeAlias = Pair  # noqa: Y015
 class ScoreBatchRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class RewardWeightsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     PAIRS_FIELD_NUMBER: _builtins.int
     NORMALIZE_FIELD_NUMBER: _builtins.int
     AGGREGATE_FIELD_NUMBER: _builtins.int
     UNCERTAINTY_PENALTY_FIELD_NUMBER: _builtins.int
     RETURN_MEMBERS_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    REWARD_WEIGHTS_FIELD_NUMBER: _builtins.int
     normalize: _builtins.bool
     """When true, every reward is (r - mean) / std with the manifest's held-out statistics."""
     aggregate: Global___Aggregate.ValueType
     """Ensembles only, as in ScoreRequest."""
     uncertainty_penalty: _builtins.float
     return_members: _builtins.bool
+    model: _builtins.str
+    """As in ScoreRequest."""
     @_builtins.property
     def pairs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Pair]:
         """At most the server's max_request_pairs pairs (see GetModelInfo)."""
 
+    @_builtins.property
+    def reward_weights(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
     def __init__(
         self,
         *,
@@ -242,13 +423,20 @@ class ScoreBatchRequest(_message.Message):
         aggregate: Global___Aggregate.ValueType = ...,
         uncertainty_penalty: _builtins.float | None = ...,
         return_members: _builtins.bool = ...,
+        model: _builtins.str | None = ...,
+        reward_weights: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_uncertainty_penalty", b"_uncertainty_penalty", "uncertainty_penalty", b"uncertainty_penalty"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_model", b"_model", "_uncertainty_penalty", b"_uncertainty_penalty", "model", b"model", "uncertainty_penalty", b"uncertainty_penalty"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_uncertainty_penalty", b"_uncertainty_penalty", "aggregate", b"aggregate", "normalize", b"normalize", "pairs", b"pairs", "return_members", b"return_members", "uncertainty_penalty", b"uncertainty_penalty"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_model", b"_model", "_uncertainty_penalty", b"_uncertainty_penalty", "aggregate", b"aggregate", "model", b"model", "normalize", b"normalize", "pairs", b"pairs", "return_members", b"return_members", "reward_weights", b"reward_weights", "uncertainty_penalty", b"uncertainty_penalty"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__model: _TypeAlias = _typing.Literal["model"]  # noqa: Y015
+    _WhichOneofArgType__model: _TypeAlias = _typing.Literal["_model", b"_model"]  # noqa: Y015
     _WhichOneofReturnType__uncertainty_penalty: _TypeAlias = _typing.Literal["uncertainty_penalty"]  # noqa: Y015
     _WhichOneofArgType__uncertainty_penalty: _TypeAlias = _typing.Literal["_uncertainty_penalty", b"_uncertainty_penalty"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__model) -> _WhichOneofReturnType__model | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__uncertainty_penalty) -> _WhichOneofReturnType__uncertainty_penalty | None: ...
 
 Global___ScoreBatchRequest: _TypeAlias = ScoreBatchRequest  # noqa: Y015
@@ -262,6 +450,7 @@ class ScoreResult(_message.Message):
     RESPONSE_TRUNCATED_FIELD_NUMBER: _builtins.int
     NUM_TOKENS_FIELD_NUMBER: _builtins.int
     ENSEMBLE_FIELD_NUMBER: _builtins.int
+    COMPONENTS_FIELD_NUMBER: _builtins.int
     reward: _builtins.float
     """Same meaning as the ScoreResponse fields of the same name."""
     truncated: _builtins.bool
@@ -271,6 +460,10 @@ class ScoreResult(_message.Message):
     def ensemble(self) -> Global___EnsembleStats:
         """Ensembles only: the members' spread (unset for a single-model artifact)."""
 
+    @_builtins.property
+    def components(self) -> _containers.RepeatedCompositeFieldContainer[Global___RewardComponent]:
+        """With `reward_weights`, as in ScoreResponse."""
+
     def __init__(
         self,
         *,
@@ -279,10 +472,11 @@ class ScoreResult(_message.Message):
         response_truncated: _builtins.bool = ...,
         num_tokens: _builtins.int = ...,
         ensemble: Global___EnsembleStats | None = ...,
+        components: _abc.Iterable[Global___RewardComponent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ensemble", b"ensemble"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ensemble", b"ensemble", "num_tokens", b"num_tokens", "response_truncated", b"response_truncated", "reward", b"reward", "truncated", b"truncated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["components", b"components", "ensemble", b"ensemble", "num_tokens", b"num_tokens", "response_truncated", b"response_truncated", "reward", b"reward", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -294,7 +488,10 @@ class ScoreBatchResponse(_message.Message):
 
     RESULTS_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     model_version: _builtins.str
+    model: _builtins.str
+    """As in ScoreResponse."""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoreResult]:
         """One result per request pair, in request order."""
@@ -304,10 +501,11 @@ class ScoreBatchResponse(_message.Message):
         *,
         results: _abc.Iterable[Global___ScoreResult] | None = ...,
         model_version: _builtins.str = ...,
+        model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "model_version", b"model_version", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -317,29 +515,61 @@ Global___ScoreBatchResponse: _TypeAlias = ScoreBatchResponse  # noqa: Y015
 class PreferRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class RewardWeightsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     PROMPT_FIELD_NUMBER: _builtins.int
     RESPONSE_A_FIELD_NUMBER: _builtins.int
     RESPONSE_B_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    REWARD_WEIGHTS_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     response_a: _builtins.str
     response_b: _builtins.str
+    model: _builtins.str
+    """As in ScoreRequest: probability_a is then sigmoid(R_a - R_b) of the composite rewards."""
+    @_builtins.property
+    def reward_weights(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
     def __init__(
         self,
         *,
         prompt: _builtins.str | None = ...,
         response_a: _builtins.str | None = ...,
         response_b: _builtins.str | None = ...,
+        model: _builtins.str | None = ...,
+        reward_weights: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_prompt", b"_prompt", "_response_a", b"_response_a", "_response_b", b"_response_b", "prompt", b"prompt", "response_a", b"response_a", "response_b", b"response_b"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_model", b"_model", "_prompt", b"_prompt", "_response_a", b"_response_a", "_response_b", b"_response_b", "model", b"model", "prompt", b"prompt", "response_a", b"response_a", "response_b", b"response_b"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_prompt", b"_prompt", "_response_a", b"_response_a", "_response_b", b"_response_b", "prompt", b"prompt", "response_a", b"response_a", "response_b", b"response_b"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_model", b"_model", "_prompt", b"_prompt", "_response_a", b"_response_a", "_response_b", b"_response_b", "model", b"model", "prompt", b"prompt", "response_a", b"response_a", "response_b", b"response_b", "reward_weights", b"reward_weights"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__model: _TypeAlias = _typing.Literal["model"]  # noqa: Y015
+    _WhichOneofArgType__model: _TypeAlias = _typing.Literal["_model", b"_model"]  # noqa: Y015
     _WhichOneofReturnType__prompt: _TypeAlias = _typing.Literal["prompt"]  # noqa: Y015
     _WhichOneofArgType__prompt: _TypeAlias = _typing.Literal["_prompt", b"_prompt"]  # noqa: Y015
     _WhichOneofReturnType__response_a: _TypeAlias = _typing.Literal["response_a"]  # noqa: Y015
     _WhichOneofArgType__response_a: _TypeAlias = _typing.Literal["_response_a", b"_response_a"]  # noqa: Y015
     _WhichOneofReturnType__response_b: _TypeAlias = _typing.Literal["response_b"]  # noqa: Y015
     _WhichOneofArgType__response_b: _TypeAlias = _typing.Literal["_response_b", b"_response_b"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__model) -> _WhichOneofReturnType__model | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__prompt) -> _WhichOneofReturnType__prompt | None: ...
     @_typing.overload
@@ -348,6 +578,39 @@ class PreferRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__response_b) -> _WhichOneofReturnType__response_b | None: ...
 
 Global___PreferRequest: _TypeAlias = PreferRequest  # noqa: Y015
+
+@_typing.final
+class PreferComponent(_message.Message):
+    """One model's part of a composite preference: its normalised rewards of a and b."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    REWARD_A_FIELD_NUMBER: _builtins.int
+    REWARD_B_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    model_version: _builtins.str
+    weight: _builtins.float
+    reward_a: _builtins.float
+    reward_b: _builtins.float
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        weight: _builtins.float = ...,
+        reward_a: _builtins.float = ...,
+        reward_b: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "model_version", b"model_version", "reward_a", b"reward_a", "reward_b", b"reward_b", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreferComponent: _TypeAlias = PreferComponent  # noqa: Y015
 
 @_typing.final
 class PreferResult(_message.Message):
@@ -359,6 +622,7 @@ class PreferResult(_message.Message):
     TRUNCATED_A_FIELD_NUMBER: _builtins.int
     TRUNCATED_B_FIELD_NUMBER: _builtins.int
     PROBABILITY_A_STD_FIELD_NUMBER: _builtins.int
+    COMPONENTS_FIELD_NUMBER: _builtins.int
     probability_a: _builtins.float
     """P(a preferred to b) = sigmoid(reward_a - reward_b), a probability in [0, 1]."""
     reward_a: _builtins.float
@@ -371,6 +635,12 @@ class PreferResult(_message.Message):
     """Ensembles only: probability_a is the mean over members of sigmoid(r_a^k - r_b^k) (raw
     member rewards), and this is its standard deviation over members (ddof 0).
     """
+    @_builtins.property
+    def components(self) -> _containers.RepeatedCompositeFieldContainer[Global___PreferComponent]:
+        """With `reward_weights`: reward_a and reward_b are the composite rewards (normalised units)
+        and these each model's part, sorted by model name.
+        """
+
     def __init__(
         self,
         *,
@@ -380,10 +650,11 @@ class PreferResult(_message.Message):
         truncated_a: _builtins.bool = ...,
         truncated_b: _builtins.bool = ...,
         probability_a_std: _builtins.float | None = ...,
+        components: _abc.Iterable[Global___PreferComponent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_probability_a_std", b"_probability_a_std", "probability_a_std", b"probability_a_std"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_probability_a_std", b"_probability_a_std", "probability_a", b"probability_a", "probability_a_std", b"probability_a_std", "reward_a", b"reward_a", "reward_b", b"reward_b", "truncated_a", b"truncated_a", "truncated_b", b"truncated_b"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_probability_a_std", b"_probability_a_std", "components", b"components", "probability_a", b"probability_a", "probability_a_std", b"probability_a_std", "reward_a", b"reward_a", "reward_b", b"reward_b", "truncated_a", b"truncated_a", "truncated_b", b"truncated_b"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__probability_a_std: _TypeAlias = _typing.Literal["probability_a_std"]  # noqa: Y015
     _WhichOneofArgType__probability_a_std: _TypeAlias = _typing.Literal["_probability_a_std", b"_probability_a_std"]  # noqa: Y015
@@ -397,7 +668,10 @@ class PreferResponse(_message.Message):
 
     RESULT_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     model_version: _builtins.str
+    model: _builtins.str
+    """As in ScoreResponse."""
     @_builtins.property
     def result(self) -> Global___PreferResult: ...
     def __init__(
@@ -405,10 +679,11 @@ class PreferResponse(_message.Message):
         *,
         result: Global___PreferResult | None = ...,
         model_version: _builtins.str = ...,
+        model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "model_version", b"model_version", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -454,21 +729,51 @@ Global___PreferItem: _TypeAlias = PreferItem  # noqa: Y015
 class PreferBatchRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class RewardWeightsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ITEMS_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    REWARD_WEIGHTS_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """As in PreferRequest."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___PreferItem]:
         """At most the server's max_request_pairs items."""
 
+    @_builtins.property
+    def reward_weights(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
     def __init__(
         self,
         *,
         items: _abc.Iterable[Global___PreferItem] | None = ...,
+        model: _builtins.str | None = ...,
+        reward_weights: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_model", b"_model", "model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_model", b"_model", "items", b"items", "model", b"model", "reward_weights", b"reward_weights"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__model: _TypeAlias = _typing.Literal["model"]  # noqa: Y015
+    _WhichOneofArgType__model: _TypeAlias = _typing.Literal["_model", b"_model"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__model) -> _WhichOneofReturnType__model | None: ...
 
 Global___PreferBatchRequest: _TypeAlias = PreferBatchRequest  # noqa: Y015
 
@@ -478,7 +783,10 @@ class PreferBatchResponse(_message.Message):
 
     RESULTS_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     model_version: _builtins.str
+    model: _builtins.str
+    """As in ScoreResponse."""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___PreferResult]:
         """One result per request item, in request order."""
@@ -488,10 +796,11 @@ class PreferBatchResponse(_message.Message):
         *,
         results: _abc.Iterable[Global___PreferResult] | None = ...,
         model_version: _builtins.str = ...,
+        model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version", "results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "model_version", b"model_version", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -501,14 +810,21 @@ Global___PreferBatchResponse: _TypeAlias = PreferBatchResponse  # noqa: Y015
 class GetModelInfoRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    MODEL_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """Which model the reply describes; unset: the server's default model."""
     def __init__(
         self,
+        *,
+        model: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_model", b"_model", "model", b"model"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_model", b"_model", "model", b"model"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__model: _TypeAlias = _typing.Literal["model"]  # noqa: Y015
+    _WhichOneofArgType__model: _TypeAlias = _typing.Literal["_model", b"_model"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__model) -> _WhichOneofReturnType__model | None: ...
 
 Global___GetModelInfoRequest: _TypeAlias = GetModelInfoRequest  # noqa: Y015
 
@@ -538,6 +854,9 @@ class ModelInfo(_message.Message):
     DEVICE_FIELD_NUMBER: _builtins.int
     ENSEMBLE_KIND_FIELD_NUMBER: _builtins.int
     ENGINE_WORKERS_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    IS_DEFAULT_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.str
     max_length: _builtins.int
@@ -572,6 +891,11 @@ class ModelInfo(_message.Message):
     """
     engine_workers: _builtins.int
     """Batches the engine runs at once, each on its own thread (engine_workers, resolved)."""
+    model: _builtins.str
+    """The name requests use for this model (`model` fields), and whether requests that name
+    none are scored with it.
+    """
+    is_default: _builtins.bool
     @_builtins.property
     def parity(self) -> Global___ParityReport:
         """The export's check of this artifact against the fp32 source model; unset when the
@@ -583,6 +907,10 @@ class ModelInfo(_message.Message):
         """Ensemble artifacts: the members in output order (empty for a single-model artifact) and
         the aggregate used when a request leaves it unspecified ("mean", "min", "mean_minus_std").
         """
+
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelInfo]:
+        """Every model the server serves, the default first (each without its own `models`)."""
 
     def __init__(
         self,
@@ -609,10 +937,13 @@ class ModelInfo(_message.Message):
         device: _builtins.str = ...,
         ensemble_kind: _builtins.str = ...,
         engine_workers: _builtins.int = ...,
+        model: _builtins.str = ...,
+        is_default: _builtins.bool = ...,
+        models: _abc.Iterable[Global___ModelInfo] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["parity", b"parity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone", b"backbone", "default_aggregate", b"default_aggregate", "default_uncertainty_penalty", b"default_uncertainty_penalty", "device", b"device", "dtype", b"dtype", "engine_workers", b"engine_workers", "ensemble_kind", b"ensemble_kind", "max_batch_size", b"max_batch_size", "max_batch_tokens", b"max_batch_tokens", "max_length", b"max_length", "max_queue_delay_ms", b"max_queue_delay_ms", "max_queue_pairs", b"max_queue_pairs", "max_request_pairs", b"max_request_pairs", "members", b"members", "name", b"name", "normalization_mean", b"normalization_mean", "normalization_std", b"normalization_std", "parameters", b"parameters", "parity", b"parity", "pooling", b"pooling", "provider", b"provider", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backbone", b"backbone", "default_aggregate", b"default_aggregate", "default_uncertainty_penalty", b"default_uncertainty_penalty", "device", b"device", "dtype", b"dtype", "engine_workers", b"engine_workers", "ensemble_kind", b"ensemble_kind", "is_default", b"is_default", "max_batch_size", b"max_batch_size", "max_batch_tokens", b"max_batch_tokens", "max_length", b"max_length", "max_queue_delay_ms", b"max_queue_delay_ms", "max_queue_pairs", b"max_queue_pairs", "max_request_pairs", b"max_request_pairs", "members", b"members", "model", b"model", "models", b"models", "name", b"name", "normalization_mean", b"normalization_mean", "normalization_std", b"normalization_std", "parameters", b"parameters", "parity", b"parity", "pooling", b"pooling", "provider", b"provider", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -648,22 +979,48 @@ Global___EnsembleMember: _TypeAlias = EnsembleMember  # noqa: Y015
 class ScoreGroupRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class RewardWeightsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     PROMPT_FIELD_NUMBER: _builtins.int
     RESPONSES_FIELD_NUMBER: _builtins.int
     NORMALIZE_FIELD_NUMBER: _builtins.int
     AGGREGATE_FIELD_NUMBER: _builtins.int
     UNCERTAINTY_PENALTY_FIELD_NUMBER: _builtins.int
     RETURN_MEMBERS_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    REWARD_WEIGHTS_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     normalize: _builtins.bool
     """As in ScoreBatchRequest."""
     aggregate: Global___Aggregate.ValueType
     uncertainty_penalty: _builtins.float
     return_members: _builtins.bool
+    model: _builtins.str
+    """As in ScoreRequest; the group's statistics are then over the composite rewards."""
     @_builtins.property
     def responses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """At most the server's max_request_pairs responses."""
 
+    @_builtins.property
+    def reward_weights(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
     def __init__(
         self,
         *,
@@ -673,15 +1030,21 @@ class ScoreGroupRequest(_message.Message):
         aggregate: Global___Aggregate.ValueType = ...,
         uncertainty_penalty: _builtins.float | None = ...,
         return_members: _builtins.bool = ...,
+        model: _builtins.str | None = ...,
+        reward_weights: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_prompt", b"_prompt", "_uncertainty_penalty", b"_uncertainty_penalty", "prompt", b"prompt", "uncertainty_penalty", b"uncertainty_penalty"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_model", b"_model", "_prompt", b"_prompt", "_uncertainty_penalty", b"_uncertainty_penalty", "model", b"model", "prompt", b"prompt", "uncertainty_penalty", b"uncertainty_penalty"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_prompt", b"_prompt", "_uncertainty_penalty", b"_uncertainty_penalty", "aggregate", b"aggregate", "normalize", b"normalize", "prompt", b"prompt", "responses", b"responses", "return_members", b"return_members", "uncertainty_penalty", b"uncertainty_penalty"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_model", b"_model", "_prompt", b"_prompt", "_uncertainty_penalty", b"_uncertainty_penalty", "aggregate", b"aggregate", "model", b"model", "normalize", b"normalize", "prompt", b"prompt", "responses", b"responses", "return_members", b"return_members", "reward_weights", b"reward_weights", "uncertainty_penalty", b"uncertainty_penalty"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__model: _TypeAlias = _typing.Literal["model"]  # noqa: Y015
+    _WhichOneofArgType__model: _TypeAlias = _typing.Literal["_model", b"_model"]  # noqa: Y015
     _WhichOneofReturnType__prompt: _TypeAlias = _typing.Literal["prompt"]  # noqa: Y015
     _WhichOneofArgType__prompt: _TypeAlias = _typing.Literal["_prompt", b"_prompt"]  # noqa: Y015
     _WhichOneofReturnType__uncertainty_penalty: _TypeAlias = _typing.Literal["uncertainty_penalty"]  # noqa: Y015
     _WhichOneofArgType__uncertainty_penalty: _TypeAlias = _typing.Literal["_uncertainty_penalty", b"_uncertainty_penalty"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__model) -> _WhichOneofReturnType__model | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__prompt) -> _WhichOneofReturnType__prompt | None: ...
     @_typing.overload
@@ -699,6 +1062,7 @@ class ScoreGroupResponse(_message.Message):
     ADVANTAGES_FIELD_NUMBER: _builtins.int
     ADVANTAGE_EPSILON_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     mean: _builtins.float
     """Over the group's rewards: the mean and the standard deviation with Bessel's correction
     (ddof 1, as TRL's GRPOTrainer computes it; 0 for a group of one).
@@ -706,6 +1070,8 @@ class ScoreGroupResponse(_message.Message):
     std: _builtins.float
     advantage_epsilon: _builtins.float
     model_version: _builtins.str
+    model: _builtins.str
+    """As in ScoreResponse."""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoreResult]:
         """One result per response, in request order: the tokens and flags of Score(prompt,
@@ -725,10 +1091,11 @@ class ScoreGroupResponse(_message.Message):
         advantages: _abc.Iterable[_builtins.float] | None = ...,
         advantage_epsilon: _builtins.float = ...,
         model_version: _builtins.str = ...,
+        model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["advantage_epsilon", b"advantage_epsilon", "advantages", b"advantages", "mean", b"mean", "model_version", b"model_version", "results", b"results", "std", b"std"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["advantage_epsilon", b"advantage_epsilon", "advantages", b"advantages", "mean", b"mean", "model", b"model", "model_version", b"model_version", "results", b"results", "std", b"std"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

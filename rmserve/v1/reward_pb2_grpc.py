@@ -98,7 +98,7 @@ class RewardServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetModelInfo(self, request, context):
-        """The served model and the server's limits.
+        """A served model and the server's limits; `models` lists every model the server serves.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -308,6 +308,90 @@ class RewardService:
             '/rmserve.v1.RewardService/ScoreGroup',
             rmserve_dot_v1_dot_reward__pb2.ScoreGroupRequest.SerializeToString,
             rmserve_dot_v1_dot_reward__pb2.ScoreGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ModelAdminStub:
+    """Operator calls. The server refuses them (PERMISSION_DENIED) unless it has an `auth_token`:
+    they change what it serves, so only a caller with its bearer token may.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SwapModel = channel.unary_unary(
+                '/rmserve.v1.ModelAdmin/SwapModel',
+                request_serializer=rmserve_dot_v1_dot_reward__pb2.SwapModelRequest.SerializeToString,
+                response_deserializer=rmserve_dot_v1_dot_reward__pb2.SwapModelResponse.FromString,
+                _registered_method=True)
+
+
+class ModelAdminServicer:
+    """Operator calls. The server refuses them (PERMISSION_DENIED) unless it has an `auth_token`:
+    they change what it serves, so only a caller with its bearer token may.
+    """
+
+    def SwapModel(self, request, context):
+        """Serve a new version of a named model without downtime: the artifact folder (on the server's
+        disk) is read and its hashes verified, its session built, checked and warmed up, then the
+        name switches to it at once; requests already holding the old version finish on it, and it
+        is freed. Every reply says the version that produced it. Refused, with the figures
+        (FAILED_PRECONDITION), when the memory limit cannot hold both versions while they overlap;
+        FAILED_PRECONDITION also for an artifact that fails its checks and while another swap runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ModelAdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SwapModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.SwapModel,
+                    request_deserializer=rmserve_dot_v1_dot_reward__pb2.SwapModelRequest.FromString,
+                    response_serializer=rmserve_dot_v1_dot_reward__pb2.SwapModelResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'rmserve.v1.ModelAdmin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('rmserve.v1.ModelAdmin', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ModelAdmin:
+    """Operator calls. The server refuses them (PERMISSION_DENIED) unless it has an `auth_token`:
+    they change what it serves, so only a caller with its bearer token may.
+    """
+
+    @staticmethod
+    def SwapModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rmserve.v1.ModelAdmin/SwapModel',
+            rmserve_dot_v1_dot_reward__pb2.SwapModelRequest.SerializeToString,
+            rmserve_dot_v1_dot_reward__pb2.SwapModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,6 +8,12 @@ Regenerate the Python code with `python scripts/gen_protos.py` (never edit it by
 Text fields are `optional` so that an unset field can be told apart from an empty string:
 empty prompts and responses are valid and scored, an unset one is INVALID_ARGUMENT.
 
+Several models: a server may serve several named models (GetModelInfo lists them). Every
+scoring request may name one in `model` (unset: the server's default model), or ask for a
+weighted combination in `reward_weights` (not both); a name the server does not serve is
+INVALID_ARGUMENT listing the served names. Every reply's `model_version` says which version
+produced it.
+
 Status codes: INVALID_ARGUMENT for a malformed request (names the field and index);
 RESOURCE_EXHAUSTED with a `grpc-retry-pushback-ms` trailer when the queue is full (retry
 later); UNAVAILABLE while loading, warming up or draining; DEADLINE_EXCEEDED when the deadline
@@ -51,7 +57,7 @@ class RewardServiceStub:
     PreferBatch: _grpc.UnaryUnaryMultiCallable[_reward_pb2.PreferBatchRequest, _reward_pb2.PreferBatchResponse]
     """Many preferences, returned in request order."""
     GetModelInfo: _grpc.UnaryUnaryMultiCallable[_reward_pb2.GetModelInfoRequest, _reward_pb2.ModelInfo]
-    """The served model and the server's limits."""
+    """A served model and the server's limits; `models` lists every model the server serves."""
     ScoreGroup: _grpc.UnaryUnaryMultiCallable[_reward_pb2.ScoreGroupRequest, _reward_pb2.ScoreGroupResponse]
     """Rewards of N responses to one prompt (a GRPO group), with the group's mean, std and
     advantages. The prompt is tokenised once; every reward equals Score(prompt, response_i).
@@ -69,7 +75,7 @@ class RewardServiceAsyncStub(RewardServiceStub):
     PreferBatch: _aio.UnaryUnaryMultiCallable[_reward_pb2.PreferBatchRequest, _reward_pb2.PreferBatchResponse]  # type: ignore[assignment]
     """Many preferences, returned in request order."""
     GetModelInfo: _aio.UnaryUnaryMultiCallable[_reward_pb2.GetModelInfoRequest, _reward_pb2.ModelInfo]  # type: ignore[assignment]
-    """The served model and the server's limits."""
+    """A served model and the server's limits; `models` lists every model the server serves."""
     ScoreGroup: _aio.UnaryUnaryMultiCallable[_reward_pb2.ScoreGroupRequest, _reward_pb2.ScoreGroupResponse]  # type: ignore[assignment]
     """Rewards of N responses to one prompt (a GRPO group), with the group's mean, std and
     advantages. The prompt is tokenised once; every reward equals Score(prompt, response_i).
@@ -114,7 +120,7 @@ class RewardServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _reward_pb2.GetModelInfoRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_reward_pb2.ModelInfo, _abc.Awaitable[_reward_pb2.ModelInfo]]:
-        """The served model and the server's limits."""
+        """A served model and the server's limits; `models` lists every model the server serves."""
 
     @_abc_1.abstractmethod
     def ScoreGroup(
@@ -127,3 +133,58 @@ class RewardServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
 def add_RewardServiceServicer_to_server(servicer: RewardServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class ModelAdminStub:
+    """Operator calls. The server refuses them (PERMISSION_DENIED) unless it has an `auth_token`:
+    they change what it serves, so only a caller with its bearer token may.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> ModelAdminAsyncStub: ...
+    SwapModel: _grpc.UnaryUnaryMultiCallable[_reward_pb2.SwapModelRequest, _reward_pb2.SwapModelResponse]
+    """Serve a new version of a named model without downtime: the artifact folder (on the server's
+    disk) is read and its hashes verified, its session built, checked and warmed up, then the
+    name switches to it at once; requests already holding the old version finish on it, and it
+    is freed. Every reply says the version that produced it. Refused, with the figures
+    (FAILED_PRECONDITION), when the memory limit cannot hold both versions while they overlap;
+    FAILED_PRECONDITION also for an artifact that fails its checks and while another swap runs.
+    """
+
+@_typing.type_check_only
+class ModelAdminAsyncStub(ModelAdminStub):
+    """Operator calls. The server refuses them (PERMISSION_DENIED) unless it has an `auth_token`:
+    they change what it serves, so only a caller with its bearer token may.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    SwapModel: _aio.UnaryUnaryMultiCallable[_reward_pb2.SwapModelRequest, _reward_pb2.SwapModelResponse]  # type: ignore[assignment]
+    """Serve a new version of a named model without downtime: the artifact folder (on the server's
+    disk) is read and its hashes verified, its session built, checked and warmed up, then the
+    name switches to it at once; requests already holding the old version finish on it, and it
+    is freed. Every reply says the version that produced it. Refused, with the figures
+    (FAILED_PRECONDITION), when the memory limit cannot hold both versions while they overlap;
+    FAILED_PRECONDITION also for an artifact that fails its checks and while another swap runs.
+    """
+
+class ModelAdminServicer(metaclass=_abc_1.ABCMeta):
+    """Operator calls. The server refuses them (PERMISSION_DENIED) unless it has an `auth_token`:
+    they change what it serves, so only a caller with its bearer token may.
+    """
+
+    @_abc_1.abstractmethod
+    def SwapModel(
+        self,
+        request: _reward_pb2.SwapModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reward_pb2.SwapModelResponse, _abc.Awaitable[_reward_pb2.SwapModelResponse]]:
+        """Serve a new version of a named model without downtime: the artifact folder (on the server's
+        disk) is read and its hashes verified, its session built, checked and warmed up, then the
+        name switches to it at once; requests already holding the old version finish on it, and it
+        is freed. Every reply says the version that produced it. Refused, with the figures
+        (FAILED_PRECONDITION), when the memory limit cannot hold both versions while they overlap;
+        FAILED_PRECONDITION also for an artifact that fails its checks and while another swap runs.
+        """
+
+def add_ModelAdminServicer_to_server(servicer: ModelAdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -158,3 +158,46 @@ async def test_a_drift_flips_readiness_and_fires_the_alert(
     assert result.returncode == 0, result.stdout + result.stderr
     silent = alert_fires(tmp_path, model, drift_ratio(healthy, model), drift_ratio(healthy, model))
     assert silent.returncode != 0 and "RmserveGoldenDrift" in silent.stdout + silent.stderr
+
+
+async def test_each_served_model_has_its_canary_and_any_drift_turns_readiness_off(
+    tiny_artifact: Path, qwen_artifact: Path
+) -> None:
+    """Two models, each checked by its own canary under the name it is served by; a drift of the
+    second one (not the default) turns the whole server's readiness off and refuses that model,
+    while the default model's canary still finds it within tolerance."""
+    built: list[ShiftingEngine] = []
+
+    def factory(artifact: LoadedArtifact, settings: ServerSettings) -> Engine:
+        built.append(ShiftingEngine(ort_engine(artifact, settings)))
+        return built[-1]
+
+    settings = make_settings(
+        tiny_artifact, models={"second": qwen_artifact}, golden_interval_seconds=0.05
+    )
+    async with serving(settings, factory) as h:
+        default = read_manifest(tiny_artifact).name
+
+        def checks(model: str, result: str) -> float:
+            return h.metric("rmserve_golden_checks_total", model=model, result=result)
+
+        assert set(h.server.goldens) == {default, "second"}
+        await eventually(
+            lambda: checks(default, "ok") >= 1 and checks("second", "ok") >= 1,
+            "a canary check of each model",
+        )
+        assert h.metric("rmserve_golden_checks_total", model="qwen", result="ok") == 0
+        assert await h.health_status() == SERVING
+
+        assert len(built) == 2  # built in the order served: the default first
+        built[1].shift = SHIFT
+        await eventually(lambda: checks("second", "drift") == 1, "the second model's drift")
+        assert await h.health_status() == NOT_SERVING
+        assert await h.health_status(SERVICE) == NOT_SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            request = reward_pb2.ScoreRequest(prompt="q", response="a", model="second")
+            await h.stub.Score(request, timeout=30)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        ok = checks(default, "ok")
+        await eventually(lambda: checks(default, "ok") > ok, "the default model checked on")
+        assert checks(default, "drift") == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rmserve.engine.session import LoadedArtifact
 from rmserve.server.app import EngineFactory, RewardServer, ort_engine
+from rmserve.server.model_loading import ModelCheck
 from rmserve.server.settings import ServerSettings
 from rmserve.testing import ScriptedEngine
 from rmserve.v1 import reward_pb2_grpc
@@ -55,10 +56,13 @@ class Harness:
 
 @asynccontextmanager
 async def serving(
-    settings: ServerSettings, engine_factory: EngineFactory = ort_engine, load: bool = True
+    settings: ServerSettings,
+    engine_factory: EngineFactory = ort_engine,
+    load: bool = True,
+    model_checks: Sequence[ModelCheck] | None = None,
 ) -> AsyncIterator[Harness]:
     """A started server; with ``load`` it is SERVING on entry, else still loading."""
-    server = RewardServer(settings, engine_factory)
+    server = RewardServer(settings, engine_factory, model_checks)
     await server.start()
     loader = asyncio.create_task(server.load()) if not load else None
     if load:

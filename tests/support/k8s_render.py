@@ -25,6 +25,7 @@ VARIANTS = {
     "cpu": K8S / "overlays" / "cpu",
     "long-context": K8S / "overlays" / "long-context",
     "long-context-cpu": K8S / "overlays" / "long-context-cpu",
+    "multi-model": K8S / "overlays" / "multi-model",
     "artifact-from-image": K8S / "examples" / "artifact-from-image",
     "tls": K8S / "examples" / "tls",
 }

@@ -26,7 +26,7 @@ QWEN3_0_6B: dict[str, Any] = {
 }  # fmt: skip
 
 
-def write_qwen3_rm(folder: Path, **shape: Any) -> None:
+def write_qwen3_rm(folder: Path, seed: int = 0, **shape: Any) -> None:
     vocab = {token: i for i, token in enumerate(SPECIAL + WORDS)}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -37,7 +37,7 @@ def write_qwen3_rm(folder: Path, **shape: Any) -> None:
     )  # fmt: skip
     hf_tokenizer.chat_template = CHATML
     hf_tokenizer.save_pretrained(folder)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = Qwen3Config(num_labels=1, pad_token_id=0, eos_token_id=2, **shape)
     model = Qwen3ForSequenceClassification(config)
     model.save_pretrained(folder)
