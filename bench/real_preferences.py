@@ -170,6 +170,11 @@ def peak_rss_gb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
 
 
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def read_events(work_dir: Path) -> list[dict[str, Any]]:
     lines = (work_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines]
@@ -231,7 +236,7 @@ def run_probe(settings: Any) -> dict[str, Any]:
         model.head = nn.Identity()  # score_all now returns pooled states [N, H]
         pad = inputs.texts.preprocessing.pad_token_id
         PROBE_FEATURES[key] = {
-            part: score_all(model, encode(inputs.preprocessor, data.pairs), 64, pad)
+            part: score_all(model, encode(inputs.preprocessor, data.pairs), 16, pad)
             for part, data in (("train", inputs.train_set), ("eval", inputs.eval_set))
         }
     feats = PROBE_FEATURES[key]
@@ -283,6 +288,7 @@ def run_one(recipe: str, seed: int, work: Path, args: Any) -> dict[str, Any]:
     )
     load_before = machine_load()
     peak_before = peak_rss_gb()
+    cpu_before = cpu_seconds()
     started = time.perf_counter()
     row = run_probe(settings) if freeze else run_train(settings)
     seconds = time.perf_counter() - started
@@ -291,6 +297,8 @@ def run_one(recipe: str, seed: int, work: Path, args: Any) -> dict[str, Any]:
         "seed": seed,
         **row,
         "seconds": round(seconds, 1),
+        "cpu_seconds": round(cpu_seconds() - cpu_before, 1),  # all threads; steadier than wall
+        "threads": args.threads,
         "load_average_1m": [load_before, machine_load()],
         "micro_batch": {k: settings.model_dump()[k] for k in ("batch_size", "grad_accum")},
         "peak_rss_gb_so_far": [peak_before, peak_rss_gb()],
@@ -301,8 +309,10 @@ def run_one(recipe: str, seed: int, work: Path, args: Any) -> dict[str, Any]:
 
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per recipe: mean / spread of held-out accuracy, and per seed against ``today``."""
-    today = {r["seed"]: r for r in runs if r["recipe"] == "today"}
+    """Per recipe: mean / spread of held-out accuracy, and per seed against today's defaults
+    (the ``today`` row of that seed, else ``today-onepass``: the same recipe in one pass)."""
+    today = {r["seed"]: r for r in runs if r["recipe"] == "today-onepass"}
+    today.update({r["seed"]: r for r in runs if r["recipe"] == "today"})
     result: dict[str, Any] = {}
     for recipe in dict.fromkeys(r["recipe"] for r in runs):
         mine = sorted((r for r in runs if r["recipe"] == recipe), key=lambda r: r["seed"])
@@ -316,18 +326,23 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "seconds_mean": round(statistics.mean(r["seconds"] for r in mine), 1),
         }
         paired = [(r, today[r["seed"]]) for r in mine if r["seed"] in today]
-        if paired and recipe != "today":
+        if paired and recipe not in ("today", "today-onepass"):
             deltas = [round(r["eval_accuracy"] - t["eval_accuracy"], 4) for r, t in paired]
+            cpu = [(r.get("cpu_seconds"), t.get("cpu_seconds")) for r, t in paired]
             entry["vs_today"] = {
                 "seeds": [r["seed"] for r, _ in paired],
+                "baseline": [t["recipe"] for _, t in paired],
                 "accuracy_delta_per_seed": deltas,
                 "accuracy_delta_mean": round(statistics.mean(deltas), 4),
                 "wins": sum(d > 0 for d in deltas),
-                "time_ratio": round(
+                "wall_time_ratio": round(
                     statistics.mean(r["seconds"] for r, _ in paired)
                     / statistics.mean(t["seconds"] for _, t in paired),
                     2,
                 ),
+                "cpu_time_ratio": round(sum(a for a, _ in cpu) / sum(b for _, b in cpu), 2)
+                if all(a and b for a, b in cpu)
+                else None,
             }
         result[recipe] = entry
     return result
@@ -403,7 +418,13 @@ def main() -> None:
         "(the same steps and loss; 0: the recipe's batch in one pass). At the default "
         "max_length 512, one batch of 16 HH pairs peaked at 13.5 GB RSS with eager attention.",
     )
-    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="Torch threads (0: torch's default). 1: on a busy 2-core machine a 2-thread process "
+        "loses most of its time to preempted threads (docs/benchmarks/train-throughput.md).",
+    )
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--note", default="", help="Free text stored in the JSON (the machine).")
     args = parser.parse_args()
