@@ -13,7 +13,8 @@ The data is not in this repository (licence and size). Get it once, outside the 
 ``harmless-base/test.jsonl.gz`` is a plain git blob in that repository (2,312 pairs); the other
 splits are Git LFS objects and need ``git lfs pull`` (``--source helpful-base`` then reads
 ``helpful-base-train.jsonl.gz`` and ``helpful-base-test.jsonl.gz``). Files are checked against
-the sha256 the repository publishes (the blob itself, or the LFS pointer's oid).
+what the repository's tree at commit 354e5c3 names: the git blob id (sha1 of "blob SIZE\\0" +
+bytes) of the plain blob, the sha256 oid of each LFS pointer.
 
 The split (``--source harmless-base``): pairs whose chosen and rejected texts are identical are
 dropped (no preference to learn), the rest shuffled with ``random.Random(split_seed)``; the first
@@ -49,13 +50,11 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-# (file name in --data, sha256 published by anthropics/hh-rlhf at 354e5c3)
+# (file name in --data, its id in the tree of anthropics/hh-rlhf at 354e5c3: a git blob id
+# (40 hex) for a plain blob, an LFS pointer's sha256 oid (64 hex) for an LFS object)
 SOURCES: dict[str, dict[str, tuple[str, str]]] = {
     "harmless-base": {
-        "all": (
-            "harmless-base-test.jsonl.gz",
-            "ebfaaed21162a4de120ae85366075b34425e2a6303fac59b99555002f7016f03",
-        ),
+        "all": ("harmless-base-test.jsonl.gz", "a616e6a27660ded23c5ce0e585a3e4cf0d761f0e"),
     },
     "helpful-base": {  # LFS objects: the oids of the pointers in the repository
         "train": (
@@ -109,8 +108,9 @@ def cpu_model() -> str:
     return model()
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_id(path: Path, length: int) -> str:
+    """sha256 of the bytes (length 64), or git's blob id, sha1 of b"blob SIZE\\0" + bytes (40)."""
+    digest = hashlib.sha256() if length == 64 else hashlib.sha1(b"blob %d\0" % path.stat().st_size)
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
@@ -122,8 +122,8 @@ def read_source(data: Path, name: str, part: str, verify: bool) -> list[dict[str
     path = data / file_name
     if not path.is_file():
         sys.exit(f"{path} is missing. How to get it:\n\n{__doc__.split('The split')[0]}")
-    if verify and sha256_of(path) != expected:
-        sys.exit(f"{path}: sha256 differs from the published {expected} (use --no-verify to go on)")
+    if verify and file_id(path, len(expected)) != expected:
+        sys.exit(f"{path}: not the published file {expected} (use --no-verify to go on)")
     with gzip.open(path, "rt", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
     return [r for r in rows if r["chosen"] != r["rejected"]]
