@@ -88,6 +88,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "wd0": {"weight_decay": 0.0},
     "wd0.1": {"weight_decay": 0.1},
     "center": {"center_coef": 0.01},
+    "ls0.1": {"label_smoothing": 0.1},
+    "ls0.2": {"label_smoothing": 0.2},
     "batch8": {"batch_size": 8},
     "batch32": {"batch_size": 32},
     "lora16": {"lora_rank": 16, "lr": 5e-4},
@@ -355,7 +357,8 @@ def write_report(args: Any, split: dict[str, Any], runs: list[dict[str, Any]]) -
     defaults = {
         name: fields[name].default
         for name in ("lr", "head_lr", "epochs", "batch_size", "warmup_ratio", "min_lr_ratio",
-                     "weight_decay", "pooling", "max_length", "center_coef", "max_grad_norm")
+                     "weight_decay", "pooling", "max_length", "center_coef", "label_smoothing",
+                     "max_grad_norm")
     }  # fmt: skip
     report = {
         "bench": "real_preferences",

@@ -68,6 +68,15 @@ class TrainSettings(BaseSettings):
         le=10.0,
         description="Weight of the centring term coef*mean((r_w + r_l)^2); 0 switches it off.",
     )
+    label_smoothing: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=0.5,
+        description="Conservative Bradley-Terry: trust each label with probability 1-eps, "
+        "loss -(1-eps)*logsigmoid(d) - eps*logsigmoid(-d), d = r_w - r_l - margin, so margins "
+        "stop growing at d = log((1-eps)/eps); 0 switches it off. Training loss only: the "
+        "eval loss stays plain Bradley-Terry, comparable across runs.",
+    )
     max_length: int = Field(
         default=512,
         ge=8,

@@ -82,7 +82,8 @@ def refuse_unsupported(settings: TrainSettings, cluster: Cluster | None) -> None
 def head_metrics(
     chosen: torch.Tensor, rejected: torch.Tensor, margins: torch.Tensor, center_coef: float
 ) -> list[dict[str, float]]:
-    """Each head's held-out loss, accuracy, margin and reward mean/std, like a full member's."""
+    """Each head's held-out loss (plain Bradley–Terry, no label smoothing), accuracy, margin and
+    reward mean/std, like a full member's."""
     return [
         {
             "loss": bradley_terry_loss(chosen[:, k], rejected[:, k], margins, center_coef).item(),
@@ -160,6 +161,7 @@ def train_shared(settings: TrainSettings, cluster: Cluster | None = None) -> Sha
                     weights[index].to(chosen.device),
                     train_data.margins[index].to(chosen.device),
                     settings.center_coef,
+                    label_smoothing=settings.label_smoothing,
                 )
                 (loss * len(index) / pairs_in_step).backward()  # type: ignore[no-untyped-call]
                 total += loss.item() * len(index) / pairs_in_step

@@ -252,6 +252,7 @@ def train(settings: TrainSettings, cluster: Cluster | None = None) -> TrainResul
                 score,
                 train_data.margins,
                 settings.center_coef,
+                settings.label_smoothing,
                 settings.max_grad_norm,
                 cluster,
             )

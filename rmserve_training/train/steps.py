@@ -51,9 +51,11 @@ def train_step(
     score: Score,
     margins: torch.Tensor,
     center_coef: float,
+    label_smoothing: float,
     max_grad_norm: float,
     cluster: Cluster,
 ) -> StepResult:
+    """``loss`` is the training loss (label smoothing included, if any)."""
     pairs_in_step = sum(len(b) for b in group)
     mine, passes = rank_share(group, cluster)
     totals = torch.zeros(3, dtype=torch.float64)  # sum of loss x pairs, correct, pairs
@@ -64,7 +66,11 @@ def train_step(
         with gradient_sync(engine, enabled=i == passes - 1):
             chosen, rejected = score(index)
             loss = bradley_terry_loss(
-                chosen, rejected, margins[list(index)].to(chosen.device), center_coef
+                chosen,
+                rejected,
+                margins[list(index)].to(chosen.device),
+                center_coef,
+                label_smoothing=label_smoothing,
             )
             (loss * weight).backward()  # type: ignore[no-untyped-call]
         if real:
@@ -88,7 +94,8 @@ def evaluate_sharded(
 ) -> tuple[dict[str, float], torch.Tensor]:
     """Eval under no_grad with the pairs spread over the ranks; every rank gets the metrics
     of the whole set and every eval response's reward (chosen then rejected). The batches are
-    the ones one process would run (sorted by length), so the rewards are the same."""
+    the ones one process would run (sorted by length), so the rewards are the same. The loss
+    is plain Bradley–Terry (no label smoothing), comparable across runs."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     mine, passes = rank_share(batches, cluster)
