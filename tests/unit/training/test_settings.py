@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from rmserve.cli_args import add_settings_arguments, settings_from_args
 from rmserve_training.settings import TrainSettings
@@ -51,3 +52,17 @@ def test_recipe_defaults_and_head_lr_flag() -> None:
     assert (tuned.lr, tuned.resolved_head_lr()) == (2e-5, 1e-3)
     with pytest.raises(SystemExit, match="--head-lr / RMSERVE_TRAIN_HEAD_LR"):
         parse([*REQUIRED, "--head-lr", "0"])
+
+
+def test_label_smoothing_flag_env_and_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse(REQUIRED).label_smoothing == 0.0
+    assert parse([*REQUIRED, "--label-smoothing", "0.1"]).label_smoothing == 0.1
+    monkeypatch.setenv("RMSERVE_TRAIN_LABEL_SMOOTHING", "0.2")
+    assert parse(REQUIRED).label_smoothing == 0.2
+    for bad in ("0.5", "-0.1"):
+        with pytest.raises(SystemExit, match="--label-smoothing / RMSERVE_TRAIN_LABEL_SMOOTHING"):
+            parse([*REQUIRED, "--label-smoothing", bad])
+    paths = {"train_data": "t.jsonl", "eval_data": "e.jsonl", "out": "art"}
+    for value in (0.5, -0.1):
+        with pytest.raises(ValidationError, match="label_smoothing"):
+            TrainSettings.model_validate({**paths, "label_smoothing": value})
