@@ -22,7 +22,7 @@ import yaml
 
 from rmserve.artifact.manifest import read_manifest
 from rmserve.engine.session import Engine, LoadedArtifact
-from rmserve.server.app import ort_engine
+from rmserve.server.model_build import ort_engine
 from rmserve.server.settings import ServerSettings
 from rmserve.text.preprocess import PreparedPair
 from rmserve.v1 import reward_pb2
