@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 
-from rmserve.artifact.manifest import read_manifest
+from rmserve.artifact.folder import read_manifest
 from rmserve.engine.session import Engine, LoadedArtifact
 from rmserve.server.model_build import ort_engine
 from rmserve.server.settings import ServerSettings

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from rmserve.artifact.folder import read_manifest
 from rmserve.artifact.golden import GOLDEN_FILE
-from rmserve.artifact.manifest import read_manifest
 from rmserve.engine.session import OrtEngine, load_artifact
 from rmserve.serving.golden import verify_golden
 from rmserve.v1 import reward_pb2

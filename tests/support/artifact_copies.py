@@ -11,7 +11,8 @@ from pathlib import Path
 import onnx
 from onnx import numpy_helper
 
-from rmserve.artifact.manifest import MODEL_FILE, artifact_files, file_entries
+from rmserve.artifact.folder import artifact_files, file_entries
+from rmserve.artifact.manifest import MODEL_FILE
 
 
 def rewrite_digests(folder: Path) -> None:
