@@ -25,7 +25,7 @@ from typing import Any
 from bench_record import add_record_arguments, finish_record, start_record
 from throughput import RAW_BATCH_SIZES, make_pairs, raw_onnxruntime, raw_rate, server_run
 
-from rmserve.artifact.manifest import read_manifest
+from rmserve.artifact.folder import read_manifest
 from rmserve.engine.session import OrtEngine, load_artifact
 
 MIX = (16, 256)

@@ -43,7 +43,7 @@ from throughput_replay import replay
 
 from rmserve import testing
 from rmserve.engine.session import OrtEngine, load_artifact
-from rmserve.server.app import core_config
+from rmserve.server.model_build import core_config
 from rmserve.server.settings import ServerSettings
 from rmserve.testing import ServerProcess
 from rmserve.text.preprocess import PreparedPair

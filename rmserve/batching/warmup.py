@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rmserve.batching.collect import BatchLimits
-from rmserve.text.preprocess import PreparedPair
+from rmserve.text.preprocess import PreparedPair, Preprocessor
 
 MIN_GRID_LENGTH = 16
 
@@ -89,6 +89,16 @@ def warmup_batches(
         pair = cut(long, length)
         batches += [[pair] * rows for rows in _rows_at(length, limits, every_shape)]
     return batches
+
+
+def warmup_batches_for(
+    preprocessor: Preprocessor, limits: BatchLimits, every_shape: bool
+) -> list[list[PreparedPair]]:
+    """``warmup_batches`` of a model that reads pairs with ``preprocessor``: a short pair and
+    one tiled to its ``max_length``."""
+    short = preprocessor.prepare("warm-up prompt", "warm-up response")
+    long = tiled(preprocessor.prepare("", "warm up " * 64), preprocessor.config.max_length)
+    return warmup_batches(short, long, limits, every_shape)
 
 
 def _rows_at(length: int, limits: BatchLimits, every_shape: bool) -> list[int]:

@@ -11,14 +11,9 @@ from typing import Any, Protocol
 import numpy as np
 import onnxruntime as ort
 
+from rmserve.artifact.folder import read_manifest
 from rmserve.artifact.golden import GoldenSet, read_golden
-from rmserve.artifact.manifest import (
-    MODEL_FILE,
-    TOKENIZER_FILE,
-    ArtifactError,
-    Manifest,
-    read_manifest,
-)
+from rmserve.artifact.manifest import MODEL_FILE, TOKENIZER_FILE, ArtifactError, Manifest
 from rmserve.engine.padding import pad_batch
 from rmserve.engine.providers import CPU as CPU  # re-exported: the engine's callers name providers
 from rmserve.engine.providers import CUDA as CUDA

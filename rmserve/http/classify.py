@@ -167,12 +167,7 @@ async def classify(served: Served, raw: bytes) -> web.Response:
             rewards = [c.reward for c in combined]
             tokens = sum(c.num_tokens for c in combined)
             name = request.model or target.model_version
-            extra: dict[str, Any] = {
-                "components": {
-                    c.name: [s.components[k].reward for s in combined]
-                    for k, c in enumerate(target.components)
-                }
-            }
+            extra: dict[str, Any] = {"components": target.rewards_by_model(combined)}
         else:
             core = target
             pairs, field = pairs_of(core, request)

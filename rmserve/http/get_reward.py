@@ -56,15 +56,11 @@ async def get_reward(served: Served, raw: bytes) -> web.Response:
         if isinstance(target, Composite):
             combined = await target.score(pairs, target.options(), None, field="query")
             rewards = [c.reward for c in combined]
-            components = {
-                c.name: [s.components[k].reward for s in combined]
-                for k, c in enumerate(target.components)
-            }
             return web.json_response(
                 {
                     "rewards": rewards,
                     "scores": rewards,
-                    "components": components,
+                    "components": target.rewards_by_model(combined),
                     "model_version": target.model_version,
                 }
             )

@@ -12,24 +12,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health, health_pb2
 
 from rmserve.artifact.manifest import Manifest
-from rmserve.batching.collect import BatchLimits
-from rmserve.engine.session import Engine, LoadedArtifact, OrtEngine
-from rmserve.engine.threads import engine_workers, threads_per_batch
-from rmserve.grpc.admin import ModelAdminServicer, add_admin_service
-from rmserve.grpc.service import RewardServicer, add_reward_service
+from rmserve.engine.session import Engine
+from rmserve.engine.threads import engine_workers
 from rmserve.http.body import BodyLimits
 from rmserve.http.front import HttpFront, HttpLimits
 from rmserve.observability.metrics import Metrics
 from rmserve.observability.metrics_server import MetricsServer
-from rmserve.server.golden_watch import GoldenWatch, golden_checked
-from rmserve.server.listeners import NO_REUSEPORT, bind_grpc, binding, write_port_file
+from rmserve.server.golden_watch import GoldenWatch
+from rmserve.server.grpc_server import SERVICE_NAME, health_grpc_server, reward_grpc_server
+from rmserve.server.listeners import bind_grpc, binding, write_port_file
+from rmserve.server.model_build import EngineFactory, core_config, ort_engine
 from rmserve.server.model_loading import (
     DEFAULT_MODEL_CHECKS,
     ModelCheck,
@@ -38,14 +36,13 @@ from rmserve.server.model_loading import (
     load_named,
 )
 from rmserve.server.model_set import model_set
-from rmserve.server.security import TokenAuthInterceptor, server_credentials
+from rmserve.server.security import server_credentials
 from rmserve.server.settings import ServerSettings
 from rmserve.server.swap import ModelSwapper
 from rmserve.serving.admission import SharedAdmission
 from rmserve.serving.allocator import map_big_allocations
-from rmserve.serving.config import CoreConfig
 from rmserve.serving.core import RewardCore
-from rmserve.serving.memory_budget import cgroup_memory_limit, default_inflight_bytes
+from rmserve.serving.memory_budget import cgroup_memory_limit
 from rmserve.serving.models import ModelRegistry
 from rmserve.serving.models_memory import (
     ModelFootprint,
@@ -53,90 +50,16 @@ from rmserve.serving.models_memory import (
     required_bytes,
     resolve_inflight,
 )
-from rmserve.v1 import reward_pb2
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name
-ADMIN_SERVICE_NAME = reward_pb2.DESCRIPTOR.services_by_name["ModelAdmin"].full_name
 HEALTH_SERVICES = ("", SERVICE_NAME)  # "" is the whole server
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-# gRPC's transport limit is max_message_bytes plus this envelope. A request up to it reaches the
-# servicer as raw bytes and, when over max_message_bytes, is refused by its length with
-# INVALID_ARGUMENT naming the limit, before it is parsed; past it gRPC itself refuses the message
-# (RESOURCE_EXHAUSTED, no retry pushback) and never hands it to Python. The envelope only keeps
-# "just over the limit" answered with our clear message; it bounds what one call can make gRPC
-# hold to max_message_bytes + 64 KiB.
-TRANSPORT_ENVELOPE_BYTES = 64 * 1024
 # After the core has drained, calls still in a handler (answering UNAVAILABLE, flushing a
 # reply) get this long before gRPC cancels them; stop() returns as soon as they are done, so a
 # generous value costs nothing normally and keeps a loaded machine from turning them CANCELLED.
 FINAL_FLUSH_SECONDS = 5.0
-
-EngineFactory = Callable[[LoadedArtifact, ServerSettings], Engine]
-
-
-def ort_engine(artifact: LoadedArtifact, settings: ServerSettings) -> Engine:
-    threads, workers = settings.intra_op_threads, settings.engine_workers
-    if settings.provider != "cuda" or workers:  # on CUDA one batch at a time keeps every thread
-        threads = threads_per_batch(threads, workers)
-    engine = OrtEngine(artifact, settings.provider, threads, settings.gpu_device_id)
-    return golden_checked(engine, artifact, settings.max_batch_tokens)  # refused on drift
-
-
-def core_config(
-    settings: ServerSettings, max_inflight_bytes: int | None = None, engine_workers: int = 1
-) -> CoreConfig:
-    """The core's config from the server settings. ``max_inflight_bytes``: the resolved budget
-    (None: the setting, else its default); ``engine_workers``: resolved for the engine's provider
-    (``rmserve.engine.threads``)."""
-    s = settings
-    limits = BatchLimits(
-        max_batch_size=s.max_batch_size,
-        max_batch_tokens=s.max_batch_tokens,
-        max_padding_ratio=s.max_padding_ratio,
-        max_queue_delay_s=s.max_queue_delay_ms / 1000.0,
-        window=max(256, 8 * s.max_batch_size),
-    )
-    if max_inflight_bytes is None:
-        max_inflight_bytes = s.max_inflight_bytes or default_inflight_bytes(s.max_message_bytes)
-    return CoreConfig(
-        limits,
-        s.max_queue_pairs,
-        s.max_request_pairs,
-        s.warmup_runs,
-        max_inflight_bytes,
-        s.ensemble_aggregate,
-        s.ensemble_uncertainty_penalty,
-        engine_workers,
-        long_batch_workers=s.long_batch_workers,
-        warmup_budget_s=s.warmup_budget_seconds,
-        truncation=s.truncation,
-    )
-
-
-def transport_limit(max_message_bytes: int) -> int:
-    """The largest message gRPC accepts: ``max_message_bytes`` + ``TRANSPORT_ENVELOPE_BYTES``."""
-    return max_message_bytes + TRANSPORT_ENVELOPE_BYTES
-
-
-def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
-    limit = transport_limit(settings.max_message_bytes)
-    options = [
-        NO_REUSEPORT,
-        ("grpc.max_receive_message_length", limit),
-        ("grpc.max_send_message_length", limit),
-    ]
-    if settings.max_connection_age_seconds > 0:
-        options += [
-            ("grpc.max_connection_age_ms", int(settings.max_connection_age_seconds * 1000)),
-            (
-                "grpc.max_connection_age_grace_ms",
-                int(settings.max_connection_age_grace_seconds * 1000),
-            ),
-        ]
-    return options
 
 
 def log_parity(manifest: Manifest) -> None:
@@ -216,20 +139,9 @@ class RewardServer:
         s = self.settings
         if s.port_file is not None:
             s.port_file.unlink(missing_ok=True)  # a reader never sees an earlier run's ports
-        interceptors = []
-        if s.auth_token is not None:
-            interceptors.append(TokenAuthInterceptor(s.auth_token.get_secret_value(), self.metrics))
-        self._grpc = server = grpc.aio.server(options=grpc_options(s), interceptors=interceptors)
-        servicer = RewardServicer(
-            lambda: self.models, self.metrics, s.max_message_bytes, s.log_request_content
-        )
-        add_reward_service(servicer, server)
         swap = self.swapper.swap if s.auth_token is not None else None
-        add_admin_service(ModelAdminServicer(lambda: self.models, swap, self.metrics), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, ADMIN_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
-            server,
+        self._grpc = server = reward_grpc_server(
+            s, lambda: self.models, self.metrics, swap, self._health
         )
         for name in HEALTH_SERVICES:
             await self._health.set(name, NOT_SERVING)
@@ -291,8 +203,7 @@ class RewardServer:
 
     async def _start_health_port(self, host: str, port: int) -> None:
         """grpc.health.v1 alone, in plaintext: what Kubernetes gRPC probes can reach."""
-        self._health_grpc = server = grpc.aio.server(options=[NO_REUSEPORT])
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        self._health_grpc = server = health_grpc_server(self._health)
         self.health_port = bind_grpc(server, "health", host, port)
         await server.start()
 

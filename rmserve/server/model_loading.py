@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 # ``ArtifactError`` saying why not. Runs on a worker thread, after the engine is built and
 # before warm-up, at start-up and before a swap (``rmserve.server.swap``). The golden pairs'
 # load check is not one of them: the production engine factory runs it on the bare session,
-# before anything wraps it (``rmserve.server.app.ort_engine``), for every model and every swap.
+# before anything wraps it (``rmserve.server.model_build.ort_engine``), for every model and
+# every swap.
 ModelCheck = Callable[[str, LoadedArtifact, Engine], None]
 # What every server runs unless given its own list (``RewardServer(model_checks=...)``): the place
 # to add a check every model must pass.

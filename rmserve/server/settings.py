@@ -1,11 +1,12 @@
 """Server settings: one class, env prefix ``RMSERVE_``; ``rmserve serve`` builds its flags from it.
+Its fields that name the served models (``settings_models``) and those of its listeners
+(``settings_listeners``) are declared in their own modules; the checks across sections are here.
 
 Never instantiated at import time: ``rmserve serve`` (or a test) builds one explicitly.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -13,105 +14,19 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rmserve.observability.reward_watch import DEFAULT_LENGTH_WINDOW
+from rmserve.server.settings_listeners import ListenerSettings
+from rmserve.server.settings_models import ServedModelSettings
 from rmserve.serving.memory_budget import smallest_inflight_bytes
 from rmserve.serving.names import check_model_name
 
 REMOVED_BATCH_POLICIES = ("measured", "analytic")  # the engine cost-model cuts
 
 
-class ServerSettings(BaseSettings):
+# pydantic collects fields from the last base first: the flags and the reference page list the
+# served models', then the listeners', then these.
+class ServerSettings(BaseSettings, ListenerSettings, ServedModelSettings):
     model_config = SettingsConfigDict(env_prefix="RMSERVE_", extra="forbid", frozen=True)
 
-    artifact: Path | None = Field(
-        default=None,
-        description="Artifact folder to serve (model.onnx [+ model.onnx.data], tokenizer.json, "
-        "manifest.json), named by its manifest's name and the default model. Required unless "
-        "models or models_file names the models.",
-    )
-    models: dict[str, Path] = Field(
-        default_factory=dict,
-        json_schema_extra={"cli_flag": "model", "cli_metavar": "NAME=PATH"},
-        description="More models to serve in this server, by name: repeat --model NAME=PATH "
-        '(env: a JSON object, {"helpful": "/models/helpful"}). Each has its own session, '
-        "tokenizer and batcher; requests name one (unnamed ones go to default_model). Names: "
-        "letters, digits, '.', '_', '-' (docs/guides/serving.md#several-models).",
-    )
-    models_file: Path | None = Field(
-        default=None,
-        description="A TOML file naming models to serve, as models does: a [models] table of "
-        'NAME = "PATH" (relative paths are read from the file\'s folder) and an optional '
-        "default = NAME.",
-    )
-    default_model: str | None = Field(
-        default=None,
-        description="The model a request that names none is scored with (unset: the artifact "
-        "model, else the first of models, else models_file's default or its first model).",
-    )
-    host: str = Field(default="0.0.0.0", min_length=1, description="Address gRPC listens on.")
-    port: int = Field(default=50051, ge=0, le=65535, description="gRPC port (0: any free port).")
-    metrics_port: int = Field(
-        default=9400, ge=0, le=65535, description="Prometheus /metrics port (0: any free port)."
-    )
-    metrics_idle_timeout_seconds: float = Field(
-        default=10.0,
-        gt=0,
-        le=3600,
-        description="The metrics port closes a connection that completes no request for this "
-        "long (since it opened or since its last answer, whichever is later).",
-    )
-    metrics_max_connections: int = Field(
-        default=64,
-        ge=1,
-        le=65536,
-        description="Connections the metrics port holds at once; a new one past this closes "
-        "the connection idle longest, so a scraper always gets in. One thread serves them all.",
-    )
-    http_port: int | None = Field(
-        default=None,
-        ge=0,
-        le=65535,
-        description="Also serve OpenRLHF's remote reward-model protocol (POST /get_reward) over "
-        "HTTP on this port, same core and batcher (0: any free port; unset: off).",
-    )
-    http_header_timeout_seconds: float = Field(
-        default=60.0,
-        gt=0.0,
-        le=3600.0,
-        description="HTTP front: a connection must send a whole request's headers within this "
-        "many seconds of opening or of its last reply, else it is closed (aiohttp's keep-alive "
-        "timeout: an idle keep-alive connection is closed after it too).",
-    )
-    http_body_timeout_seconds: float = Field(
-        default=30.0,
-        gt=0.0,
-        le=3600.0,
-        description="HTTP front: the longest wait for more of a request body, and the grace "
-        "before http_min_body_bytes_per_second applies; a body that stalls is 408 and the "
-        "bytes it was charged are released (docs/guides/security.md#slow-and-hostile-clients).",
-    )
-    http_min_body_bytes_per_second: float = Field(
-        default=64 * 1024,
-        ge=0.0,
-        description="HTTP front: the slowest a body may arrive. A body of n bytes must be whole "
-        "within http_body_timeout_seconds + n / this (0: no rate, only the wait for each chunk).",
-    )
-    http_max_inflight_bytes_per_client: int | None = Field(
-        default=None,
-        ge=1024,
-        le=1 << 40,
-        description="HTTP front: most request bytes one client address may hold of "
-        "max_inflight_bytes (bodies are charged as they arrive; beyond it 429 with Retry-After). "
-        "Unset: half of max_inflight_bytes, and never under max_message_bytes.",
-    )
-    port_file: Path | None = Field(
-        default=None,
-        description="Once every listener is bound, before the model loads, write the ports "
-        'here as one JSON object, e.g. {"grpc": 43121, "health": null, "http": null, '
-        '"metrics": 39223, "pid": 1234} (null: that listener is off). Written atomically '
-        "(a temporary file in the same folder, then renamed); an earlier file is removed at "
-        "start-up. With port 0 this is how a launcher learns the ports without racing for "
-        "them. A port that is given and already in use stops the server with exit code 3.",
-    )
     provider: Literal["auto", "cuda", "cpu"] = Field(
         default="auto",
         description="onnxruntime provider: auto (CUDA if it loads, else CPU), cuda (refuse to "
@@ -360,24 +275,6 @@ class ServerSettings(BaseSettings):
                 "limit could never run beside small calls"
             )
         return self
-
-    @field_validator("models", mode="before")
-    @classmethod
-    def _models_from_json(cls, value: object) -> object:
-        """A JSON object given as text (a ConfigMap value), as the environment variable is."""
-        if isinstance(value, str):
-            try:
-                return json.loads(value)
-            except ValueError as e:
-                raise ValueError(f'models: not a JSON object of NAME: "PATH" ({e})') from None
-        return value
-
-    @field_validator("models")
-    @classmethod
-    def _model_names(cls, value: dict[str, Path]) -> dict[str, Path]:
-        for name in value:
-            check_model_name(name)
-        return value
 
     @model_validator(mode="after")
     def _some_model(self) -> ServerSettings:

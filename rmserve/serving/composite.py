@@ -144,6 +144,12 @@ class Composite:
         per_model = await each([c.core.score(pairs, timeout, field) for c in self.components])
         return self._combine(per_model, options)
 
+    def rewards_by_model(self, scores: Sequence[CompositeScore]) -> dict[str, list[float]]:
+        """Each model's normalised rewards over ``scores`` (this composite's), by model name."""
+        return {
+            c.name: [s.components[k].reward for s in scores] for k, c in enumerate(self.components)
+        }
+
     async def score_group(
         self,
         prompt: str,

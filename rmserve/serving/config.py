@@ -1,5 +1,6 @@
 """What a serving core is configured with and the states it moves through. The server builds
-the config from its settings (``rmserve.server.app.core_config``); the core never sees them."""
+the config from its settings (``rmserve.server.model_build.core_config``); the core never sees
+them."""
 
 from __future__ import annotations
 

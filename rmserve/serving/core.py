@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,7 @@ import numpy as np
 from rmserve.batching.batcher import Batcher
 from rmserve.batching.collect import QueuedItem
 from rmserve.batching.pending import PairScore, PendingRequest, Preference
-from rmserve.batching.warmup import tiled, warm_up, warmup_batches
+from rmserve.batching.warmup import warm_up, warmup_batches_for
 from rmserve.engine.providers import CUDA
 from rmserve.engine.session import Engine, LoadedArtifact
 from rmserve.errors import DeadlineExpired, InvalidRequest, Unavailable
@@ -36,6 +35,7 @@ from rmserve.rewards.ensemble import AggregateName
 from rmserve.serving import tokenizing
 from rmserve.serving.admission import SharedAdmission
 from rmserve.serving.config import CoreConfig, CoreState
+from rmserve.serving.inflight import InFlight
 from rmserve.serving.memory_budget import BytesReservation
 from rmserve.serving.replies import (
     RewardOptions,
@@ -84,13 +84,12 @@ class RewardCore:
         self._watch_rewards = watch_rewards
         self._batcher: Batcher | None = None
         self._batcher_task: asyncio.Task[None] | None = None
-        self._inflight = 0
-        self._idle: asyncio.Event | None = None
+        self._requests = InFlight(metrics.inflight_requests.set)
 
     @property
     def inflight(self) -> int:
         """Requests accepted and not yet answered."""
-        return self._inflight
+        return self._requests.count
 
     @contextlib.contextmanager
     def admit_bytes(self, size: int) -> Iterator[None]:
@@ -129,8 +128,7 @@ class RewardCore:
         self.state = CoreState.WARMING
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._warm_up)
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._requests.start()
         self._batcher = Batcher(
             self.engine,
             self._executor,
@@ -154,12 +152,12 @@ class RewardCore:
     async def astop(self, grace_seconds: float = 0.0) -> None:
         """Drain: wait up to ``grace_seconds`` for accepted work, fail what is left, stop."""
         self.begin_drain()
-        if self._idle is not None and self._inflight:
+        if self._requests.started and self._requests.count:
             try:
-                await asyncio.wait_for(self._idle.wait(), timeout=grace_seconds)
+                await asyncio.wait_for(self._requests.idle(), timeout=grace_seconds)
             except TimeoutError:
                 log.warning(
-                    "%d requests still running after %.1fs grace", self._inflight, grace_seconds
+                    "%d requests still running after %.1fs grace", self.inflight, grace_seconds
                 )
         if self._batcher is not None:
             self._batcher.fail_all("server stopped before this request was computed")
@@ -189,12 +187,8 @@ class RewardCore:
         runs = self.config.warmup_runs
         if runs == 0:
             return
-        preprocessor = self.artifact.preprocessor
-        max_length = preprocessor.config.max_length
-        short = preprocessor.prepare("warm-up prompt", "warm-up response")
-        long = tiled(preprocessor.prepare("", "warm up " * 64), max_length)
-        limits = self.config.limits
-        batches = warmup_batches(short, long, limits, every_shape=self.engine.provider == CUDA)
+        preprocessor, limits = self.artifact.preprocessor, self.config.limits
+        batches = warmup_batches_for(preprocessor, limits, self.engine.provider == CUDA)
         budget = self.config.warmup_budget_s
         report = warm_up(self.engine.score, batches, runs, budget, self._clock)
         log.info(
@@ -215,11 +209,11 @@ class RewardCore:
         ``rmserve.serving.golden_canary``): a request arriving meanwhile waits for this one run
         at most. ``Unavailable`` once the core is not serving."""
         while True:
-            if self.state is not CoreState.SERVING or self._idle is None:
+            if self.state is not CoreState.SERVING or not self._requests.started:
                 raise Unavailable(f"server is {self.state.value}")
-            if self._inflight == 0:
+            if self._requests.count == 0:
                 break
-            await self._idle.wait()
+            await self._requests.idle()
         loop = asyncio.get_running_loop()
         rewards: np.ndarray = await loop.run_in_executor(self._executor, self.engine.score, pairs)
         return rewards
@@ -327,7 +321,7 @@ class RewardCore:
         deadline = None if timeout is None else batcher.clock() + timeout
         batcher.reserve(rows)
         reserved = rows
-        self._enter()
+        self._requests.enter()
         request: PendingRequest | None = None
         try:
             try:
@@ -378,7 +372,7 @@ class RewardCore:
         finally:
             if reserved:
                 batcher.release(reserved)
-            self._leave()
+            self._requests.leave()
 
     def _refuse_truncated(
         self, prepared: list[PreparedPair], field: str, rows_per_item: int, group: bool
@@ -396,21 +390,11 @@ class RewardCore:
     async def _tokenize(
         self, chars: int, prepare: tokenizing.Chunks, deadline: float | None, batcher: Batcher
     ) -> list[PreparedPair]:
-        """Inline up to INLINE_TOKENIZE_CHARS, else on a tokenizer thread, which stops between
-        chunks once the caller cancelled (``CancelledError`` here) or the deadline passed
-        (``DeadlineExpired``)."""
+        """``tokenizing.tokenize`` on the shared tokenizer threads, timed."""
         start = time.perf_counter()
-        if chars <= tokenizing.INLINE_TOKENIZE_CHARS:
-            prepared = [pair for chunk in prepare() for pair in chunk]
-        else:
-            stop = threading.Event()
-            work = partial(tokenizing.tokenize_chunks, prepare, stop, deadline, batcher.clock)
-            loop = asyncio.get_running_loop()
-            try:
-                prepared = await loop.run_in_executor(self.shared.tokenizers, work)
-            except asyncio.CancelledError:
-                stop.set()
-                raise
+        prepared = await tokenizing.tokenize(
+            chars, prepare, deadline, batcher.clock, self.shared.tokenizers
+        )
         self.metrics.tokenize_duration.observe(time.perf_counter() - start)
         return prepared
 
@@ -418,15 +402,3 @@ class RewardCore:
         if self.state is not CoreState.SERVING or self._batcher is None:
             raise Unavailable(f"server is {self.state.value}; retry on another replica or later")
         return self._batcher
-
-    def _enter(self) -> None:
-        self._inflight += 1
-        self.metrics.inflight_requests.set(self._inflight)
-        if self._idle is not None:
-            self._idle.clear()
-
-    def _leave(self) -> None:
-        self._inflight -= 1
-        self.metrics.inflight_requests.set(self._inflight)
-        if self._inflight == 0 and self._idle is not None:
-            self._idle.set()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor
+from functools import partial
 
 from rmserve.errors import DeadlineExpired
 from rmserve.text.preprocess import PreparedPair
@@ -65,6 +67,28 @@ def uncuttable_group_message(error: UncuttableText, field: str) -> str:
     """Name the text of a group: ``prompt``, or ``responses[3]``."""
     where = "prompt" if error.part == "prompt" else f"{field}[{error.row}]"
     return f"{where}: {error.reason}"
+
+
+async def tokenize(
+    chars: int,
+    prepare: Chunks,
+    deadline: float | None,
+    clock: Callable[[], float],
+    executor: Executor,
+) -> list[PreparedPair]:
+    """Inline up to INLINE_TOKENIZE_CHARS, else on an ``executor`` thread, which stops between
+    chunks once the caller cancelled (``CancelledError`` here) or the deadline passed
+    (``DeadlineExpired``)."""
+    if chars <= INLINE_TOKENIZE_CHARS:
+        return [pair for chunk in prepare() for pair in chunk]
+    stop = threading.Event()
+    work = partial(tokenize_chunks, prepare, stop, deadline, clock)
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(executor, work)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
 
 
 def tokenize_chunks(

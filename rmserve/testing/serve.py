@@ -13,8 +13,9 @@ from collections.abc import Sequence
 
 from rmserve.cli_args import add_settings_arguments, settings_from_args
 from rmserve.engine.session import Engine, LoadedArtifact
-from rmserve.server.app import RewardServer, ort_engine
+from rmserve.server.app import RewardServer
 from rmserve.server.cli import run_server
+from rmserve.server.model_build import ort_engine
 from rmserve.server.settings import ServerSettings
 from rmserve.testing import ScriptedEngine
 

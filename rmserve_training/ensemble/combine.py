@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, compose, helper, numpy_helper
 
+from rmserve.artifact.folder import file_entries, read_manifest, write_manifest
 from rmserve.artifact.golden import read_golden, write_golden
 from rmserve.artifact.manifest import (
     ARTIFACT_FILES,
@@ -37,9 +38,6 @@ from rmserve.artifact.manifest import (
     Normalization,
     ParityReport,
     Preprocessing,
-    file_entries,
-    read_manifest,
-    write_manifest,
 )
 from rmserve.engine.session import OrtEngine, load_artifact
 from rmserve.serving.golden import GoldenDrift, verify_golden

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from rmserve.artifact.folder import file_entries, write_manifest
 from rmserve.artifact.golden import write_golden
 from rmserve.artifact.manifest import (
     ARTIFACT_FILES,
@@ -41,8 +42,6 @@ from rmserve.artifact.manifest import (
     ParityReport,
     Preprocessing,
     TrainingRecord,
-    file_entries,
-    write_manifest,
 )
 from rmserve.text.preprocess import PreparedPair, Preprocessor
 from rmserve_training.export.check import (

@@ -29,6 +29,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from rmserve.artifact.folder import artifact_files, file_entries, read_manifest, write_manifest
 from rmserve.artifact.golden import write_golden
 from rmserve.artifact.manifest import (
     FORMAT_VERSION,
@@ -37,10 +38,6 @@ from rmserve.artifact.manifest import (
     WEIGHTS_FILE,
     Manifest,
     ParityReport,
-    artifact_files,
-    file_entries,
-    read_manifest,
-    write_manifest,
 )
 from rmserve.engine.padding import pad_batch
 from rmserve.engine.session import load_artifact

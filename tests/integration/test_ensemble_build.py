@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rmserve.artifact.manifest import read_manifest, write_manifest
+from rmserve.artifact.folder import read_manifest, write_manifest
 from rmserve.engine.session import OrtEngine, load_artifact
 from tests.support.ensemble_texts import (
     OFFLINE_TOL,

@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 import pytest
 
-from rmserve.artifact.manifest import read_manifest
+from rmserve.artifact.folder import read_manifest
 from rmserve.v1 import reward_pb2
 from tests.support.ensemble_texts import (
     MATH_TOL,

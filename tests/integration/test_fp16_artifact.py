@@ -13,7 +13,8 @@ import onnx
 import pytest
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-from rmserve.artifact.manifest import MODEL_FILE, WEIGHTS_FILE, read_manifest
+from rmserve.artifact.folder import read_manifest
+from rmserve.artifact.manifest import MODEL_FILE, WEIGHTS_FILE
 from rmserve.v1 import reward_pb2
 from tests.support.harness import make_settings, serving
 

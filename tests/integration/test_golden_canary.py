@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import yaml
 
-from rmserve.artifact.manifest import read_manifest
+from rmserve.artifact.folder import read_manifest
 from rmserve.engine.session import Engine, LoadedArtifact
-from rmserve.server.app import ort_engine
+from rmserve.server.model_build import ort_engine
 from rmserve.server.settings import ServerSettings
 from rmserve.text.preprocess import PreparedPair
 from rmserve.v1 import reward_pb2

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import pytest
 
+from rmserve.artifact.folder import read_manifest
 from rmserve.artifact.golden import GOLDEN_FILE
-from rmserve.artifact.manifest import artifact_files, file_entries, read_manifest
 from rmserve.engine.session import OrtEngine, load_artifact
 from rmserve.serving.golden import verify_golden
 from rmserve.v1 import reward_pb2
+from tests.support.artifact_copies import edited_copy, rewrite_digests
 from tests.support.harness import make_settings, serving
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")
@@ -64,13 +64,12 @@ async def test_load_check_figures_are_on_the_gauges(tiny_artifact: Path) -> None
 async def test_an_artifact_without_golden_pairs_still_serves(
     tiny_artifact: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    folder = tmp_path / "artifact"
-    shutil.copytree(tiny_artifact, folder)
-    (folder / GOLDEN_FILE).unlink()
+    def drop_golden_pairs(folder: Path) -> None:
+        (folder / GOLDEN_FILE).unlink()
+        rewrite_digests(folder)
+
+    folder = edited_copy(tiny_artifact, tmp_path / "artifact", drop_golden_pairs)
     manifest = json.loads((folder / "manifest.json").read_text())
-    entries = file_entries(folder, artifact_files(folder))
-    manifest["files"] = {name: entry.model_dump() for name, entry in entries.items()}
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     with caplog.at_level(logging.INFO, logger="rmserve.serving.golden"):
         async with serving(make_settings(folder)) as h:
             reply = await h.stub.Score(reward_pb2.ScoreRequest(prompt="q", response="a"))

@@ -24,7 +24,7 @@ from rmserve.v1 import reward_pb2
 from rmserve_training.hf_import.command import import_hf
 from rmserve_training.model.chat_template import analyse_chat_template
 from tests.support.harness import make_settings, serving
-from tests.support.hf_families import FAMILIES, Family, build
+from tests.support.hf_families import FAMILIES, Family, build, left_padded
 
 Cli = Callable[[list[str]], tuple[int, list[str]]]
 MAX_LENGTH = 128
@@ -137,16 +137,6 @@ def test_onnx_rewards_equal_hf(imported: Imported, reference: np.ndarray) -> Non
     assert delta <= 1e-4
 
 
-def _left_padded(pairs: list[PreparedPair], pad_id: int) -> dict[str, np.ndarray]:
-    width = max(p.num_tokens for p in pairs)
-    ids = np.full((len(pairs), width), pad_id, dtype=np.int64)
-    mask = np.zeros_like(ids)
-    for row, pair in enumerate(pairs):
-        ids[row, width - pair.num_tokens :] = pair.input_ids
-        mask[row, width - pair.num_tokens :] = 1
-    return {"input_ids": ids, "attention_mask": mask}
-
-
 def test_padding_invariance_left_and_right(imported: Imported) -> None:
     engine, pairs = imported.engine, imported.prepared
     alone = np.concatenate([engine.score([pair]) for pair in pairs])
@@ -155,7 +145,7 @@ def test_padding_invariance_left_and_right(imported: Imported) -> None:
         str(imported.artifact / MODEL_FILE), providers=["CPUExecutionProvider"]
     )
     pad_id = engine.artifact.manifest.preprocessing.pad_token_id
-    (left,) = session.run(["rewards"], _left_padded(pairs, pad_id))
+    (left,) = session.run(["rewards"], left_padded(pairs, pad_id))
     assert np.abs(right - alone).max() <= 1e-5
     assert np.abs(np.asarray(left) - alone).max() <= 1e-5
 

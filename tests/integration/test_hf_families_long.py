@@ -10,7 +10,6 @@ import collections
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -24,7 +23,7 @@ from rmserve.engine.session import OrtEngine, load_artifact
 from rmserve.text.preprocess import PreparedPair
 from rmserve.v1 import reward_pb2
 from tests.support.harness import make_settings, serving
-from tests.support.hf_families import FAMILIES, build
+from tests.support.hf_families import FAMILIES, build, left_padded
 
 Cli = Callable[[list[str]], tuple[int, list[str]]]
 POSITIONS = 8192
@@ -93,22 +92,12 @@ def test_long_pair_equals_hf_right_padded(long_import: LongImport) -> None:
     assert np.abs(batch - alone).max() <= 1e-5
 
 
-def _left_padded(pairs: list[PreparedPair], pad_id: int) -> dict[str, Any]:
-    width = max(p.num_tokens for p in pairs)
-    ids = np.full((len(pairs), width), pad_id, dtype=np.int64)
-    mask = np.zeros_like(ids)
-    for row, pair in enumerate(pairs):
-        ids[row, width - pair.num_tokens :] = pair.input_ids
-        mask[row, width - pair.num_tokens :] = 1
-    return {"input_ids": ids, "attention_mask": mask}
-
-
-def test_long_pair_equals_hf_left_padded(long_import: LongImport) -> None:
+def test_long_pair_equals_hfleft_padded(long_import: LongImport) -> None:
     session = ort.InferenceSession(
         str(long_import.artifact / MODEL_FILE), providers=["CPUExecutionProvider"]
     )
     pad_id = long_import.manifest.preprocessing.pad_token_id
-    (left,) = session.run(["rewards"], _left_padded(long_import.prepared, pad_id))
+    (left,) = session.run(["rewards"], left_padded(long_import.prepared, pad_id))
     assert np.abs(np.asarray(left) - long_import.reference).max() <= 1e-4
 
 

@@ -19,7 +19,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from rmserve.artifact.manifest import read_manifest
+from rmserve.artifact.folder import read_manifest
 from rmserve.engine.session import OrtEngine, load_artifact
 from rmserve_training.model.backbones import minilm_folder
 

@@ -22,7 +22,7 @@ from rmserve.engine.threads import engine_workers
 from rmserve.server.settings import ServerSettings
 from rmserve.serving.models_memory import engine_footprint, required_bytes
 from rmserve.v1 import reward_pb2, reward_pb2_grpc
-from tests.reliability.test_golden_refusal import move_a_head_weight
+from tests.support.artifact_copies import move_a_head_weight
 from tests.support.harness import Harness, eventually, make_settings, scripted_factory, serving
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

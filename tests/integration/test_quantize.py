@@ -17,7 +17,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from rmserve.artifact.manifest import MODEL_FILE, read_manifest
+from rmserve.artifact.folder import read_manifest
+from rmserve.artifact.manifest import MODEL_FILE
 from rmserve.engine.session import OrtEngine, load_artifact
 from rmserve.text.preference_data import load_preferences
 from rmserve.v1 import reward_pb2

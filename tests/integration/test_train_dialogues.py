@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from rmserve.artifact.manifest import read_manifest
+from rmserve.artifact.folder import read_manifest
 from rmserve_training.demo.dialogues import write_dialogue_data
 from rmserve_training.model.backbones import minilm_folder, tiny_config
 from rmserve_training.settings import TrainSettings

@@ -17,7 +17,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from rmserve.artifact.manifest import MODEL_FILE, read_manifest
+from rmserve.artifact.folder import read_manifest
+from rmserve.artifact.manifest import MODEL_FILE
 from rmserve.engine.session import OrtEngine, load_artifact
 from rmserve.text.preprocess import PreparedPair
 from rmserve.v1 import reward_pb2

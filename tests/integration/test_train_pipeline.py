@@ -12,13 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rmserve.artifact.manifest import (
-    GOLDEN_FILE,
-    MANIFEST_FILE,
-    MODEL_FILE,
-    TOKENIZER_FILE,
-    read_manifest,
-)
+from rmserve.artifact.folder import read_manifest
+from rmserve.artifact.manifest import GOLDEN_FILE, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE
 from rmserve.engine.session import OrtEngine, load_artifact
 from rmserve.text.preference_data import load_preferences
 

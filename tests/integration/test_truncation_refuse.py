@@ -14,7 +14,8 @@ import aiohttp
 import grpc
 import pytest
 
-from rmserve.artifact.manifest import TOKENIZER_FILE, read_manifest
+from rmserve.artifact.folder import read_manifest
+from rmserve.artifact.manifest import TOKENIZER_FILE
 from rmserve.client import AsyncRewardClient, InvalidRequestError
 from rmserve.testing import ScriptedEngine
 from rmserve.text.preprocess import Preprocessor, load_tokenizer

@@ -5,8 +5,6 @@ and sha256s are re-written after a graph edit, so only the intended defect remai
 
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,24 +14,11 @@ import onnx
 import pytest
 from onnx import helper
 
-from rmserve.artifact.manifest import (
-    MODEL_FILE,
-    TOKENIZER_FILE,
-    WEIGHTS_FILE,
-    artifact_files,
-    file_entries,
-)
+from rmserve.artifact.manifest import MODEL_FILE, TOKENIZER_FILE, WEIGHTS_FILE
 from rmserve.engine.session import OrtEngine, load_artifact
+from tests.support.artifact_copies import edited_copy, rewrite_digests
 
 BOUND_S = 120.0
-
-
-def rewrite_digests(folder: Path) -> None:
-    path = folder / "manifest.json"
-    manifest = json.loads(path.read_text())
-    entries = file_entries(folder, artifact_files(folder))
-    manifest["files"] = {name: entry.model_dump() for name, entry in entries.items()}
-    path.write_text(json.dumps(manifest, indent=2))
 
 
 def remove_tokenizer(folder: Path) -> None:
@@ -109,11 +94,8 @@ def broken(
 ) -> dict[str, Path]:
     folders = {}
     for name, (defect, _) in DEFECTS.items():
-        folder = tmp_path_factory.mktemp("broken") / "artifact"
         source = tiny_external_artifact if name in WEIGHT_FILE_DEFECTS else tiny_artifact
-        shutil.copytree(source, folder)
-        defect(folder)
-        folders[name] = folder
+        folders[name] = edited_copy(source, tmp_path_factory.mktemp("broken") / "artifact", defect)
     return folders
 
 

@@ -31,7 +31,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rmserve.grpc.service import RETRY_PUSHBACK_KEY, REWARD_SERVICE
-from rmserve.server.app import RewardServer, transport_limit
+from rmserve.server.app import RewardServer
+from rmserve.server.grpc_server import transport_limit
 from rmserve.v1 import reward_pb2, reward_pb2_grpc
 from tests.support.harness import make_settings
 

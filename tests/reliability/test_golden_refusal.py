@@ -6,36 +6,16 @@ moved, another has two tokens' ids swapped in tokenizer.json."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import onnx
 import pytest
-from onnx import numpy_helper
 
-from rmserve.artifact.manifest import MODEL_FILE, TOKENIZER_FILE, artifact_files, file_entries
+from rmserve.artifact.manifest import TOKENIZER_FILE
 from rmserve.engine.session import OrtEngine, load_artifact
 from tests.reliability.test_bad_artifact import BOUND_S, serve_argv
-
-
-def rehash(folder: Path) -> None:
-    path = folder / "manifest.json"
-    manifest = json.loads(path.read_text())
-    entries = file_entries(folder, artifact_files(folder))
-    manifest["files"] = {name: entry.model_dump() for name, entry in entries.items()}
-    path.write_text(json.dumps(manifest, indent=2))
-
-
-def move_a_head_weight(folder: Path) -> None:
-    model = onnx.load(str(folder / MODEL_FILE))
-    (head,) = [i for i in model.graph.initializer if i.name == "head.weight"]
-    weights = numpy_helper.to_array(head).copy()
-    weights.flat[0] += 0.05
-    head.CopyFrom(numpy_helper.from_array(weights, head.name))
-    onnx.save(model, str(folder / MODEL_FILE))
-    rehash(folder)
+from tests.support.artifact_copies import edited_copy, move_a_head_weight, rewrite_digests
 
 
 def swap_two_token_ids(folder: Path) -> None:
@@ -43,7 +23,7 @@ def swap_two_token_ids(folder: Path) -> None:
     vocab = tokenizer["model"]["vocab"]
     vocab["context"], vocab["response"] = vocab["response"], vocab["context"]
     (folder / TOKENIZER_FILE).write_text(json.dumps(tokenizer))
-    rehash(folder)
+    rewrite_digests(folder)
 
 
 CHANGES: dict[str, tuple[Callable[[Path], None], tuple[str, ...]]] = {
@@ -68,10 +48,9 @@ CHANGES: dict[str, tuple[Callable[[Path], None], tuple[str, ...]]] = {
 def changed(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folders = {}
     for name, (change, _) in CHANGES.items():
-        folder = tmp_path_factory.mktemp("changed") / "artifact"
-        shutil.copytree(tiny_artifact, folder)
-        change(folder)
-        folders[name] = folder
+        folders[name] = edited_copy(
+            tiny_artifact, tmp_path_factory.mktemp("changed") / "artifact", change
+        )
     return folders
 
 

@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 
 from rmserve.grpc import service as grpc_service
 from rmserve.grpc.service import RETRY_PUSHBACK_KEY
-from rmserve.server.app import TRANSPORT_ENVELOPE_BYTES, transport_limit
+from rmserve.server.grpc_server import TRANSPORT_ENVELOPE_BYTES, transport_limit
 from rmserve.v1 import reward_pb2
 from tests.support.harness import Harness, make_settings, serving
 

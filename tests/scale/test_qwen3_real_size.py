@@ -24,13 +24,13 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from rmserve.artifact.folder import read_manifest
 from rmserve.artifact.manifest import (
     GOLDEN_FILE,
     MANIFEST_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
-    read_manifest,
 )
 from rmserve.engine.session import load_artifact
 from rmserve.testing import start_server

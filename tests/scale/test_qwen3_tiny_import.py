@@ -14,13 +14,13 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
+from rmserve.artifact.folder import read_manifest
 from rmserve.artifact.manifest import (
     GOLDEN_FILE,
     MANIFEST_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
-    read_manifest,
 )
 from rmserve.engine.session import OrtEngine, load_artifact
 from tests.support.qwen3_rm import write_qwen3_rm

@@ -14,7 +14,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rmserve.engine.session import LoadedArtifact
-from rmserve.server.app import EngineFactory, RewardServer, ort_engine
+from rmserve.server.app import RewardServer
+from rmserve.server.model_build import EngineFactory, ort_engine
 from rmserve.server.model_loading import ModelCheck
 from rmserve.server.settings import ServerSettings
 from rmserve.testing import ScriptedEngine

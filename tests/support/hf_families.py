@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tokenizers import (
     AddedToken,
@@ -37,6 +38,8 @@ from transformers import (
     Qwen3Config,
     Qwen3ForSequenceClassification,
 )
+
+from rmserve.text.preprocess import PreparedPair
 
 CORPUS = [
     "What is the capital of France? Paris is the capital of France.",
@@ -314,3 +317,15 @@ def build(family: Family, folder: Path, seed: int = 0, positions: int = 512) -> 
     model.eval()
     model.save_pretrained(folder)
     return folder
+
+
+def left_padded(pairs: list[PreparedPair], pad_id: int) -> dict[str, np.ndarray]:
+    """The pairs as one left-padded ``input_ids``/``attention_mask`` feed for the ONNX graph
+    (the engine itself pads on the right)."""
+    width = max(p.num_tokens for p in pairs)
+    ids = np.full((len(pairs), width), pad_id, dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for row, pair in enumerate(pairs):
+        ids[row, width - pair.num_tokens :] = pair.input_ids
+        mask[row, width - pair.num_tokens :] = 1
+    return {"input_ids": ids, "attention_mask": mask}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from rmserve.artifact.folder import artifact_files, read_manifest
 from rmserve.artifact.golden import (
     GOLDEN_FILE,
     GoldenPair,
@@ -16,14 +17,7 @@ from rmserve.artifact.golden import (
     read_golden,
     write_golden,
 )
-from rmserve.artifact.manifest import (
-    MODEL_FILE,
-    TOKENIZER_FILE,
-    ArtifactError,
-    Manifest,
-    artifact_files,
-    read_manifest,
-)
+from rmserve.artifact.manifest import MODEL_FILE, TOKENIZER_FILE, ArtifactError, Manifest
 from tests.unit.artifact.test_manifest import write_artifact
 
 TOLERANCE = GoldenTolerance(atol=1e-4, basis="the fp32 export check's bound")

@@ -11,6 +11,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
+from rmserve.artifact.folder import file_entries, read_manifest, write_manifest
 from rmserve.artifact.manifest import (
     MANIFEST_FILE,
     MODEL_FILE,
@@ -23,9 +24,6 @@ from rmserve.artifact.manifest import (
     Normalization,
     ParityReport,
     Preprocessing,
-    file_entries,
-    read_manifest,
-    write_manifest,
 )
 
 PARITY = ParityReport(
@@ -176,7 +174,7 @@ def test_truncated_weights_are_refused_by_size(
     def no_hashing(path: Path) -> str:
         raise AssertionError(f"hashed {path} although its size is wrong")
 
-    monkeypatch.setattr("rmserve.artifact.manifest.sha256_file", no_hashing)
+    monkeypatch.setattr("rmserve.artifact.folder.sha256_file", no_hashing)
     with pytest.raises(ArtifactError, match=f"{WEIGHTS_FILE}: 1000 bytes, the manifest says 1024"):
         read_manifest(external)
 

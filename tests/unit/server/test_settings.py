@@ -10,7 +10,7 @@ import pytest
 
 from rmserve.cli_args import settings_from_args
 from rmserve.server import cli as server_cli
-from rmserve.server.app import core_config
+from rmserve.server.model_build import core_config
 from rmserve.server.settings import ServerSettings
 
 
