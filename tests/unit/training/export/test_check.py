@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
+from pathlib import Path
 
-from rmserve_training.export.check import TOLERANCES, rank_agreement
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from rmserve_training.export.check import TOLERANCES, cpu_session, rank_agreement
 
 
 def test_same_order_agrees_fully() -> None:
@@ -47,3 +52,20 @@ def test_fp16_tolerance_scales_with_the_reward() -> None:
     assert not fp16.parity_ok(np.array([10.15]), np.array([10.0]))
     assert not fp16.parity_ok(np.array([0.011]), np.array([0.0]))
     assert "1e-02·|reference|" in fp16.describe()
+
+
+def test_check_sessions_keep_no_memory_arena(tmp_path: Path) -> None:
+    """The checks run many batch shapes once each; an arena would keep every one's memory."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])
+    graph = helper.make_graph([helper.make_node("Neg", ["x"], ["y"])], "neg", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "neg.onnx"
+    onnx.save_model(model, str(path))
+    session = cpu_session(path)
+    options = session.get_session_options()
+    assert options.enable_cpu_mem_arena is False
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    (out,) = session.run(None, {"x": np.array([1.0, -2.0], dtype=np.float32)})
+    assert out.tolist() == [-1.0, 2.0]
