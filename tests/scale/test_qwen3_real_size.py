@@ -1,5 +1,5 @@
 """A real size, end to end (not in the default run: ``pytest -m large``; ~20 minutes
-on 2 cores, and import-hf alone peaks at ~7 GB RAM).
+on 2 cores, up to ~10 GiB of RAM).
 
 A random-weight Qwen3 reward model at the Qwen3-0.6B shape (> 2 GiB of fp32 weights) with a
 ChatML-style template goes through ``rmserve import-hf`` (weights beyond the protobuf limit, so
