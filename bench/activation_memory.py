@@ -53,6 +53,11 @@ SHAPES = {
         hidden_size=512, intermediate_size=1536, num_layers=2, num_attention_heads=8,
         num_key_value_heads=4, head_dim=64, attention="fused",
     ),
+    # Qwen3-0.6B's widths and attention (its 28 layers via --layers)
+    "q06b": ModelShape(
+        hidden_size=1024, intermediate_size=3072, num_layers=2, num_attention_heads=16,
+        num_key_value_heads=8, head_dim=128, attention="fused",
+    ),
 }  # fmt: skip
 # gqa: GroupQueryAttention (causal) with its present_key / present_value outputs declared, as
 # rmserve import-hf's fused export declares them; gqa-no-present: the same node with only its
@@ -229,6 +234,16 @@ def exported_qwen3(folder: Path, max_length: int) -> tuple[Path, ModelShape]:
     return artifact / "model.onnx", shape
 
 
+def layered_shapes(names: str, layers: str) -> list[tuple[str, ModelShape]]:
+    """Each named shape, at each of the ``layers`` counts (named ``NAME-lN``) if any given."""
+    shapes = [(name, SHAPES[name]) for name in names.split(",")]
+    if not layers:
+        return shapes
+    counts = [int(n) for n in layers.split(",")]
+    return [(f"{name}-l{n}", shape.model_copy(update={"num_layers": n}))
+            for name, shape in shapes for n in counts]  # fmt: skip
+
+
 def measure_one(model: Path, length: int, rows: int) -> dict[str, int]:
     command = [sys.executable, "-c", CHILD, str(model), str(length), str(rows)]
     done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=1800)
@@ -245,7 +260,8 @@ def run_row(name: str, kind: str, shape: ModelShape, model: Path, length: int,
     delta, tokens = got["peak"] - got["before"], rows * length
     linear = activation_width(shape, length, scores_held=False)
     quadratic = activation_width(shape, length, scores_held=True)
-    row = {"shape": name, "attention": kind, "rows": rows, "length": length, "tokens": tokens,
+    row = {"shape": name, "attention": kind, "layers": shape.num_layers, "rows": rows,
+           "length": length, "tokens": tokens,
            **got, "peak_over_before_bytes": delta, "bytes_per_token": delta / tokens,
            "width_linear": linear, "width_with_scores": quadratic,
            "constant_linear": delta / (tokens * linear * 4),
@@ -285,7 +301,11 @@ def main() -> int:
         help="also measure a random Qwen3 of the h256 shape exported by import-hf at this "
         "max_length (0: not)",
     )  # fmt: skip
-    parser.add_argument("--shapes", default=",".join(SHAPES))
+    parser.add_argument("--shapes", default="h256,h512")
+    parser.add_argument(
+        "--layers", default="",
+        help="comma-separated layer counts to build each shape with (default: the shape's, 2)",
+    )  # fmt: skip
     parser.add_argument(
         "--artifact", type=Path,
         help="also measure this artifact's model.onnx (fp32), e.g. a fused import-hf export",
@@ -305,8 +325,7 @@ def main() -> int:
     lengths = [int(n) for n in args.lengths.split(",")]
     rows: list[dict[str, Any]] = []
     folder = Path(tempfile.mkdtemp(prefix="activation-models-"))
-    for name in args.shapes.split(","):
-        shape = SHAPES[name]
+    for name, shape in layered_shapes(args.shapes, args.layers):
         for kind in args.kinds.split(","):
             model = folder / f"{name}-{kind}.onnx"
             build(shape, kind, model)
@@ -314,6 +333,7 @@ def main() -> int:
                 if kind in QUADRATIC_KINDS and length > args.quadratic_max_length:
                     continue
                 rows.append(run_row(name, kind, graph_shape(shape, kind), model, length))
+            model.unlink()
     if args.exported_max_length:
         model, shape = exported_qwen3(folder / "qwen3", args.exported_max_length)
         for length in lengths:

@@ -3,7 +3,8 @@
 
 A batch of ``tokens`` padded tokens, each row padded to ``length``, holds about
 
-    ACTIVATION_CONSTANT x tokens x activation_width(shape, length) x bytes per element
+    (ACTIVATION_CONSTANT x activation_width(shape, length) + retained_kv_width(shape))
+        x tokens x bytes per element
 
 where the width is what one layer keeps alive at its peak: the residual stream and its
 normalised copy, the attention's input and output (4 x hidden), the Q, K and V projections, and
@@ -11,9 +12,17 @@ the MLP's gate, up and gated product (3 x its width); where the attention is mat
 (MatMul, Softmax, MatMul: an eager export) it also holds its scores and probabilities, 2 x heads
 x length per token (quadratic in length; 2 x heads x chunk with an ``attention_query_chunk``).
 A fused ``GroupQueryAttention`` (the 'ort-gqa' export) holds no [length, length] scores, on the
-CPU as on CUDA. onnxruntime frees a layer's tensors before the next needs its own, so the layer
-count does not enter; the constant covers what else is alive (the embedding output, the arena's
-rounding of its blocks) and was measured by ``bench/activation_memory.py``.
+CPU as on CUDA. onnxruntime frees a layer's working tensors before the next needs its own; the
+constant covers what else is alive (the embedding output, the arena's rounding of its blocks)
+and was measured by ``bench/activation_memory.py``.
+
+What is not freed: a fused attention's ``present_key`` / ``present_value`` outputs (declared so
+that the CPU kernel holds no scores, ``rmserve_training/export/fused_attention.py``) are
+consumed by nothing and stay alive until the run ends, every layer's: ``retained_kv_width`` =
+layers x 2 x kv_heads x head_dim per token, exactly the tensors' size (bench: each layer adds
+1.00-1.08 x that to a batch's peak). For Qwen3-0.6B (28 layers) that is 229 KB per fp32 token,
+more than the working-set term. A materialised attention's K and V are read by its MatMuls and
+freed with the layer: its memory does not grow with layers.
 
 Every engine worker runs one batch at once. At most ``long_slots`` of them run a long batch, an
 item alone over max_batch_tokens (``rmserve.batching.batcher``), which is at most a Prefer's two
@@ -39,7 +48,8 @@ DTYPE_BYTES = {"fp32": 4, "fp16": 2, "int8": 4}
 # 0.95-1.20 on decoder-shaped graphs with GroupQueryAttention (512-16k tokens); counting the
 # scores, at most 1.0 on eager graphs and 1.85 on a random Qwen3 exported eagerly by import-hf
 # (4k tokens; its masks and casts hold more, rising with length). 2.5 bounds them all: ~2.2x
-# the fused export, 1.35x the eager one.
+# the fused export, 1.35x the eager one. These 2-layer runs include 2 layers' retained K/V
+# (below); without it the working set is 1.21-1.27 x width on the 0.6B's shape at 2-12 layers.
 ACTIVATION_CONSTANT = 2.5
 # Manifest ``optimization`` values whose attention is one fused kernel (GroupQueryAttention):
 # an artifact without a recorded shape gets a fused estimate when it says one of these.
@@ -68,6 +78,16 @@ def activation_width(shape: ModelShape, length: int, scores_held: bool) -> int:
     return width
 
 
+def retained_kv_width(shape: ModelShape) -> int:
+    """Elements per token that outlive their layer until the run ends: a fused attention's
+    present K and V, every layer's (not scaled by ACTIVATION_CONSTANT: they are exactly this big,
+    and bench/activation_memory.py measured each layer adding 1.00-1.08 x this to the peak, the
+    arena's rounding within the working-set term's margin); none for a materialised one."""
+    if shape.attention != "fused":
+        return 0
+    return shape.num_layers * 2 * shape.kv_heads * shape.head_dim_or_default
+
+
 def scores_held(shape: ModelShape) -> bool:
     """Whether the attention holds its [heads, length, length] scores: a materialised one does;
     a fused GroupQueryAttention does not (onnxruntime's CPU kernel as its CUDA ones)."""
@@ -77,7 +97,8 @@ def scores_held(shape: ModelShape) -> bool:
 def batch_activation_bytes(shape: ModelShape, dtype: str, tokens: int, length: int) -> int:
     """What one batch of ``tokens`` padded tokens, rows of ``length``, holds while it runs."""
     width = activation_width(shape, length, scores_held(shape))
-    return math.ceil(ACTIVATION_CONSTANT * tokens * width * DTYPE_BYTES[dtype])
+    per_token = ACTIVATION_CONSTANT * width + retained_kv_width(shape)
+    return math.ceil(per_token * tokens * DTYPE_BYTES[dtype])
 
 
 def assumed_shape(parameters: int, attention: Attention = "materialized") -> ModelShape:
