@@ -20,12 +20,14 @@ TOKENIZER_BYTES_PER_CHAR (longer texts are windowed or refused, ``rmserve.text.w
 each of the TOKENIZE_WORKERS threads and the event loop.
 
 The activations (``activation_bytes``): every engine worker runs one batch at once. A batch of
-``tokens`` padded tokens, padded to ``length``, holds ACTIVATION_CONSTANT x tokens x
-``activation_width`` x bytes per element, the width being what one layer keeps alive at its peak
-(4 x hidden + the Q, K and V projections + 3 x the MLP width; with materialised attention also
-2 x heads x length, its scores and probabilities). The long batches (at most
-``long_batch_slots``) hold a Prefer's two max-length pairs, 2 x max_length tokens; the others
-max_batch_tokens. Artifacts whose manifest records no ``shape`` get ``assumed_shape``.
+``tokens`` padded tokens, padded to ``length``, holds (ACTIVATION_CONSTANT x ``activation_width``
++ ``retained_kv_width``) x tokens x bytes per element, the width being what one layer keeps alive
+at its peak (4 x hidden + the Q, K and V projections + 3 x the MLP width; with materialised
+attention also 2 x heads x length, its scores and probabilities), the retained K/V what a fused
+attention keeps of every layer to the run's end (layers x 2 x kv_heads x head_dim). The long
+batches (at most ``long_batch_slots``) hold a Prefer's two max-length pairs, 2 x max_length
+tokens; the others max_batch_tokens. Artifacts whose manifest records no ``shape`` get
+``assumed_shape``.
 """
 
 from __future__ import annotations

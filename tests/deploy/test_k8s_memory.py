@@ -108,7 +108,8 @@ def test_the_long_context_variant_is_sized_for_a_16k_decoder_on_its_gpu(
     on_gpu = engine_activation_bytes(
         shape, "fp32", max_length, s.max_batch_tokens, 2, s.long_batch_workers
     )
-    assert on_gpu < 8 * GIB  # linear in length with the fused kernel: fits any data-centre GPU
+    # linear in length with the fused kernel; with the weights it fits a 24 GB GPU
+    assert on_gpu < 16 * GIB
 
 
 def test_the_long_context_cpu_variant_holds_a_16k_fused_decoder_and_no_eager_one(
@@ -127,7 +128,8 @@ def test_the_long_context_cpu_variant_holds_a_16k_fused_decoder_and_no_eager_one
                   "max_request_pairs", "truncation", "warmup_budget_seconds"):  # fmt: skip
         assert getattr(s, field) == getattr(gpu, field), field
     activations = host_activations(s, shape, max_length)
-    assert 4 * GIB < activations < 8 * GIB  # a Prefer's two 16k pairs + 8,192 tokens
+    # a Prefer's two 16k pairs + 8,192 tokens, each holding every layer's K/V to the run's end
+    assert 12 * GIB < activations < 16 * GIB
     limit = quantity_bytes(_server(manifests)["resources"]["limits"]["memory"])
     budget = resolve_inflight_bytes(None, limit, s.max_message_bytes, model_bytes,
                                     s.max_queue_pairs, max_length, activations)  # fmt: skip

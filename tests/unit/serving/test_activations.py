@@ -3,6 +3,7 @@ artifact without one is given."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,7 @@ def test_the_bound_holds_every_measured_layer_count() -> None:
     runs: list[dict[str, Any]] = json.loads(LAYER_RESULTS.read_text())["runs"]
     gqa = sorted((r for r in runs if r["attention"] == "gqa"), key=lambda r: r["layers"])
     assert len(gqa) >= 3 and gqa[-1]["layers"] >= 12
-    for low, high in zip(gqa, gqa[1:], strict=False):
+    for low, high in itertools.pairwise(gqa):
         kv = (high["layers"] - low["layers"]) * 2 * 8 * 128 * 4 * high["tokens"]
         grown = high["peak_over_before_bytes"] - low["peak_over_before_bytes"]
         assert 0.95 * kv <= grown <= 1.15 * kv, (low, high)
