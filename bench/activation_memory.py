@@ -22,6 +22,12 @@ two (a Prefer's two pairs form one batch):
     .venv/bin/python bench/activation_memory.py --artifact ARTIFACT --artifact-shape JSON \
         --out bench/results/activation-memory-cpu.json
 
+``--layers`` builds each shape at several layer counts (``--shapes q06b --layers 2,6,12``: a
+fused layer's present K/V stays alive to the run's end, so the peak grows with layers):
+
+    .venv/bin/python bench/activation_memory.py --shapes q06b --layers 2,6,12 --kinds gqa \
+        --lengths 8192 --exported-max-length 0 --out bench/results/activation-memory-layers-cpu.json
+
 Attentions whose memory is quadratic are measured only up to ``--quadratic-max-length``.
 """
 
